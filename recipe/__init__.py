@@ -1,0 +1,8 @@
+"""recipe: CIFAR-10 with fastai, albumentations and a small custom ResNet, with the plots that show what happened."""
+__version__ = '0.1.0'
+import warnings
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # fastai 2.8 on torch 2.14: noise
+from .config import *
+from .model import CustomResNet
+from .data import RecipeError, cifar_dls, train_augs
+from .train import train

@@ -1,0 +1,55 @@
+"""Command line: `python -m recipe train|bench ...` (fastcore's `call_parse`; `--help` on each)."""
+import sys
+
+import matplotlib
+from fastcore.script import call_parse
+
+from .config import BS, EPOCHS, WIDTH
+
+__all__ = ['train', 'bench', 'report', 'main']
+
+
+@call_parse
+def train(data: str = None,     # data folder in fastai's CIFAR layout (train/<class>/*, test/<class>/*); default $RECIPE_DATA, else download
+          epochs: int = EPOCHS,  # epochs of fit_one_cycle
+          bs: int = BS,          # batch size
+          width: int = WIDTH,    # channels of the model's first layer (64 is the original)
+          lr_min: float = None,  # LR at the start and end of the cycle; default from lr_find
+          lr_max: float = None,  # LR at the peak (5/24 of training); default from lr_find
+          seed: int = None,      # random seed: makes a CPU run repeatable
+          out: str = None):      # run folder; default runs/<timestamp>
+    "Train the custom ResNet on CIFAR-10; writes metrics, weights and plots to the run folder"
+    from .train import train as _train
+    _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out)
+
+
+@call_parse
+def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'list' shows them
+          seed: int = 0,         # random seed
+          data: str = None,      # data folder; default $RECIPE_DATA
+          width: int = None,     # override the profile's width
+          epochs: int = None,    # override the profile's epochs
+          results: str = 'bench/results',  # folder for the result JSON
+          runs: str = 'runs'):   # folder under which the run folder goes
+    "Train a named profile on the full data and record the result as JSON in bench/results/"
+    from .bench import run_profile
+    run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, results=results, runs=runs)
+
+
+@call_parse
+def report(results: str = 'bench/results',  # folder of result JSON files
+           md: str = 'BENCHMARKS.md'):     # the Markdown file to write
+    "Regenerate BENCHMARKS.md (table and plots) from the result JSON files"
+    from .bench import write_report
+    print(f'wrote {write_report(results, md)}')
+
+
+COMMANDS = {'train': train, 'bench': bench, 'report': report}
+
+
+def main():
+    matplotlib.use('Agg')  # plots go to files
+    cmd = sys.argv[1] if len(sys.argv) > 1 else None
+    if cmd not in COMMANDS: sys.exit(f"usage: python -m recipe {{{'|'.join(COMMANDS)}}} [options]  (--help after a command lists them)")
+    sys.argv = [f'python -m recipe {cmd}'] + sys.argv[2:]
+    return COMMANDS[cmd]

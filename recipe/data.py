@@ -1,0 +1,112 @@
+"""Data: CIFAR-10 in fastai's folder layout -> fastai `DataLoaders`, with albumentations on the training split.
+
+Each image is decoded once and kept in memory as uint8 (50,000 x 32 x 32 x 3 is 150 MB): fastai's default
+per-item pipeline decodes every file with PIL every epoch and managed ~1,000 img/s on one core here.
+"""
+import os
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from fastai.vision.all import (CategoryBlock, DataBlock, GrandparentSplitter, ImageBlock, Normalize, Path,
+                               TensorImage, Transform, URLs, get_image_files, parent_label, untar_data)
+from fastcore.script import CliError
+from PIL import Image
+
+from .config import BS, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, PAD_TO
+
+__all__ = ['RecipeError', 'find_data', 'list_images', 'decode', 'ImageCache', 'CachedImage', 'train_augs',
+           'AlbumentationsTransform', 'cifar_dls']
+
+
+class RecipeError(CliError):
+    "Bad input: the message names the path or value. The CLI prints it and exits 1; Python callers get the exception."
+
+
+def find_data(data=None) -> Path:
+    "The data folder: `data`, else $RECIPE_DATA, else fastai's CIFAR-10 download. Checked for train/ and test/."
+    if data is None: data = os.environ.get(DATA_ENV) or untar_data(URLs.CIFAR)
+    path = Path(data).expanduser()
+    if not path.is_dir(): raise RecipeError(f"data folder not found: {path}")
+    for split in ('train', 'test'):
+        if not (path/split).is_dir(): raise RecipeError(f"data folder {path} has no '{split}/' folder (expected fastai's CIFAR layout: train/<class>/*, test/<class>/*)")
+    return path
+
+
+def list_images(path: Path) -> list:
+    "Image files of train/ then test/, checked: each split has images, every test class is a training class."
+    files, classes = {}, {}
+    for split in ('train', 'test'):
+        files[split] = sorted(get_image_files(path/split))
+        if not files[split]: raise RecipeError(f"no images (PNG or JPEG) in {path/split}")
+        classes[split] = {f.parent.name for f in files[split]}
+    unknown = classes['test'] - classes['train']
+    if unknown: raise RecipeError(f"test classes not among the training classes in {path/'train'}: {', '.join(sorted(unknown))}")
+    return files['train'] + files['test']
+
+
+def decode(fn, size=CROP) -> np.ndarray:
+    "Decode an image file to a (size, size, 3) uint8 array: any mode is converted to RGB, any size resized."
+    try:
+        with Image.open(fn) as im:
+            im = im.convert('RGB')
+            if im.size != (size, size): im = im.resize((size, size), Image.BICUBIC)
+            return np.array(im, dtype=np.uint8)
+    except Exception as e: raise RecipeError(f"cannot read image {fn}: {e}") from None
+
+
+class ImageCache:
+    "Maps an image path to its decoded array, decoding every file once up front; unknown paths are decoded on call."
+    def __init__(self, files):
+        self.index = {f: i for i, f in enumerate(files)}
+        self.arrays = np.stack([decode(f) for f in files]) if files else np.zeros((0, CROP, CROP, 3), np.uint8)
+    def __call__(self, fn):
+        i = self.index.get(fn)
+        return decode(fn) if i is None else self.arrays[i]
+    # An exported `Learner` keeps only the decoding, not 150 MB of training images
+    def __getstate__(self): return {'index': {}, 'arrays': self.arrays[:0]}
+
+
+class CachedImage(TensorImage):
+    "`ImageBlock(cls=CachedImage)`: an image made from a decoded HWC uint8 array, with no PIL round trip"
+    @classmethod
+    def create(cls, a: np.ndarray): return TensorImage(torch.from_numpy(a).permute(2, 0, 1))  # (3, H, W) view
+
+
+def train_augs(seed=None) -> A.Compose:
+    "Pad to 40 (reflect) + random crop 32, horizontal flip, one 8x8 cutout filled with the dataset mean."
+    mean = tuple(round(255*m) for m in CIFAR_MEAN)
+    return A.Compose([
+        A.PadIfNeeded(PAD_TO, PAD_TO, border_mode=cv2.BORDER_REFLECT_101),
+        A.RandomCrop(CROP, CROP),
+        A.HorizontalFlip(p=0.5),
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(CUTOUT, CUTOUT),
+                        hole_width_range=(CUTOUT, CUTOUT), fill=mean, p=1.0),
+    ], seed=seed)
+
+
+class AlbumentationsTransform(Transform):
+    "Runs an albumentations pipeline on uint8 (3, H, W) images of the training split only"
+    split_idx, order = 0, 2  # split_idx=0: fastai applies it to the training split only
+    def __init__(self, pipeline: A.Compose): self.pipeline, self.worker = pipeline, None
+
+    def encodes(self, img: TensorImage):
+        info = torch.utils.data.get_worker_info()
+        # albumentations keeps its own RNG: forked workers would all replay the parent's stream
+        if info is not None and self.worker != info.id:
+            self.pipeline.set_random_seed(info.seed % 2**32); self.worker = info.id
+        out = self.pipeline(image=img.permute(1, 2, 0).numpy())['image']  # back to the cache's HWC layout, no copy
+        return TensorImage(torch.from_numpy(out).permute(2, 0, 1))
+
+
+def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None):
+    "fastai `DataLoaders` over train/ (augmented) and test/ (the validation set) of a CIFAR-layout folder"
+    if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
+    path = find_data(data)
+    files = list_images(path)
+    dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock),
+                       get_x=ImageCache(files), get_y=parent_label,
+                       splitter=GrandparentSplitter(train_name='train', valid_name='test'),
+                       item_tfms=AlbumentationsTransform(train_augs(seed)),
+                       batch_tfms=Normalize.from_stats(CIFAR_MEAN, CIFAR_STD))
+    return dblock.dataloaders(files, path=path, bs=bs, num_workers=num_workers, device=device)

@@ -1,0 +1,41 @@
+"""The pictures of a run, saved as PNG: lr_find, LR schedule, losses, accuracy, confusion matrix, top losses."""
+import matplotlib.pyplot as plt
+from fastai.vision.all import ClassificationInterpretation
+
+__all__ = ['save_fig', 'plot_lr_find', 'plot_accuracy', 'save_run_plots']
+
+
+def save_fig(path, fig=None):
+    "fastai's plot methods return no figure: save the current one and close it"
+    fig = fig or plt.gcf()
+    fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
+
+
+def plot_lr_find(recorder, suggestions: dict, lr_min, lr_max):
+    "fastai's lr_find curve with every suggestion and the chosen LRMIN / LRMAX marked"
+    recorder.plot_lr_find()
+    ax = plt.gca()
+    for (name, lr), color in zip(suggestions.items(), plt.rcParams['axes.prop_cycle'].by_key()['color'][1:]):
+        ax.axvline(lr, ls=':', c=color, label=f'{name} {lr:.2e}')
+    ax.axvline(lr_min, c='k', ls='--', label=f'LRMIN {lr_min:.2e}')
+    ax.axvline(lr_max, c='r', ls='--', label=f'LRMAX {lr_max:.2e}')
+    ax.legend(); ax.set_title('lr_find')
+
+
+def plot_accuracy(recorder):
+    fig, ax = plt.subplots()
+    acc = [v[2] for v in recorder.values]
+    ax.plot(range(1, len(acc) + 1), acc, marker='o')
+    ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy'); ax.grid(alpha=.3)
+    ax.set_title(f'test accuracy per epoch (final {acc[-1]:.4f})')
+
+
+def save_run_plots(learn, out):
+    "Everything but lr_find (saved as soon as lr_find ran): schedule, losses, accuracy, confusion, top losses"
+    learn.recorder.plot_sched(keys=['lr']); save_fig(out/'lr_schedule.png')
+    learn.recorder.plot_loss(); plt.gca().set_title('loss (test loss once per epoch)'); save_fig(out/'loss.png')
+    plot_accuracy(learn.recorder); save_fig(out/'accuracy.png')
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_confusion_matrix(figsize=(7, 7)); save_fig(out/'confusion_matrix.png')
+    interp.plot_top_losses(9, nrows=3); save_fig(out/'top_losses.png')
+    return interp

@@ -1,0 +1,123 @@
+"""Training: `Learner` with Adam and cross-entropy, LRMIN/LRMAX from `lr_find`, `fit_one_cycle` peaking at 5/24.
+
+    import recipe
+    learn = recipe.train(data='path/to/cifar10', width=32, seed=0)   # returns the fitted fastai Learner
+"""
+import sys, time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from fastai.vision.all import (Adam, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
+                               minimum, set_seed, slide, steep, valley)
+from fastcore.imports import IN_NOTEBOOK
+
+from .config import BS, EPOCHS, LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, WD, WIDTH
+from .data import RecipeError, cifar_dls
+from .model import CustomResNet
+from .plots import plot_lr_find, save_fig, save_run_plots
+from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
+
+__all__ = ['train', 'check_options', 'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
+
+
+def check_options(epochs, bs, width, lr_min, lr_max, seed):
+    "Reject bad options before any work, naming the value"
+    for name, v in dict(epochs=epochs, bs=bs, width=width).items():
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0: raise RecipeError(f"{name} must be a positive integer, got {v!r}")
+    for name, v in dict(lr_min=lr_min, lr_max=lr_max).items():
+        if v is not None and not (isinstance(v, (int, float)) and 0 < v < float('inf')): raise RecipeError(f"{name} must be a positive number, got {v!r}")
+    if lr_min is not None and lr_max is not None and lr_min > lr_max: raise RecipeError(f"lr_min ({lr_min}) must not exceed lr_max ({lr_max})")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0): raise RecipeError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def check_out(out=None) -> Path:
+    "The run folder (default runs/<timestamp>), refused if it already holds files; created later by `make_out`"
+    out = Path(out) if out is not None else Path('runs')/datetime.now().strftime('%Y%m%d-%H%M%S')
+    if out.exists() and (not out.is_dir() or any(out.iterdir())): raise RecipeError(f"output folder {out} already exists and is not empty: choose another --out")
+    return out
+
+
+def make_out(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out/'.write_test').touch(); (out/'.write_test').unlink()
+    except OSError as e: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
+    return out
+
+
+def find_lrs(learn) -> dict:
+    "Run fastai's lr_find (a short run with the LR rising exponentially) and return all four suggestions"
+    names = ('minimum', 'steep', 'valley', 'slide')
+    found = learn.lr_find(suggest_funcs=(minimum, steep, valley, slide), show_plot=False)
+    return {n: float(v) for n, v in zip(names, found)}
+
+
+def choose_lrs(suggestions: dict, lr_min=None, lr_max=None):
+    """LRMAX = 3 x `minimum` (one third of the LR where lr_find's loss was lowest: just below where it stops falling),
+    LRMIN = LRMAX / 10. A given value wins; a single given one fixes the other. Why: README "Choices"."""
+    if lr_max is None: lr_max = lr_min * LR_RATIO if lr_min is not None else suggestions['minimum'] * LRMAX_PER_MINIMUM
+    if lr_min is None: lr_min = lr_max / LR_RATIO
+    return lr_min, lr_max
+
+
+TABLE_HEADER = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'time']
+
+
+def print_row(row):
+    "One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns)"
+    print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
+
+
+def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DATA, else fastai's download
+          epochs=EPOCHS,  # epochs of fit_one_cycle
+          bs=BS,          # batch size
+          width=WIDTH,    # channels of the model's first layer (64: the original; 6,573,130 parameters)
+          lr_min=None,    # LR at the start and end of the cycle; default from lr_find
+          lr_max=None,    # LR at the peak (5/24 of training); default from lr_find
+          seed=None,      # makes a CPU run repeatable (fastai, albumentations and DataLoader workers)
+          out=None,       # run folder for metrics, weights and plots; default runs/<timestamp>
+          wd=WD,          # decoupled weight decay of fastai's Adam
+          num_workers=None,  # DataLoader worker processes; default 0 on CPU (the in-memory loader keeps up)
+          record_to=(),   # extra JSON files that get the run record after every epoch (the benchmark harness)
+          info=None,      # extra fields for the run record
+         ) -> Learner:
+    "Train the custom ResNet on CIFAR-10 and save what happened to `out`; returns the fitted `Learner`"
+    t0 = time.perf_counter()
+    check_options(epochs, bs, width, lr_min, lr_max, seed)
+    out = check_out(out)
+    if seed is not None: set_seed(seed, reproducible=True)
+    cuda = torch.cuda.is_available()
+    if num_workers is None: num_workers = 4 if cuda else 0
+    dls = cifar_dls(data, bs=bs, seed=seed, num_workers=num_workers, device=default_device())
+    make_out(out)
+
+    learn = Learner(dls, CustomResNet(len(dls.vocab), width), loss_func=CrossEntropyLossFlat(), opt_func=Adam,
+                    metrics=accuracy, wd=wd, path=out, model_dir='.')
+    learn.to_channelslast(use_amp=cuda)  # channels_last is ~1.5x faster on these CPUs too; fp16 only on CUDA
+    if not (IN_NOTEBOOK or sys.stdout.isatty()):
+        learn.remove_cb(ProgressCallback); learn.logger = print_row
+
+    suggestions = {}
+    if lr_min is None and lr_max is None:
+        suggestions = find_lrs(learn)
+        print('lr_find suggestions: ' + ', '.join(f'{k} {v:.2e}' for k, v in suggestions.items()), flush=True)
+    lr_min, lr_max = choose_lrs(suggestions, lr_min, lr_max)
+    if suggestions: plot_lr_find(learn.recorder, suggestions, lr_min, lr_max); save_fig(out/'lr_find.png')
+    print(f'LRMIN {lr_min:.2e}  LRMAX {lr_max:.2e}', flush=True)
+
+    record = dict(info or {}, epochs=epochs, bs=bs, width=width, seed=seed, wd=wd, lr_min=lr_min, lr_max=lr_max,
+                  lr_find=suggestions, device=str(dls.device), git_commit=git_commit(), machine=machine_info(),
+                  versions=versions(), data=data_info(dls), out=str(out))
+    if learn.logger is print_row: print_row(TABLE_HEADER)
+    run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record_to], t0)
+    # LR: LRMIN -> LRMAX at PEAK_AT of the steps -> back to LRMIN (div_final = div: no annihilation)
+    learn.fit_one_cycle(epochs, lr_max, div=lr_max/lr_min, div_final=lr_max/lr_min, pct_start=PEAK_AT, cbs=run_record)
+
+    save_weights(learn.model, out/'model', dict(classes=list(dls.vocab), width=width, n_out=len(dls.vocab),
+                                                 mean=list(dls.after_batch[-1].mean.flatten().tolist()),
+                                                 std=list(dls.after_batch[-1].std.flatten().tolist())))
+    save_run_plots(learn, out)
+    run_record.save(complete=True)
+    print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)
+    return learn

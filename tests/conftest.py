@@ -1,0 +1,38 @@
+"""Shared fixtures: small real subsets of CIFAR-10 (copied from $RECIPE_DATA, default ../shared/cifar10)."""
+import os, shutil
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use('Agg')
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = Path(os.environ.get('RECIPE_DATA', ROOT.parent/'shared'/'cifar10'))
+
+
+def make_subset(dest, n_train, n_test, classes=None):
+    "Copy the first n images per class of each split into dest (fastai's CIFAR layout)"
+    if not (CIFAR/'train').is_dir(): pytest.fail(f"CIFAR-10 not found at {CIFAR}: set RECIPE_DATA")
+    for split, n in (('train', n_train), ('test', n_test)):
+        for c in sorted((CIFAR/split).iterdir())[:classes]:
+            (dest/split/c.name).mkdir(parents=True)
+            for f in sorted(c.iterdir())[:n]: shutil.copy(f, dest/split/c.name/f.name)
+    return dest
+
+
+@pytest.fixture(scope='session')
+def tiny(tmp_path_factory):
+    "20 training and 5 test images per class: for runs where only the plumbing matters"
+    return make_subset(tmp_path_factory.mktemp('tiny'), 20, 5)
+
+
+@pytest.fixture(scope='session')
+def small(tmp_path_factory):
+    "300 training and 50 test images per class: enough to learn something in a few epochs"
+    return make_subset(tmp_path_factory.mktemp('small'), 300, 50)
+
+
+@pytest.fixture
+def tiny_copy(tiny, tmp_path):
+    "A private copy of `tiny` that a test may damage"
+    return Path(shutil.copytree(tiny, tmp_path/'data'))

@@ -1,0 +1,90 @@
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+RUN_FILES = ['metrics.csv', 'results.json', 'model.safetensors', 'model.json', 'lr_find.png', 'lr_schedule.png',
+             'loss.png', 'accuracy.png', 'confusion_matrix.png', 'top_losses.png']
+
+
+def cli(*args, cwd=None):
+    "`python -m recipe ...` as a user runs it, stdout a pipe (not a terminal)"
+    env = {k: v for k, v in os.environ.items() if k != 'RECIPE_DATA'}
+    return subprocess.run([sys.executable, '-m', 'recipe', *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def test_train_end_to_end_writes_every_file(tiny, tmp_path):
+    out = tmp_path/'run'
+    r = cli('train', '--data', tiny, '--epochs', 2, '--bs', 32, '--width', 8, '--seed', 0, '--out', out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    lines = r.stdout.splitlines()
+    assert any(l.startswith('LRMIN') and 'LRMAX' in l for l in lines) and 'lr_find suggestions' in r.stdout
+    table = [l.split() for l in lines if l.split() and l.split()[0] in ('epoch', '0', '1')]
+    assert [t[0] for t in table] == ['epoch', '0', '1'] and len(table[1]) == 5
+    assert '\r' not in r.stdout  # no progress-bar spam in a log
+    res = json.loads((out/'results.json').read_text())
+    for k in ('test_accuracy', 'test_loss', 'epochs', 'lr_min', 'lr_max', 'wall_seconds', 'device'): assert k in res
+    assert res['complete'] and res['epochs'] == 2 and res['device'] == 'cpu'
+    assert (out/'metrics.csv').read_text().splitlines()[0] == 'epoch,train_loss,test_loss,test_accuracy,seconds'
+    assert len((out/'metrics.csv').read_text().splitlines()) == 3
+    meta = json.loads((out/'model.json').read_text())
+    assert meta['width'] == 8 and len(meta['classes']) == 10
+
+
+def test_help_lists_options():
+    r = cli('train', '--help')
+    assert r.returncode == 0
+    for opt in ('--data', '--epochs', '--bs', '--width', '--lr-min', '--lr-max', '--seed', '--out'): assert opt in r.stdout
+
+
+def test_unknown_command():
+    r = cli('fly')
+    assert r.returncode != 0 and 'usage' in r.stderr
+
+
+def damage(data: Path, case: str) -> str:
+    "Break a copy of the tiny data set in one way; return what the error must name"
+    if case == 'missing folder': return str(data/'nope')
+    if case == 'no train':
+        (data/'train').rename(data/'training'); return 'train'
+    if case == 'no test':
+        (data/'test').rename(data/'valid'); return 'test'
+    if case == 'empty split':
+        for f in (data/'test').rglob('*.png'): f.unlink()
+        return str(data/'test')
+    if case == 'unknown test class':
+        (data/'test'/'cat').rename(data/'test'/'tiger'); return 'tiger'
+    if case == 'corrupt image':
+        bad = next((data/'train'/'dog').iterdir()); bad.write_bytes(bad.read_bytes()[:40]); return str(bad)
+    if case == 'not an image':
+        bad = data/'train'/'dog'/'notes.png'; bad.write_text('not a png'); return str(bad)
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize('case', ['missing folder', 'no train', 'no test', 'empty split', 'unknown test class',
+                                  'corrupt image', 'not an image'])
+def test_bad_data_gives_one_clear_error(tiny_copy, tmp_path, case):
+    named = damage(tiny_copy, case)
+    data = named if case == 'missing folder' else tiny_copy
+    r = cli('train', '--data', data, '--epochs', 1, '--width', 8, '--out', tmp_path/'run')
+    assert r.returncode != 0
+    assert named in r.stderr and 'Traceback' not in r.stderr
+    assert not (tmp_path/'run').exists()  # nothing started
+
+
+@pytest.mark.parametrize('opt,value', [('--epochs', 0), ('--bs', 0), ('--width', -1), ('--lr-max', -0.1)])
+def test_bad_options_give_one_clear_error(tiny, tmp_path, opt, value):
+    r = cli('train', '--data', tiny, opt, value, '--out', tmp_path/'run')
+    assert r.returncode != 0
+    assert opt.strip('-').replace('-', '_') in r.stderr and str(value) in r.stderr and 'Traceback' not in r.stderr
+    assert not (tmp_path/'run').exists()
+
+
+def test_existing_run_folder_is_not_overwritten(tiny, tmp_path):
+    out = tmp_path/'run'; out.mkdir(); (out/'results.json').write_text('{"precious": 1}')
+    r = cli('train', '--data', tiny, '--epochs', 1, '--width', 8, '--out', out)
+    assert r.returncode != 0 and str(out) in r.stderr and 'Traceback' not in r.stderr
+    assert (out/'results.json').read_text() == '{"precious": 1}'

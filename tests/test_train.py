@@ -1,0 +1,45 @@
+import json
+import numpy as np, pytest
+import recipe
+from recipe.config import PEAK_AT
+from recipe.train import choose_lrs
+
+
+@pytest.fixture(scope='module')
+def fitted(small, tmp_path_factory):
+    "A short real fit on a small subset (3,000 training images), with given LRs"
+    out = tmp_path_factory.mktemp('runs')/'fit'
+    return recipe.train(small, epochs=4, bs=64, width=16, lr_min=1e-3, lr_max=1e-2, seed=0, out=out), out
+
+
+def test_schedule_starts_peaks_and_ends_where_the_recipe_says(fitted):
+    learn, _ = fitted
+    lrs = np.array(learn.recorder.hps['lr'])  # the LR of every training step
+    n = len(lrs)
+    assert lrs[0] == pytest.approx(1e-3, rel=1e-6)
+    assert lrs.max() == pytest.approx(1e-2, rel=1e-3)
+    assert abs(lrs.argmax() - PEAK_AT * n) <= 1
+    assert lrs[-1] == pytest.approx(1e-3, rel=1e-2)  # no annihilation: it ends at LRMIN
+
+
+def test_short_fit_beats_chance_clearly(fitted):
+    _, out = fitted
+    res = json.loads((out/'results.json').read_text())
+    assert res['complete'] and len(res['per_epoch']) == 4
+    assert res['test_accuracy'] > 0.3  # chance is 0.1
+
+
+def test_same_seed_same_run(small, tmp_path, fitted):
+    _, out = fitted
+    recipe.train(small, epochs=4, bs=64, width=16, lr_min=1e-3, lr_max=1e-2, seed=0, out=tmp_path/'again')
+    first, again = (json.loads((o/'results.json').read_text())['per_epoch'] for o in (out, tmp_path/'again'))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != 'seconds'} for r in rows]
+    assert strip(first) == strip(again)
+
+
+def test_lr_choice_from_suggestions():
+    s = dict(minimum=3e-3, steep=1e-3, valley=2e-4, slide=3e-2)
+    assert choose_lrs(s) == pytest.approx((9e-4, 9e-3))  # 3 x minimum, and a tenth of that
+    assert choose_lrs(s, lr_max=1e-2) == (1e-3, 1e-2)
+    assert choose_lrs(s, lr_min=1e-3) == (1e-3, 1e-2)
+    assert choose_lrs(s, 1e-4, 1e-2) == (1e-4, 1e-2)
