@@ -23,8 +23,8 @@ PROFILES = {
 }
 
 
-def run_profile(profile, seed=0, data=None, width=None, epochs=None, results='bench/results', runs='runs'):
-    "Train `profile` (with optional width/epochs overrides), writing bench JSON after every epoch; returns its path"
+def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, results='bench/results', runs='runs'):
+    "Train `profile` (with optional width/epochs/bs overrides), writing bench JSON after every epoch; returns its path"
     if profile == 'list':
         for k, v in PROFILES.items(): print(f"{k:10} width {v['width']}, {v['epochs']} epochs, bs {v['bs']}: {v['doc']}")
         return None
@@ -34,6 +34,7 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, results='be
     cfg.pop('doc')
     if width is not None: cfg['width'] = width
     if epochs is not None: cfg['epochs'] = epochs
+    if bs is not None: cfg['bs'] = bs
     name = f"{profile}-w{cfg['width']}-e{cfg['epochs']}-s{seed}-{datetime.now():%Y%m%d-%H%M%S}"
     results = Path(results); results.mkdir(parents=True, exist_ok=True)
     path = results/f'{name}.json'

@@ -104,6 +104,8 @@ def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None):
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     path = find_data(data)
     files = list_images(path)
+    n_train = sum(f.parent.parent.name == 'train' for f in files)
+    if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/'train'}")
     dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock),
                        get_x=ImageCache(files), get_y=parent_label,
                        splitter=GrandparentSplitter(train_name='train', valid_name='test'),

@@ -83,7 +83,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           info=None,      # extra fields for the run record
          ) -> Learner:
     "Train the custom ResNet on CIFAR-10 and save what happened to `out`; returns the fitted `Learner`"
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
     check_options(epochs, bs, width, lr_min, lr_max, seed)
     out = check_out(out)
     if seed is not None: set_seed(seed, reproducible=True)
@@ -107,7 +107,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     print(f'LRMIN {lr_min:.2e}  LRMAX {lr_max:.2e}', flush=True)
 
     record = dict(info or {}, epochs=epochs, bs=bs, width=width, seed=seed, wd=wd, lr_min=lr_min, lr_max=lr_max,
-                  lr_find=suggestions, device=str(dls.device), git_commit=git_commit(), machine=machine_info(),
+                  lr_find=suggestions, device=str(dls.device), git_commit=commit, machine=machine_info(),
                   versions=versions(), data=data_info(dls), out=str(out))
     if learn.logger is print_row: print_row(TABLE_HEADER)
     run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record_to], t0)

@@ -1,0 +1,20 @@
+import json
+
+from recipe.bench import run_profile, write_report
+
+FIELDS = ['profile', 'width', 'epochs', 'bs', 'seed', 'lr_min', 'lr_max', 'test_accuracy', 'test_loss', 'per_epoch',
+          'wall_seconds', 'git_commit', 'machine', 'versions', 'data', 'complete']
+
+
+def test_harness_one_epoch_writes_a_complete_result_and_report(tiny, tmp_path):
+    path = run_profile('seed', seed=1, data=tiny, width=8, epochs=1, bs=32, results=tmp_path/'results', runs=tmp_path/'runs')
+    res = json.loads(path.read_text())
+    for k in FIELDS: assert k in res, k
+    assert res['profile'] == 'seed' and res['width'] == 8 and res['epochs'] == 1 and res['bs'] == 32 and res['complete']
+    assert 0 <= res['test_accuracy'] <= 1 and res['wall_seconds'] > 0
+    assert [sorted(e) for e in res['per_epoch']] == [sorted(['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'seconds'])]
+    assert set(res['machine']) >= {'cpu', 'cores', 'gpu'} and set(res['versions']) >= {'python', 'torch', 'fastai', 'albumentations'}
+    assert res['data']['n_train'] == 200 and res['data']['n_test'] == 50 and len(res['data']['file_list_sha256']) == 64
+    md = write_report(tmp_path/'results', tmp_path/'BENCHMARKS.md').read_text()
+    assert f"| seed | 8 | 1 | 1 | {100*res['test_accuracy']:.2f}% |" in md
+    assert (tmp_path/'accuracy_vs_epoch.png').stat().st_size > 0 and (tmp_path/'accuracy_vs_time.png').stat().st_size > 0
