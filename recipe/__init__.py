@@ -5,4 +5,5 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  #
 from .config import *
 from .model import CustomResNet
 from .data import RecipeError, cifar_dls, train_augs
-from .train import train
+from .train import choose_lrs, find_lrs, fit_recipe, make_learner, train
+from .plots import plot_lr_find

@@ -12,13 +12,13 @@ from fastai.vision.all import (Adam, CrossEntropyLossFlat, Learner, ProgressCall
                                minimum, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import BS, EPOCHS, LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, WD, WIDTH
+from .config import BS, CIFAR_MEAN, CIFAR_STD, EPOCHS, LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, WD, WIDTH
 from .data import RecipeError, cifar_dls
 from .model import CustomResNet
 from .plots import plot_lr_find, save_fig, save_run_plots
 from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
 
-__all__ = ['train', 'check_options', 'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
+__all__ = ['train', 'make_learner', 'fit_recipe', 'check_options', 'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
 
 
 def check_options(epochs, bs, width, lr_min, lr_max, seed):
@@ -69,6 +69,22 @@ def print_row(row):
     print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
 
 
+def make_learner(dls, width=WIDTH, wd=WD, path='.') -> Learner:
+    "The custom ResNet in a fastai `Learner`: Adam, cross-entropy, accuracy; channels_last, and fp16 on CUDA"
+    learn = Learner(dls, CustomResNet(len(dls.vocab), width), loss_func=CrossEntropyLossFlat(), opt_func=Adam,
+                    metrics=accuracy, wd=wd, path=path, model_dir='.')
+    learn.to_channelslast(use_amp=torch.cuda.is_available())  # channels_last is ~1.5x faster on these CPUs too
+    if not (IN_NOTEBOOK or sys.stdout.isatty()):
+        learn.remove_cb(ProgressCallback); learn.logger = print_row
+    return learn
+
+
+def fit_recipe(learn, epochs, lr_min, lr_max, cbs=None):
+    "fit_one_cycle: LRMIN -> LRMAX at 5/24 of the steps -> back to LRMIN (div_final = div: no annihilation)"
+    if learn.logger is print_row: print_row(TABLE_HEADER)
+    learn.fit_one_cycle(epochs, lr_max, div=lr_max/lr_min, div_final=lr_max/lr_min, pct_start=PEAK_AT, cbs=cbs)
+
+
 def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DATA, else fastai's download
           epochs=EPOCHS,  # epochs of fit_one_cycle
           bs=BS,          # batch size
@@ -87,17 +103,11 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     check_options(epochs, bs, width, lr_min, lr_max, seed)
     out = check_out(out)
     if seed is not None: set_seed(seed, reproducible=True)
-    cuda = torch.cuda.is_available()
-    if num_workers is None: num_workers = 4 if cuda else 0
+    if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
     dls = cifar_dls(data, bs=bs, seed=seed, num_workers=num_workers, device=default_device())
     make_out(out)
 
-    learn = Learner(dls, CustomResNet(len(dls.vocab), width), loss_func=CrossEntropyLossFlat(), opt_func=Adam,
-                    metrics=accuracy, wd=wd, path=out, model_dir='.')
-    learn.to_channelslast(use_amp=cuda)  # channels_last is ~1.5x faster on these CPUs too; fp16 only on CUDA
-    if not (IN_NOTEBOOK or sys.stdout.isatty()):
-        learn.remove_cb(ProgressCallback); learn.logger = print_row
-
+    learn = make_learner(dls, width, wd, path=out)
     suggestions = {}
     if lr_min is None and lr_max is None:
         suggestions = find_lrs(learn)
@@ -109,14 +119,11 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     record = dict(info or {}, epochs=epochs, bs=bs, width=width, seed=seed, wd=wd, lr_min=lr_min, lr_max=lr_max,
                   lr_find=suggestions, device=str(dls.device), git_commit=commit, machine=machine_info(),
                   versions=versions(), data=data_info(dls), out=str(out))
-    if learn.logger is print_row: print_row(TABLE_HEADER)
     run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record_to], t0)
-    # LR: LRMIN -> LRMAX at PEAK_AT of the steps -> back to LRMIN (div_final = div: no annihilation)
-    learn.fit_one_cycle(epochs, lr_max, div=lr_max/lr_min, div_final=lr_max/lr_min, pct_start=PEAK_AT, cbs=run_record)
+    fit_recipe(learn, epochs, lr_min, lr_max, cbs=run_record)
 
     save_weights(learn.model, out/'model', dict(classes=list(dls.vocab), width=width, n_out=len(dls.vocab),
-                                                 mean=list(dls.after_batch[-1].mean.flatten().tolist()),
-                                                 std=list(dls.after_batch[-1].std.flatten().tolist())))
+                                                 mean=CIFAR_MEAN, std=CIFAR_STD))
     save_run_plots(learn, out)
     run_record.save(complete=True)
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)

@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+NB = Path(__file__).resolve().parents[1]/'nbs'/'train.ipynb'
+
+
+def test_notebook_runs_top_to_bottom_in_its_small_setting(small, tmp_path, monkeypatch):
+    nb = nbformat.read(NB, as_version=4)
+    switch = next(c for c in nb.cells if c.cell_type == 'code' and 'SWITCH' in c.source)
+    assert 'SMALL_RUN = True' in switch.source  # the committed notebook is in its small setting
+    monkeypatch.setenv('RECIPE_DATA', str(small))
+    NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
+    assert not [o for o in outputs if o.output_type == 'error']
+    assert sum('image/png' in o.get('data', {}) for o in outputs) >= 6  # batch, lr_find, schedule, loss, confusion, top losses
+    text = ''.join(o.get('text', '') for o in outputs)
+    assert 'LRMIN' in text and '3,000 training and 500 test images' in text
