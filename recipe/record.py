@@ -60,6 +60,7 @@ class RunRecord(Callback):
     def before_fit(self):
         self.record.update(complete=False, per_epoch=[])
         with open(self.csv_path, 'w', newline='') as f: csv.writer(f).writerow(['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'seconds'])
+        self.save()  # a run cut short in its first epoch still leaves its record
 
     def before_epoch(self): self.t_epoch = time.perf_counter()
 
