@@ -7,3 +7,4 @@ from .model import CustomResNet
 from .data import RecipeError, cifar_dls, train_augs
 from .train import choose_lrs, find_lrs, fit_recipe, make_learner, train
 from .plots import plot_lr_find
+from .inference import load, predict

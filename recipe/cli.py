@@ -6,7 +6,7 @@ from fastcore.script import call_parse
 
 from .config import BS, EPOCHS, WIDTH
 
-__all__ = ['train', 'bench', 'report', 'main']
+__all__ = ['train', 'bench', 'report', 'predict', 'main']
 
 
 @call_parse
@@ -45,7 +45,22 @@ def report(results: str = 'bench/results',  # folder of result JSON files
     print(f'wrote {write_report(results, md)}')
 
 
-COMMANDS = {'train': train, 'bench': bench, 'report': report}
+@call_parse(pos=['run'])
+def predict(run: str,            # run folder (or its model.safetensors)
+            *images: str,        # image files or folders of images (PNG or JPEG, any size or mode)
+            csv: str = None):    # also write the predictions to this CSV file
+    "Print the top-3 classes with probabilities for each image"
+    import csv as csvlib
+    from .inference import image_files, load, predict as _predict
+    model, files = load(run), image_files(images)
+    rows = [[str(f)] + [x for cp in top for x in (cp[0], f'{cp[1]:.4f}')] for f, top in zip(files, _predict(model, files))]
+    for r in rows: print('  '.join(r))
+    if csv:
+        with open(csv, 'w', newline='') as f:
+            w = csvlib.writer(f); w.writerow(['file', 'class1', 'prob1', 'class2', 'prob2', 'class3', 'prob3']); w.writerows(rows)
+
+
+COMMANDS = {'train': train, 'bench': bench, 'report': report, 'predict': predict}
 
 
 def main():

@@ -33,7 +33,8 @@ def plot_accuracy(recorder):
 def save_run_plots(learn, out):
     "Everything but lr_find (saved as soon as lr_find ran): schedule, losses, accuracy, confusion, top losses"
     learn.recorder.plot_sched(keys=['lr']); save_fig(out/'lr_schedule.png')
-    learn.recorder.plot_loss(); plt.gca().set_title('loss (test loss once per epoch)'); save_fig(out/'loss.png')
+    learn.recorder.plot_loss(); ax = plt.gca()
+    ax.legend(['train (smoothed, per batch)', 'test (per epoch)']); ax.set_title('loss'); save_fig(out/'loss.png')
     plot_accuracy(learn.recorder); save_fig(out/'accuracy.png')
     interp = ClassificationInterpretation.from_learner(learn)
     interp.plot_confusion_matrix(figsize=(7, 7)); save_fig(out/'confusion_matrix.png')

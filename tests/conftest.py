@@ -36,3 +36,11 @@ def small(tmp_path_factory):
 def tiny_copy(tiny, tmp_path):
     "A private copy of `tiny` that a test may damage"
     return Path(shutil.copytree(tiny, tmp_path/'data'))
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tiny, tmp_path_factory):
+    "A run folder from one quick epoch on `tiny` (LRs given, so no lr_find), and its Learner"
+    import recipe
+    out = tmp_path_factory.mktemp('runs')/'tiny'
+    return out, recipe.train(tiny, epochs=1, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0, out=out)

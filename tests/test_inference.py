@@ -1,0 +1,64 @@
+import pickle, subprocess, sys
+
+import numpy as np, pytest, torch
+from PIL import Image
+
+import recipe
+from recipe import RecipeError
+
+
+def test_loaded_weights_predict_what_the_learner_predicts(tiny_run):
+    out, learn = tiny_run
+    model = recipe.load(out)
+    files = learn.dls.valid_ds.items[:20]
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    top = recipe.predict(model, files, k=3)
+    assert [t[0][0] for t in top] == [learn.dls.vocab[i] for i in probs.argmax(1)]
+    assert np.allclose([t[0][1] for t in top], probs.max(1).values.numpy(), atol=1e-4)
+    assert all(len(t) == 3 and t[0][1] >= t[1][1] >= t[2][1] for t in top)
+
+
+def test_predict_takes_any_size_and_mode(tiny_run, tmp_path):
+    out, _ = tiny_run
+    Image.new('L', (100, 60), 128).save(tmp_path/'gray.png')
+    Image.new('RGBA', (16, 16), (200, 10, 10, 128)).save(tmp_path/'rgba.png')
+    Image.new('RGB', (64, 64), (0, 0, 255)).save(tmp_path/'big.jpg')
+    top = recipe.predict(recipe.load(out), recipe.inference.image_files([tmp_path]))
+    assert len(top) == 3 and all(abs(sum(p for _, p in t) - 1) < 1 for t in top)
+
+
+class Evil:
+    "Unpickling this creates a file: the proof that something was executed"
+    def __init__(self, target): self.target = target
+    def __reduce__(self): return (open, (str(self.target), 'w'))
+
+
+@pytest.mark.parametrize('name', ['model.safetensors', 'model.pth'])
+def test_malicious_pickle_is_refused_and_never_executed(tiny_run, tmp_path, name):
+    out, _ = tiny_run
+    target = tmp_path/'pwned'
+    evil = tmp_path/'evil'; evil.mkdir()
+    torch.save({'weights': Evil(target)}, evil/name)  # a pickle-based "checkpoint"
+    (evil/name).with_suffix('.json').write_text((out/'model.json').read_text())
+    with pytest.raises(RecipeError, match='safetensors'): recipe.load(evil/name)
+    assert not target.exists()
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'predict', evil/name, out.parent], capture_output=True, text=True)
+    assert r.returncode != 0 and 'safetensors' in r.stderr and 'Traceback' not in r.stderr
+    assert not target.exists()
+    pickle.loads(pickle.dumps(Evil(target)))  # the file really is dangerous: unpickling it does create the file
+    assert target.exists()
+
+
+def test_predict_cli_prints_top3_and_writes_csv(tiny_run, tiny, tmp_path):
+    out, _ = tiny_run
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'predict', out, tiny/'test'/'cat', '--csv', tmp_path/'p.csv'],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 5 and all(len(l.split()) == 7 for l in lines)
+    rows = (tmp_path/'p.csv').read_text().splitlines()
+    assert rows[0] == 'file,class1,prob1,class2,prob2,class3,prob3' and len(rows) == 6
+
+
+def test_missing_weights_named(tmp_path):
+    with pytest.raises(RecipeError, match=str(tmp_path/'model.safetensors')): recipe.load(tmp_path)
