@@ -17,10 +17,11 @@ def train(data: str = None,     # data folder in fastai's CIFAR layout (train/<c
           lr_min: float = None,  # LR at the start and end of the cycle; default from lr_find
           lr_max: float = None,  # LR at the peak (5/24 of training); default from lr_find
           seed: int = None,      # random seed: makes a CPU run repeatable
-          out: str = None):      # run folder; default runs/<timestamp>
+          out: str = None,       # run folder; default runs/<timestamp>
+          skip_bad: bool = False):  # skip unreadable images and bad folders (counted, with a warning) instead of stopping
     "Train the custom ResNet on CIFAR-10; writes metrics, weights and plots to the run folder"
     from .train import train as _train
-    _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out)
+    _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out, skip_bad=skip_bad)
 
 
 @call_parse

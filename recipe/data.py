@@ -3,19 +3,19 @@
 Each image is decoded once and kept in memory as uint8 (50,000 x 32 x 32 x 3 is 150 MB): fastai's default
 per-item pipeline decodes every file with PIL every epoch and managed ~1,000 img/s on one core here.
 """
-import os
+import os, stat, warnings
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 from fastai.vision.all import (CategoryBlock, DataBlock, GrandparentSplitter, ImageBlock, Normalize, Path,
-                               TensorImage, Transform, URLs, get_image_files, parent_label, untar_data)
+                               TensorImage, Transform, URLs, image_extensions, parent_label, untar_data)
 from fastcore.script import CliError
 from PIL import Image
 
 from .config import BS, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, PAD_TO
 
-__all__ = ['RecipeError', 'find_data', 'list_images', 'decode', 'ImageCache', 'CachedImage', 'train_augs',
+__all__ = ['RecipeError', 'find_data', 'scan_split', 'load_images', 'decode', 'ImageCache', 'CachedImage', 'train_augs',
            'AlbumentationsTransform', 'cifar_dls']
 
 
@@ -33,16 +33,19 @@ def find_data(data=None) -> Path:
     return path
 
 
-def list_images(path: Path) -> list:
-    "Image files of train/ then test/, checked: each split has images, every test class is a training class."
-    files, classes = {}, {}
-    for split in ('train', 'test'):
-        files[split] = sorted(get_image_files(path/split))
-        if not files[split]: raise RecipeError(f"no images (PNG or JPEG) in {path/split}")
-        classes[split] = {f.parent.name for f in files[split]}
-    unknown = classes['test'] - classes['train']
-    if unknown: raise RecipeError(f"test classes not among the training classes in {path/'train'}: {', '.join(sorted(unknown))}")
-    return files['train'] + files['test']
+def scan_split(split_dir: Path, problem) -> list:
+    """Image files in <split>/<class>/. Only one level down, as in fastai's CIFAR layout: fastai's `get_image_files`
+    follows symlinked folders, so a symlink loop would list every image again at each level."""
+    files = []
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        found = 0
+        for f in sorted(class_dir.iterdir()):
+            try: st = f.stat()  # follows symlinks: a loop or a dangling link fails here
+            except OSError as e: problem(f"{f}: {e.strerror}"); continue
+            if stat.S_ISDIR(st.st_mode): problem(f"{f}: a folder inside a class folder (expected {split_dir.name}/<class>/<image>)"); continue
+            if f.suffix.lower() in image_extensions: files.append(f); found += 1
+        if not found: problem(f"{class_dir}: empty class folder (no PNG or JPEG images)")
+    return files
 
 
 def decode(fn, size=CROP) -> np.ndarray:
@@ -57,14 +60,38 @@ def decode(fn, size=CROP) -> np.ndarray:
 
 class ImageCache:
     "Maps an image path to its decoded array, decoding every file once up front; unknown paths are decoded on call."
-    def __init__(self, files):
-        self.index = {f: i for i, f in enumerate(files)}
-        self.arrays = np.stack([decode(f) for f in files]) if files else np.zeros((0, CROP, CROP, 3), np.uint8)
+    def __init__(self, files, on_error=None):
+        arrays, self.files = [], []
+        for f in files:
+            try: arrays.append(decode(f)); self.files.append(f)
+            except RecipeError as e:
+                if on_error is None: raise
+                on_error(str(e))
+        self.index = {f: i for i, f in enumerate(self.files)}
+        self.arrays = np.stack(arrays) if arrays else np.zeros((0, CROP, CROP, 3), np.uint8)
     def __call__(self, fn):
         i = self.index.get(fn)
         return decode(fn) if i is None else self.arrays[i]
     # An exported `Learner` keeps only the decoding, not 150 MB of training images
-    def __getstate__(self): return {'index': {}, 'arrays': self.arrays[:0]}
+    def __getstate__(self): return {'files': [], 'index': {}, 'arrays': self.arrays[:0]}
+
+
+def load_images(path: Path, skip_bad=False) -> ImageCache:
+    """All images of train/ and test/, decoded and checked: each split has images, every test class is a training
+    class. A bad file or folder is an error naming it; with `skip_bad` it is skipped, counted and warned about."""
+    skipped = []
+    def problem(msg):
+        if not skip_bad: raise RecipeError(msg + " (pass --skip-bad to skip bad files)")
+        skipped.append(msg)
+    cache = ImageCache([f for split in ('train', 'test') for f in scan_split(path/split, problem)], problem)
+    if skipped: warnings.warn(f"skipped {len(skipped)} bad files or folders in {path}:\n  " + "\n  ".join(skipped[:20]))
+    classes = {}
+    for split in ('train', 'test'):
+        classes[split] = {f.parent.name for f in cache.files if f.parent.parent.name == split}
+        if not classes[split]: raise RecipeError(f"no images (PNG or JPEG) in {path/split}")
+    unknown = classes['test'] - classes['train']
+    if unknown: raise RecipeError(f"test classes not among the training classes in {path/'train'}: {', '.join(sorted(unknown))}")
+    return cache
 
 
 class CachedImage(TensorImage):
@@ -99,15 +126,16 @@ class AlbumentationsTransform(Transform):
         return TensorImage(torch.from_numpy(out).permute(2, 0, 1))
 
 
-def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None):
+def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False):
     "fastai `DataLoaders` over train/ (augmented) and test/ (the validation set) of a CIFAR-layout folder"
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     path = find_data(data)
-    files = list_images(path)
+    cache = load_images(path, skip_bad)
+    files = cache.files
     n_train = sum(f.parent.parent.name == 'train' for f in files)
     if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/'train'}")
     dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock),
-                       get_x=ImageCache(files), get_y=parent_label,
+                       get_x=cache, get_y=parent_label,
                        splitter=GrandparentSplitter(train_name='train', valid_name='test'),
                        item_tfms=AlbumentationsTransform(train_augs(seed)),
                        batch_tfms=Normalize.from_stats(CIFAR_MEAN, CIFAR_STD))

@@ -94,6 +94,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           seed=None,      # makes a CPU run repeatable (fastai, albumentations and DataLoader workers)
           out=None,       # run folder for metrics, weights and plots; default runs/<timestamp>
           wd=WD,          # decoupled weight decay of fastai's Adam
+          skip_bad=False, # skip (and count) unreadable images and bad folders instead of stopping
           num_workers=None,  # DataLoader worker processes; default 0 on CPU (the in-memory loader keeps up)
           record_to=(),   # extra JSON files that get the run record after every epoch (the benchmark harness)
           info=None,      # extra fields for the run record
@@ -104,7 +105,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     out = check_out(out)
     if seed is not None: set_seed(seed, reproducible=True)
     if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
-    dls = cifar_dls(data, bs=bs, seed=seed, num_workers=num_workers, device=default_device())
+    dls = cifar_dls(data, bs=bs, seed=seed, num_workers=num_workers, device=default_device(), skip_bad=skip_bad)
     make_out(out)
 
     learn = make_learner(dls, width, wd, path=out)
