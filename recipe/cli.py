@@ -1,5 +1,5 @@
 """Command line: `python -m recipe train|bench ...` (fastcore's `call_parse`; `--help` on each)."""
-import sys
+import signal, sys
 
 import matplotlib
 from fastcore.script import call_parse
@@ -18,10 +18,12 @@ def train(data: str = None,     # data folder in fastai's CIFAR layout (train/<c
           lr_max: float = None,  # LR at the peak (5/24 of training); default from lr_find
           seed: int = None,      # random seed: makes a CPU run repeatable
           out: str = None,       # run folder; default runs/<timestamp>
-          skip_bad: bool = False):  # skip unreadable images and bad folders (counted, with a warning) instead of stopping
-    "Train the custom ResNet on CIFAR-10; writes metrics, weights and plots to the run folder"
+          skip_bad: bool = False,  # skip unreadable images and bad folders (counted, with a warning) instead of stopping
+          resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
+    "Train the custom ResNet on CIFAR-10; writes metrics, checkpoints, weights and plots to the run folder"
     from .train import train as _train
-    _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out, skip_bad=skip_bad)
+    _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
+           skip_bad=skip_bad, resume=resume)
 
 
 @call_parse
@@ -64,8 +66,12 @@ def predict(run: str,            # run folder (or its model.safetensors)
 COMMANDS = {'train': train, 'bench': bench, 'report': report, 'predict': predict}
 
 
+def stop_on_sigterm(signum, frame): raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C
+
+
 def main():
     matplotlib.use('Agg')  # plots go to files
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     cmd = sys.argv[1] if len(sys.argv) > 1 else None
     if cmd not in COMMANDS: sys.exit(f"usage: python -m recipe {{{'|'.join(COMMANDS)}}} [options]  (--help after a command lists them)")
     sys.argv = [f'python -m recipe {cmd}'] + sys.argv[2:]

@@ -6,7 +6,7 @@ import torch
 from fastai.vision.all import Callback, Recorder
 from safetensors.torch import save_file
 
-__all__ = ['write_json', 'machine_info', 'versions', 'git_commit', 'data_info', 'RunRecord', 'save_weights']
+__all__ = ['write_json', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'RunRecord', 'save_weights']
 
 
 def write_json(path, obj):
@@ -51,20 +51,32 @@ def data_info(dls) -> dict:
             'classes': list(dls.vocab), 'file_list_sha256': hashlib.sha256('\n'.join(names).encode()).hexdigest()}
 
 
+def write_csv(path, header, rows):
+    "Write a CSV atomically (temporary file, then rename)"
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    with open(tmp, 'w', newline='') as f: w = csv.writer(f); w.writerow(header); w.writerows(rows)
+    os.replace(tmp, path)
+
+
 class RunRecord(Callback):
     "After every epoch: a row in metrics.csv and the whole run record rewritten (atomically) to each JSON file"
-    order = Recorder.order + 1  # after the Recorder has the epoch's values
-    def __init__(self, record: dict, csv_path, json_paths, t0):
-        self.record, self.csv_path, self.json_paths, self.t0 = record, Path(csv_path), [Path(p) for p in json_paths], t0
+    order = Recorder.order + 1  # after the Recorder has the epoch's values, before the checkpoint (resume trims extra rows)
+    COLUMNS = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'seconds']
+    def __init__(self, record: dict, csv_path, json_paths, t0, start_epoch=0):
+        self.record, self.csv_path, self.json_paths = record, Path(csv_path), [Path(p) for p in json_paths]
+        self.start_epoch, self.t0 = start_epoch, t0 - (record.get('wall_seconds', 0) if start_epoch else 0)
 
     def before_fit(self):
-        self.record.update(complete=False, per_epoch=[])
-        with open(self.csv_path, 'w', newline='') as f: csv.writer(f).writerow(['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'seconds'])
+        "Start the CSV and JSON; on resume, keep the epochs the checkpoint holds and continue after them"
+        self.record.update(complete=False, per_epoch=self.record.get('per_epoch', [])[:self.start_epoch])
+        write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])
         self.save()  # a run cut short in its first epoch still leaves its record
 
     def before_epoch(self): self.t_epoch = time.perf_counter()
 
     def after_epoch(self):
+        if self.epoch < self.start_epoch: return  # skipped on resume
         train_loss, test_loss, acc = (float(v) for v in self.recorder.values[-1][:3])
         row = dict(epoch=self.epoch + 1, train_loss=train_loss, test_loss=test_loss, test_accuracy=acc,
                    seconds=round(time.perf_counter() - self.t_epoch, 2))
@@ -72,6 +84,10 @@ class RunRecord(Callback):
         self.record['per_epoch'].append(row)
         self.record.update(test_accuracy=acc, test_loss=test_loss)
         self.save()
+
+    def after_fit(self):
+        "The Recorder has nothing for epochs skipped on resume: give it the recorded ones, for the plots"
+        self.recorder.values = [[r['train_loss'], r['test_loss'], r['test_accuracy']] for r in self.record['per_epoch']]
 
     def save(self, **updates):
         "Rewrite the JSON files; `wall_seconds` counts from the start of the run (data loading and lr_find included)"

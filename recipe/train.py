@@ -3,22 +3,23 @@
     import recipe
     learn = recipe.train(data='path/to/cifar10', width=32, seed=0)   # returns the fitted fastai Learner
 """
-import sys, time
+import json, sys, time
 from datetime import datetime
 from pathlib import Path
 
 import torch
-from fastai.vision.all import (Adam, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
+from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
                                minimum, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
 from .config import BS, CIFAR_MEAN, CIFAR_STD, EPOCHS, LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, WD, WIDTH
+from .checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore
 from .data import RecipeError, cifar_dls
 from .model import CustomResNet
 from .plots import plot_lr_find, save_fig, save_run_plots
 from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
 
-__all__ = ['train', 'make_learner', 'fit_recipe', 'check_options', 'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
+__all__ = ['train', 'make_learner', 'fit_recipe', 'StopOnNaN', 'check_options', 'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
 
 
 def check_options(epochs, bs, width, lr_min, lr_max, seed):
@@ -64,8 +65,12 @@ def choose_lrs(suggestions: dict, lr_min=None, lr_max=None):
 TABLE_HEADER = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'time']
 
 
+CONFIG_KEYS = ('data', 'epochs', 'bs', 'width', 'lr_min', 'lr_max', 'seed', 'wd', 'skip_bad')  # what a resume needs
+
+
 def print_row(row):
     "One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns)"
+    if len(row) < 3: return  # an epoch skipped on resume has no metrics
     print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
 
 
@@ -79,10 +84,21 @@ def make_learner(dls, width=WIDTH, wd=WD, path='.') -> Learner:
     return learn
 
 
-def fit_recipe(learn, epochs, lr_min, lr_max, cbs=None):
-    "fit_one_cycle: LRMIN -> LRMAX at 5/24 of the steps -> back to LRMIN (div_final = div: no annihilation)"
+def fit_recipe(learn, epochs, lr_min, lr_max, cbs=None, start_epoch=0):
+    """fit_one_cycle: LRMIN -> LRMAX at 5/24 of the steps -> back to LRMIN (div_final = div: no annihilation).
+    `start_epoch` continues a resumed run at its place in the schedule (fastai skips the epochs before it)."""
     if learn.logger is print_row: print_row(TABLE_HEADER)
-    learn.fit_one_cycle(epochs, lr_max, div=lr_max/lr_min, div_final=lr_max/lr_min, pct_start=PEAK_AT, cbs=cbs)
+    learn.fit_one_cycle(epochs, lr_max, div=lr_max/lr_min, div_final=lr_max/lr_min, pct_start=PEAK_AT, cbs=cbs,
+                        start_epoch=start_epoch)
+
+
+class StopOnNaN(Callback):
+    "A loss that is NaN or infinite stops the run with a message; the last checkpoint stays as it was"
+    order = -5
+    def after_loss(self):
+        if self.training and not torch.isfinite(self.loss):
+            raise RecipeError(f"the training loss became {self.loss.item()} in epoch {self.epoch + 1} (batch {self.iter + 1}): "
+                              f"training diverged; try a lower --lr-max than {self.opt.hypers[-1]['lr']:.2e} (the LR at that step)")
 
 
 def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DATA, else fastai's download
@@ -98,34 +114,57 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           num_workers=None,  # DataLoader worker processes; default 0 on CPU (the in-memory loader keeps up)
           record_to=(),   # extra JSON files that get the run record after every epoch (the benchmark harness)
           info=None,      # extra fields for the run record
+          resume=None,    # run folder to continue from its last checkpoint (its own settings; the others are ignored)
          ) -> Learner:
     "Train the custom ResNet on CIFAR-10 and save what happened to `out`; returns the fitted `Learner`"
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
-    check_options(epochs, bs, width, lr_min, lr_max, seed)
-    out = check_out(out)
+    start_epoch = 0
+    if resume is not None:  # the run's own settings; lr_find is not run again
+        ckpt, out = load_checkpoint(resume), Path(resume)
+        start_epoch, cfg = ckpt['epoch'], ckpt['config']
+        data, epochs, bs, width, lr_min, lr_max, seed, wd, skip_bad = (cfg[k] for k in CONFIG_KEYS)
+        if start_epoch >= epochs: raise RecipeError(f"{out} finished all {epochs} epochs: nothing to resume")
+        record = json.loads((out/'results.json').read_text())
+        record_to = record.get('record_to', [])  # a benchmark run goes on updating its bench/results/ file
+    else:
+        check_options(epochs, bs, width, lr_min, lr_max, seed)
+        out = check_out(out)
     if seed is not None: set_seed(seed, reproducible=True)
     if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
     dls = cifar_dls(data, bs=bs, seed=seed, num_workers=num_workers, device=default_device(), skip_bad=skip_bad)
     make_out(out)
-
     learn = make_learner(dls, width, wd, path=out)
-    suggestions = {}
-    if lr_min is None and lr_max is None:
-        suggestions = find_lrs(learn)
-        print('lr_find suggestions: ' + ', '.join(f'{k} {v:.2e}' for k, v in suggestions.items()), flush=True)
-    lr_min, lr_max = choose_lrs(suggestions, lr_min, lr_max)
-    if suggestions: plot_lr_find(learn.recorder, suggestions, lr_min, lr_max); save_fig(out/'lr_find.png')
-    print(f'LRMIN {lr_min:.2e}  LRMAX {lr_max:.2e}', flush=True)
 
-    record = dict(info or {}, epochs=epochs, bs=bs, width=width, seed=seed, wd=wd, lr_min=lr_min, lr_max=lr_max,
-                  lr_find=suggestions, device=str(dls.device), git_commit=commit, machine=machine_info(),
-                  versions=versions(), data=data_info(dls), out=str(out))
-    run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record_to], t0)
-    fit_recipe(learn, epochs, lr_min, lr_max, cbs=run_record)
+    if resume is not None:
+        restore(learn, ckpt)
+        record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [start_epoch]
+        print(f'resuming {out} after epoch {start_epoch} of {epochs}: LRMIN {lr_min:.2e}  LRMAX {lr_max:.2e}', flush=True)
+    else:
+        suggestions = {}
+        if lr_min is None and lr_max is None:
+            suggestions = find_lrs(learn)
+            print('lr_find suggestions: ' + ', '.join(f'{k} {v:.2e}' for k, v in suggestions.items()), flush=True)
+        lr_min, lr_max = choose_lrs(suggestions, lr_min, lr_max)
+        if suggestions: plot_lr_find(learn.recorder, suggestions, lr_min, lr_max); save_fig(out/'lr_find.png')
+        print(f'LRMIN {lr_min:.2e}  LRMAX {lr_max:.2e}', flush=True)
+        record = dict(info or {}, epochs=epochs, bs=bs, width=width, seed=seed, wd=wd, lr_min=lr_min, lr_max=lr_max,
+                      lr_find=suggestions, device=str(dls.device), git_commit=commit, machine=machine_info(),
+                      versions=versions(), data=data_info(dls), out=str(out), record_to=[str(p) for p in record_to])
+
+    config = dict(zip(CONFIG_KEYS, (str(dls.path), epochs, bs, width, lr_min, lr_max, seed, wd, skip_bad)))
+    run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record_to], t0, start_epoch)
+    checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt if resume is not None else None)
+    try:
+        fit_recipe(learn, epochs, lr_min, lr_max, start_epoch=start_epoch, cbs=[StopOnNaN(), checkpoint, run_record])
+    except (KeyboardInterrupt, RecipeError) as e:
+        why, done = 'interrupted' if isinstance(e, KeyboardInterrupt) else str(e), checkpoint.saved_epoch
+        run_record.save(stopped=why)
+        raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {epochs} is kept in {out}; "
+                          f"resume with: python -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
 
     save_weights(learn.model, out/'model', dict(classes=list(dls.vocab), width=width, n_out=len(dls.vocab),
                                                  mean=CIFAR_MEAN, std=CIFAR_STD))
     save_run_plots(learn, out)
-    run_record.save(complete=True)
+    run_record.save(complete=True, stopped=None)
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)
     return learn

@@ -18,3 +18,22 @@ def test_harness_one_epoch_writes_a_complete_result_and_report(tiny, tmp_path):
     md = write_report(tmp_path/'results', tmp_path/'BENCHMARKS.md').read_text()
     assert f"| seed | 8 | 1 | 1 | {100*res['test_accuracy']:.2f}% |" in md
     assert (tmp_path/'accuracy_vs_epoch.png').stat().st_size > 0 and (tmp_path/'accuracy_vs_time.png').stat().st_size > 0
+
+
+def test_a_stopped_bench_run_resumes_into_its_result_file(tiny, tmp_path, monkeypatch):
+    import pytest, recipe
+    from recipe.checkpoint import Checkpoint
+    save = Checkpoint.after_epoch
+    def stop_after_first_epoch(self):
+        save(self)
+        if self.epoch == 0: raise KeyboardInterrupt
+    monkeypatch.setattr(Checkpoint, 'after_epoch', stop_after_first_epoch)
+    with pytest.raises(recipe.RecipeError, match='resume with'):
+        run_profile('seed', seed=1, data=tiny, width=8, epochs=2, bs=32, results=tmp_path/'results', runs=tmp_path/'runs')
+    [path] = (tmp_path/'results').glob('*.json')
+    res = json.loads(path.read_text())
+    assert not res['complete'] and len(res['per_epoch']) == 1 and res['stopped'] == 'interrupted'
+    monkeypatch.setattr(Checkpoint, 'after_epoch', save)
+    recipe.train(resume=res['out'])
+    res = json.loads(path.read_text())
+    assert res['complete'] and [e['epoch'] for e in res['per_epoch']] == [1, 2] and res['resumed_after_epoch'] == [1]

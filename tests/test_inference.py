@@ -62,3 +62,13 @@ def test_predict_cli_prints_top3_and_writes_csv(tiny_run, tiny, tmp_path):
 
 def test_missing_weights_named(tmp_path):
     with pytest.raises(RecipeError, match=str(tmp_path/'model.safetensors')): recipe.load(tmp_path)
+
+
+def test_fastai_export_still_works_without_the_training_images(tiny_run, tmp_path):
+    from fastai.learner import load_learner
+    _, learn = tiny_run
+    learn.export(tmp_path/'export.pkl')
+    assert (tmp_path/'export.pkl').stat().st_size < 5_000_000  # the in-memory images are not pickled
+    f = learn.dls.valid_ds.items[0]
+    cls, _, probs = load_learner(tmp_path/'export.pkl').predict(f)
+    assert cls in learn.dls.vocab and abs(float(probs.sum()) - 1) < 1e-4

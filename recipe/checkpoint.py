@@ -1,0 +1,89 @@
+"""Checkpoints: after every epoch, everything needed to continue the run after a kill, written atomically."""
+import os, random
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.vision.all import L, Callback, Recorder
+
+from .data import AlbumentationsTransform, RecipeError
+
+__all__ = ['CHECKPOINT', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'restore']
+
+CHECKPOINT = 'checkpoint.pt'
+
+
+def augment_rngs(dls) -> list:
+    "The albumentations pipelines and each of their transforms: seeding gives every transform its own generators"
+    return [o for t in dls.train.after_item.fs if isinstance(t, AlbumentationsTransform) for o in (t.pipeline, *t.pipeline.transforms)]
+
+
+def rng_states(dls) -> dict:
+    "Every random stream a CPU run draws from: Python, NumPy, torch, the loader's shuffling, albumentations"
+    return dict(python=random.getstate(), torch=torch.get_rng_state(), loader=dls.train.rng.getstate(),
+                numpy=[x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+                augment=[(o.random_generator.bit_generator.state, o.py_random.getstate()) for o in augment_rngs(dls)])
+
+
+def plain(o):
+    "NumPy scalars (in fastai's hyper-parameters) as Python numbers, fastai tensors as torch's: for weights_only loading"
+    if isinstance(o, np.generic): return o.item()
+    if isinstance(o, torch.Tensor): return o.as_subclass(torch.Tensor)
+    if isinstance(o, dict): return {k: plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, L)): return type(o)(plain(v) for v in o) if not isinstance(o, L) else [plain(v) for v in o]
+    return o
+
+
+def save_checkpoint(path, learn, epoch: int, config: dict):
+    "torch.save to a temporary file, then rename: a kill at any instant leaves the old checkpoint or the new one"
+    path = Path(path)
+    opt = learn.opt.state_dict()
+    smooth = learn.recorder.smooth_loss  # the reported train_loss: a moving average that runs across epochs
+    state = plain(dict(epoch=epoch, config=config, model=learn.model.state_dict(), rng=rng_states(learn.dls),
+                       opt={'state': opt['state'], 'hypers': opt['hypers']},
+                       smooth_loss={'val': smooth.val, 'count': smooth.count}))
+    tmp = path.with_name(f'.{path.name}.tmp')
+    try:
+        with open(tmp, 'wb') as f: torch.save(state, f); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk, or Ctrl-C mid-write: no half-written file is left behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise RecipeError(f"cannot write checkpoint {path}: {e.strerror}; the previous checkpoint is intact") from None
+        raise
+
+
+def load_checkpoint(run) -> dict:
+    "A run folder's checkpoint, loaded with weights_only=True: tensors and plain values only, no code"
+    path = Path(run)/CHECKPOINT
+    if not path.is_file(): raise RecipeError(f"no checkpoint to resume from: {path} does not exist")
+    try: return torch.load(path, weights_only=True)
+    except Exception as e: raise RecipeError(f"cannot load checkpoint {path}: {e}") from None
+
+
+def restore(learn, ckpt: dict):
+    "Model, optimizer and random streams as they were at the end of the checkpoint's epoch"
+    learn.model.load_state_dict(ckpt['model'])
+    if learn.opt is None: learn.create_opt()
+    learn.opt.load_state_dict({'state': ckpt['opt']['state'], 'hypers': L(ckpt['opt']['hypers'])})
+    rng = ckpt['rng']
+    random.setstate(rng['python']); torch.set_rng_state(rng['torch']); learn.dls.train.rng.setstate(rng['loader'])
+    np.random.set_state((rng['numpy'][0], np.array(rng['numpy'][1], dtype=np.uint32), *rng['numpy'][2:]))
+    for o, (gen, py) in zip(augment_rngs(learn.dls), rng['augment'], strict=True):
+        o.random_generator.bit_generator.state = gen; o.py_random.setstate(py)
+
+
+class Checkpoint(Callback):
+    "Saves a checkpoint after every epoch (epochs skipped on resume excepted), after the epoch's record"
+    order = Recorder.order + 2
+    def __init__(self, path, config: dict, resumed: dict = None):
+        self.path, self.config, self.resumed = Path(path), config, resumed
+        self.start_epoch = self.saved_epoch = resumed['epoch'] if resumed else 0
+
+    def before_fit(self):
+        "The Recorder has just reset its smoothed train loss: on resume, continue it"
+        if self.resumed: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = self.resumed['smooth_loss'].values()
+    def after_epoch(self):
+        if self.epoch < self.start_epoch: return
+        save_checkpoint(self.path, self.learn, self.epoch + 1, self.config)
+        self.saved_epoch = self.epoch + 1

@@ -1,0 +1,119 @@
+"""Checkpoints and resume: a killed run continues where its last complete epoch left it."""
+import csv, errno, json, signal, subprocess, sys, time
+
+import numpy as np, pytest, torch
+
+import recipe
+from recipe import RecipeError
+from recipe.checkpoint import CHECKPOINT, load_checkpoint
+
+ARGS = ['--epochs', 4, '--bs', 64, '--width', 8, '--lr-min', 1e-3, '--lr-max', 1e-2, '--seed', 0]
+
+
+def start(data, out, *extra):
+    return subprocess.Popen([sys.executable, '-m', 'recipe', 'train', '--data', str(data), '--out', str(out), *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(out, n, proc, timeout=300):
+    "Block until metrics.csv holds n epochs and a checkpoint exists (it follows each row at once)"
+    t = time.time()
+    while time.time() - t < timeout:
+        f = out/'metrics.csv'
+        if f.exists() and len(f.read_text().splitlines()) > n and (out/CHECKPOINT).exists(): return
+        if proc.poll() is not None: pytest.fail(f'run ended early: {proc.communicate()}')
+        time.sleep(0.05)
+    pytest.fail('timed out')
+
+
+def metrics(out):
+    "Per-epoch metrics without the timings"
+    return [{k: v for k, v in r.items() if k != 'seconds'} for r in csv.DictReader(open(out/'metrics.csv'))]
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_run(small, tmp_path):
+    killed, whole = tmp_path/'killed', tmp_path/'whole'
+    p_whole, p_killed = start(small, whole, *ARGS), start(small, killed, *ARGS)
+    wait_for_epochs(killed, 1, p_killed)
+    t = time.time(); wait_for_epochs(killed, 2, p_killed); epoch_seconds = time.time() - t
+    time.sleep(epoch_seconds / 2)  # mid-way through epoch 3
+    p_killed.send_signal(signal.SIGKILL); p_killed.wait()
+    ckpt = load_checkpoint(killed)
+    assert 2 <= ckpt['epoch'] < 4 and len(metrics(killed)) in (ckpt['epoch'], ckpt['epoch'] + 1)
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', killed], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {killed} after epoch {ckpt['epoch']} of 4" in r.stdout and 'lr_find' not in r.stdout
+    assert p_whole.wait() == 0
+    assert metrics(killed) == metrics(whole)  # identical, not just close
+    res = json.loads((killed/'results.json').read_text())
+    assert res['complete'] and res['resumed_after_epoch'] == [ckpt['epoch']] and len(res['per_epoch']) == 4
+    assert (killed/'model.safetensors').exists() and (killed/'accuracy.png').exists()
+
+
+def test_lr_after_resume_equals_the_uninterrupted_schedule(tiny, tmp_path):
+    kw = dict(epochs=3, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
+    whole = recipe.train(tiny, out=tmp_path/'whole', **kw)
+    recipe.train(tiny, out=tmp_path/'part', **kw | dict(epochs=3))
+    ckpt = tmp_path/'part'/CHECKPOINT
+    state = torch.load(ckpt, weights_only=True); state['epoch'] = 1; torch.save(state, ckpt)  # as if killed in epoch 2
+    resumed = recipe.train(resume=tmp_path/'part')
+    n = len(resumed.recorder.hps['lr'])
+    assert n == 2 * len(whole.recorder.hps['lr']) // 3
+    assert np.allclose(resumed.recorder.hps['lr'], whole.recorder.hps['lr'][-n:], rtol=1e-12)
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(small, tmp_path, sig):
+    out = tmp_path/'run'
+    p = start(small, out, *ARGS)
+    wait_for_epochs(out, 1, p)
+    p.send_signal(sig)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode != 0 and 'Traceback' not in stderr
+    assert f'resume with: python -m recipe train --resume {out}' in stderr
+    assert load_checkpoint(out)['epoch'] >= 1
+    assert json.loads((out/'results.json').read_text())['stopped'] == 'interrupted'
+
+
+def test_nan_loss_stops_with_advice_and_keeps_no_broken_checkpoint(tiny, tmp_path):
+    with pytest.raises(RecipeError, match=r'(?s)loss became (nan|inf).*lower --lr-max'):
+        recipe.train(tiny, out=tmp_path/'run', epochs=3, bs=32, width=8, lr_min=1e6, lr_max=1e8, seed=0)
+    assert json.loads((tmp_path/'run'/'results.json').read_text())['complete'] is False
+
+
+def test_full_disk_leaves_the_previous_checkpoint_whole(tiny, tmp_path, monkeypatch):
+    calls = []
+    real_save = torch.save
+    def save_then_fill_disk(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) == 2: f.write(b'partial'); raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(torch, 'save', save_then_fill_disk)
+    with pytest.raises(RecipeError, match=r'(?s)No space left on device.*previous checkpoint is intact.*after epoch 1 of 3'):
+        recipe.train(tiny, out=tmp_path/'run', epochs=3, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
+    assert load_checkpoint(tmp_path/'run')['epoch'] == 1
+    assert [p.name for p in (tmp_path/'run').glob('.*tmp')] == []
+    record = json.loads((tmp_path/'run'/'results.json').read_text())  # epoch 2's metrics were measured: kept
+    assert len(record['per_epoch']) == 2 and 'No space left on device' in record['stopped'] and not record['complete']
+
+
+def test_unwritable_output_folder_is_named(tiny, tmp_path):
+    blocker = tmp_path/'file'; blocker.write_text('x')
+    with pytest.raises(RecipeError, match=f'cannot write to output folder {blocker}/run'):
+        recipe.train(tiny, out=blocker/'run', epochs=1, bs=32, width=8, lr_min=1e-3, lr_max=1e-2)
+
+
+class Evil:
+    def __init__(self, target): self.target = target
+    def __reduce__(self): return (open, (str(self.target), 'w'))
+
+
+def test_malicious_checkpoint_is_not_executed_on_resume(tmp_path):
+    run = tmp_path/'run'; run.mkdir()
+    torch.save({'epoch': 1, 'config': Evil(tmp_path/'pwned')}, run/CHECKPOINT)
+    with pytest.raises(RecipeError, match='cannot load checkpoint'): recipe.train(resume=run)
+    assert not (tmp_path/'pwned').exists()
+
+
+def test_resume_without_checkpoint_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=str(tmp_path/CHECKPOINT)): recipe.train(resume=tmp_path)
