@@ -34,11 +34,11 @@ def versions() -> dict:
 
 
 def git_commit() -> str:
-    "HEAD of the repository holding this package, '+dirty' when it has uncommitted changes; None outside git"
+    "HEAD of the repository holding this package, '+dirty' when the package's code differs from it; None outside git"
     here = Path(__file__).parent
     try:
         sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', '.', '../setup.cfg'], cwd=here, capture_output=True, text=True).stdout.strip()
         return sha + ('+dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError): return None
 
