@@ -1,5 +1,5 @@
 """Command line: `python -m recipe train|bench ...` (fastcore's `call_parse`; `--help` on each)."""
-import signal, sys
+import signal, sys, warnings
 
 import matplotlib
 from fastcore.script import call_parse
@@ -72,6 +72,7 @@ def stop_on_sigterm(signum, frame): raise KeyboardInterrupt  # SIGTERM stops as 
 def main():
     matplotlib.use('Agg')  # plots go to files
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f'warning: {message}\n'  # no source lines
     cmd = sys.argv[1] if len(sys.argv) > 1 else None
     if cmd not in COMMANDS: sys.exit(f"usage: python -m recipe {{{'|'.join(COMMANDS)}}} [options]  (--help after a command lists them)")
     sys.argv = [f'python -m recipe {cmd}'] + sys.argv[2:]

@@ -84,7 +84,7 @@ def load_images(path: Path, skip_bad=False) -> ImageCache:
         if not skip_bad: raise RecipeError(msg + " (pass --skip-bad to skip bad files)")
         skipped.append(msg)
     cache = ImageCache([f for split in ('train', 'test') for f in scan_split(path/split, problem)], problem)
-    if skipped: warnings.warn(f"skipped {len(skipped)} bad files or folders in {path}:\n  " + "\n  ".join(skipped[:20]))
+    if skipped: warnings.warn(f"skipped {len(skipped)} bad {'file or folder' if len(skipped) == 1 else 'files or folders'} in {path}:\n  " + "\n  ".join(skipped[:20]))
     classes = {}
     for split in ('train', 'test'):
         classes[split] = {f.parent.name for f in cache.files if f.parent.parent.name == split}

@@ -88,3 +88,12 @@ def test_existing_run_folder_is_not_overwritten(tiny, tmp_path):
     r = cli('train', '--data', tiny, '--epochs', 1, '--width', 8, '--out', out)
     assert r.returncode != 0 and str(out) in r.stderr and 'Traceback' not in r.stderr
     assert (out/'results.json').read_text() == '{"precious": 1}'
+
+
+def test_skip_bad_warns_in_plain_words(tiny_copy, tmp_path):
+    (tiny_copy/'train'/'dog'/'empty.png').touch()
+    r = cli('train', '--data', tiny_copy, '--epochs', 1, '--bs', 32, '--width', 8, '--lr-min', 1e-3, '--lr-max', 1e-2,
+            '--skip-bad', '--out', tmp_path/'run')
+    assert r.returncode == 0, r.stderr
+    assert f"warning: skipped 1 bad file or folder in {tiny_copy}:\n  cannot read image {tiny_copy}/train/dog/empty.png" in r.stderr
+    assert 'UserWarning' not in r.stderr and 'data.py' not in r.stderr  # no source lines for a user

@@ -23,8 +23,14 @@ def test_predict_takes_any_size_and_mode(tiny_run, tmp_path):
     Image.new('L', (100, 60), 128).save(tmp_path/'gray.png')
     Image.new('RGBA', (16, 16), (200, 10, 10, 128)).save(tmp_path/'rgba.png')
     Image.new('RGB', (64, 64), (0, 0, 255)).save(tmp_path/'big.jpg')
-    top = recipe.predict(recipe.load(out), recipe.inference.image_files([tmp_path]))
-    assert len(top) == 3 and all(abs(sum(p for _, p in t) - 1) < 1 for t in top)
+    Image.new('RGB', (32, 32), (128, 128, 128)).save(tmp_path/'gray_as_trained.png')
+    model, files = recipe.load(out), recipe.inference.image_files([tmp_path])
+    top = dict(zip((f.name for f in files), recipe.predict(model, files)))
+    assert len(top) == 4 and all(0 <= p <= 1 for t in top.values() for _, p in t)
+    assert all(sum(p for _, p in t) <= 1 + 1e-4 and t[0][1] >= t[1][1] >= t[2][1] for t in top.values())
+    # a 100x60 grayscale image is predicted as the 32x32 RGB image it becomes
+    assert [c for c, _ in top['gray.png']] == [c for c, _ in top['gray_as_trained.png']]
+    assert np.allclose([p for _, p in top['gray.png']], [p for _, p in top['gray_as_trained.png']], atol=1e-4)
 
 
 class Evil:
