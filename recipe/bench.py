@@ -6,6 +6,7 @@ and BENCHMARKS.md (table + plots) generated from those files.
 """
 import json
 from datetime import datetime
+from statistics import mean
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -68,9 +69,16 @@ def write_report(results='bench/results', md='BENCHMARKS.md'):
              '|---|---|---|---|---|---|---|---|---|']
     for r in runs:
         m = r['machine']
-        status = f"{100*r['test_accuracy']:.2f}%" if r['complete'] else f"incomplete ({len(r['per_epoch'])} epochs: {100*r.get('test_accuracy', 0):.2f}%)"
+        status = f"{100*r['test_accuracy']:.2f}%" if r['complete'] else f"incomplete: {100*r.get('test_accuracy', 0):.2f}% after {len(r['per_epoch'])} of {r['epochs']} epochs"
         lines.append(f"| {r['profile']} | {r['width']} | {r['epochs']} | {r['seed']} | {status} | {r['wall_seconds']/60:.0f} min | "
                      f"{m['cpu']}, {m['cores']} cores, GPU: {m['gpu']} | {(r['git_commit'] or '?')[:12]} | [{r['file']}]({results}/{r['file']}) |")
+    complete = {}
+    for r in runs:
+        if r['complete']: complete.setdefault((r['profile'], r['width'], r['epochs']), []).append(100*r['test_accuracy'])
+    if complete: lines += ['', 'Complete runs:', '']
+    for (profile, width, epochs), accs in complete.items():
+        lines.append(f"- {profile}, width {width}, {epochs} epochs: {len(accs)} run{'s' if len(accs) > 1 else ''}, "
+                     f"mean {mean(accs):.2f}%, lowest {min(accs):.2f}%, highest {max(accs):.2f}%")
     lines += ['', f'![test accuracy per epoch]({figs["epoch"]})', '', f'![test accuracy against training time]({figs["time"]})', '']
     md.write_text('\n'.join(lines))
     return md

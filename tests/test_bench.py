@@ -37,3 +37,14 @@ def test_a_stopped_bench_run_resumes_into_its_result_file(tiny, tmp_path, monkey
     recipe.train(resume=res['out'])
     res = json.loads(path.read_text())
     assert res['complete'] and [e['epoch'] for e in res['per_epoch']] == [1, 2] and res['resumed_after_epoch'] == [1]
+
+
+def test_report_gives_mean_and_range_of_complete_runs_only(tmp_path):
+    base = dict(profile='seed-w32', width=32, epochs=24, bs=512, wall_seconds=4800, git_commit='0123456789abcdef',
+                machine=dict(cpu='AMD EPYC', cores=2, gpu='none'))
+    for seed, acc, complete in [(0, 0.90, True), (1, 0.92, True), (2, 0.5, False)]:
+        per_epoch = [dict(epoch=1, test_accuracy=acc, seconds=200)]
+        (tmp_path/f'run{seed}.json').write_text(json.dumps(base | dict(seed=seed, test_accuracy=acc, complete=complete, per_epoch=per_epoch)))
+    md = write_report(tmp_path, tmp_path/'BENCHMARKS.md').read_text()
+    assert '- seed-w32, width 32, 24 epochs: 2 runs, mean 91.00%, lowest 90.00%, highest 92.00%' in md
+    assert '| seed-w32 | 32 | 24 | 2 | incomplete: 50.00% after 1 of 24 epochs | 80 min |' in md
