@@ -124,7 +124,7 @@ class AlbumentationsTransform(Transform):
             self.pipeline.set_random_seed(info.seed % 2**32); self.worker = info.id
         # plain-tensor views and as_subclass: fastai's TensorBase wrapping costs more per image than the augmentation
         out = self.pipeline(image=img.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())['image']  # the cache's HWC layout, no copy
-        return torch.from_numpy(out).permute(2, 0, 1).as_subclass(TensorImage)
+        return CachedImage.create(out)
 
 
 def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False):
