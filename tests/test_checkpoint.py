@@ -15,8 +15,11 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def train_args(data, out, *extra): return ['train', '--data', str(data), '--out', str(out), *map(str, extra)]
+
+
 def start(data, out, *extra):
-    return subprocess.Popen([sys.executable, '-m', 'recipe', 'train', '--data', str(data), '--out', str(out), *map(str, extra)],
+    return subprocess.Popen([sys.executable, '-m', 'recipe', *train_args(data, out, *extra)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
@@ -37,7 +40,7 @@ import runpy; runpy.run_module('recipe', run_name='__main__', alter_sys=True)  #
 
 
 def start_and_kill_in_epoch_3(data, out, *extra):
-    return subprocess.run([sys.executable, '-c', KILL_IN_EPOCH_3, 'train', '--data', str(data), '--out', str(out), *map(str, extra)],
+    return subprocess.run([sys.executable, '-c', KILL_IN_EPOCH_3, *train_args(data, out, *extra)],
                           capture_output=True, text=True, timeout=600)
 
 
