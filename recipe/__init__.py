@@ -1,10 +1,12 @@
-"""recipe: CIFAR-10 with fastai, albumentations and a small custom ResNet, with the plots that show what happened."""
+"""recipe: CIFAR-10 with fastai, albumentations and a small custom ResNet (or a fast airbench94-style net), with the
+plots that show what happened."""
 __version__ = '0.1.0'
 import warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # fastai 2.8 on torch 2.14: noise
 from .config import *
-from .model import CustomResNet
+from .model import CustomResNet, FastNet
+from .augment import BatchAugment, batch_augment
 from .data import RecipeError, cifar_dls, train_augs
-from .train import choose_lrs, find_lrs, fit_recipe, make_learner, train
+from .train import choose_lrs, find_lrs, fit_fast, fit_recipe, make_learner, settings_for, train
 from .plots import plot_lr_find
 from .inference import load, predict

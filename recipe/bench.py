@@ -11,17 +11,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .config import BS, EPOCHS, WIDTH
+from .config import PROFILES
 from .data import RecipeError
 
-__all__ = ['PROFILES', 'run_profile', 'load_results', 'write_report']
-
-# Each profile is the original recipe (Adam, LRs from lr_find, one cycle peaking at 5/24, no annihilation,
-# the albumentations pipeline) at some size; overrides on the command line are recorded in the result.
-PROFILES = {
-    'seed':     dict(width=WIDTH, epochs=EPOCHS, bs=BS, doc='the original recipe exactly (width 64: a GPU configuration, ~5 h per run on 2 CPU cores)'),
-    'seed-w32': dict(width=32, epochs=EPOCHS, bs=BS, doc='the original recipe at width 32: a quarter of the compute'),
-}
+__all__ = ['run_profile', 'load_results', 'write_report']
 
 
 def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, results='bench/results', runs='runs'):
@@ -31,15 +24,12 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
         return None
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     from .train import train
-    cfg = dict(PROFILES[profile])
-    cfg.pop('doc')
-    if width is not None: cfg['width'] = width
-    if epochs is not None: cfg['epochs'] = epochs
-    if bs is not None: cfg['bs'] = bs
-    name = f"{profile}-w{cfg['width']}-e{cfg['epochs']}-s{seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    cfg = {k: v for k, v in dict(width=width, epochs=epochs, bs=bs).items() if v is not None}  # overrides
+    name = (f"{profile}-w{cfg.get('width', PROFILES[profile]['width'])}-e{cfg.get('epochs', PROFILES[profile]['epochs'])}"
+            f"-s{seed}-{datetime.now():%Y%m%d-%H%M%S}")
     results = Path(results); results.mkdir(parents=True, exist_ok=True)
     path = results/f'{name}.json'
-    train(data=data, seed=seed, out=Path(runs)/name, record_to=[path], info=dict(profile=profile), **cfg)
+    train(data=data, seed=seed, out=Path(runs)/name, record_to=[path], profile=profile, **cfg)
     return path
 
 

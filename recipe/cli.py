@@ -4,26 +4,27 @@ import signal, sys, warnings
 import matplotlib
 from fastcore.script import call_parse
 
-from .config import BS, EPOCHS, WIDTH
 
 __all__ = ['train', 'bench', 'report', 'predict', 'main']
 
 
 @call_parse
 def train(data: str = None,     # data folder in fastai's CIFAR layout (train/<class>/*, test/<class>/*); default $RECIPE_DATA, else download
-          epochs: int = EPOCHS,  # epochs of fit_one_cycle
-          bs: int = BS,          # batch size
-          width: int = WIDTH,    # channels of the model's first layer (64 is the original)
-          lr_min: float = None,  # LR at the start and end of the cycle; default from lr_find
-          lr_max: float = None,  # LR at the peak (5/24 of training); default from lr_find
+          profile: str = 'seed',  # named settings (recipe/config.py): seed, seed-w32, fast, quick
+          epochs: int = None,    # epochs (default: the profile's; seed 24)
+          bs: int = None,        # batch size (default: the profile's; seed 512)
+          width: int = None,     # channels of the model's first layer (default: the profile's; seed 64, the original)
+          augment: str = None,   # albumentations (per item) or batch (recipe/augment.py) (default: the profile's; seed albumentations)
+          lr_min: float = None,  # LR at the start and end of the one cycle (seed profiles); default from lr_find
+          lr_max: float = None,  # LR at the peak; seed profiles: default from lr_find; fast profiles: their fixed LR
           seed: int = None,      # random seed: makes a CPU run repeatable
           out: str = None,       # run folder; default runs/<timestamp>
           skip_bad: bool = False,  # skip unreadable images and bad folders (counted, with a warning) instead of stopping
           resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
-    "Train the custom ResNet on CIFAR-10; writes metrics, checkpoints, weights and plots to the run folder"
+    "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10; writes metrics, checkpoints, weights and plots to the run folder"
     from .train import train as _train
     _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
-           skip_bad=skip_bad, resume=resume)
+           skip_bad=skip_bad, resume=resume, profile=profile, augment=augment)
 
 
 @call_parse

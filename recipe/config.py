@@ -1,6 +1,7 @@
 """Every default of the recipe in one place, each with its unit or source."""
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
-           'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV']
+           'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS',
+           'SEED', 'FAST', 'TRIANGLE', 'PROFILES']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
 BS = 512                # images per batch (the original write-up)
@@ -15,3 +16,49 @@ PAD_TO = 40             # pixels: training images are padded (reflect) to PAD_TO
 CROP = 32               # ... then randomly cropped back to CROP x CROP
 CUTOUT = 8              # pixels: side of the one square hole, filled with the dataset mean
 DATA_ENV = 'RECIPE_DATA'  # environment variable naming the data folder when `data` is not given
+AUGMENTS = ('albumentations', 'batch')  # per item on the CPU (the seed's), or per batch on its device (recipe/augment.py)
+
+# Profiles: every setting of a run, by name (`train --profile NAME`, `bench NAME`); options given on the command
+# line or to `recipe.train` override them. 'lr_min'/'lr_max' None: from lr_find.
+SEED = dict(
+    arch='resnet',          # the custom ResNet (recipe/model.py)
+    width=WIDTH, epochs=EPOCHS, bs=BS,
+    augment='albumentations',  # per item on the CPU; 'batch': recipe/augment.py on the batch's device
+    pad=(PAD_TO - CROP) // 2,  # pixels of reflect padding before the random crop (batch augmentation)
+    flip=True,              # random horizontal flip
+    cutout=CUTOUT,          # pixels: side of the one square hole (0: none)
+    opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
+    lr_min=None, lr_max=None, wd=WD,
+    mom=None,               # (Nesterov SGD only)
+    bias_lr=1,              # LR multiplier of the BatchNorm biases
+    label_smoothing=0.0,
+    lookahead=False,        # lookahead of the weights (recipe/fast.py)
+    whiten_bias_epochs=0,   # (fast net only) epochs during which the whitening conv's bias is trained
+    tta=0,                  # test-time augmentation level of the reported accuracy (0 none, 1 mirror, 2 + translate)
+    cpu_bf16=False,         # bf16 autocast on CPUs with AMX (CUDA always gets fp16 mixed precision)
+)
+# After airbench94 (Keller Jordan, github.com/KellerJordan/cifar10-airbench): his hyperparameters, turned from his
+# summed loss into fastai's mean loss. LRs are fixed: they were tuned there; lr_find is not run.
+FAST = SEED | dict(
+    arch='fast',            # the airbench94-style net (recipe/model.py): widths 64/256/256
+    width=64, epochs=12,    # airbench94 trains 9.9 epochs for 94.0% on average; 12 for a margin over 3 seeds
+    bs=1024,                # airbench94's batch
+    augment='batch', pad=2, flip=True, cutout=0,  # translate by up to 2 pixels (reflect) and flip; no cutout
+    opt='nesterov',         # SGD, Nesterov momentum, coupled L2, LR schedule `TRIANGLE`
+    lr_max=1.5,             # peak LR per mean-loss gradient at bs 1024 (airbench: 11.5 per 1024 summed examples / 7.67)
+    wd=0.002,               # L2 x LR: the weights shrink by this fraction per step at the peak LR, before momentum
+    mom=0.85,               # Nesterov momentum
+    bias_lr=64,             # BatchNorm biases learn 64x faster (airbench's bias_scaler); their L2 is divided by it
+    label_smoothing=0.2,
+    lookahead=True,         # every 5 steps, decay 0.95^5 x progress^3
+    whiten_bias_epochs=3,
+    tta=2,                  # mirror + 1-pixel translates, in the reported accuracy and wall time
+    cpu_bf16=True,          # ~3.6x faster than fp32 for this net on an AMX CPU (Sapphire Rapids): README
+)
+TRIANGLE = (0.2, 0.23, 0.07)  # Nesterov LR schedule: from 0.2 x lr_max up to lr_max at 23% of training, down to 0.07 x
+PROFILES = {
+    'seed':     SEED | dict(doc='the original recipe exactly (width 64: a GPU configuration, ~5 h per run on 2 CPU cores)'),
+    'seed-w32': SEED | dict(width=32, doc='the original recipe at width 32: a quarter of the compute'),
+    'fast':     FAST | dict(doc='airbench94-style net and training in fastai, for 94%'),
+    'quick':    FAST | dict(epochs=4, doc='the fast profile for 4 epochs, for 90% as soon as possible'),
+}

@@ -8,15 +8,17 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from fastai.vision.all import (CategoryBlock, DataBlock, GrandparentSplitter, ImageBlock, Normalize, Path,
-                               TensorImage, ToTensor, Transform, URLs, image_extensions, parent_label, untar_data)
+from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, GrandparentSplitter, ImageBlock, IntToFloatTensor,
+                               Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform, URLs,
+                               image_extensions, parent_label, untar_data)
 from fastcore.script import CliError
 from PIL import Image
 
-from .config import BS, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, PAD_TO
+from .augment import BatchAugment
+from .config import AUGMENTS, BS, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, PAD_TO
 
 __all__ = ['RecipeError', 'find_data', 'scan_split', 'load_images', 'decode', 'ImageCache', 'CachedImage', 'train_augs',
-           'AlbumentationsTransform', 'cifar_dls']
+           'AlbumentationsTransform', 'InMemoryDL', 'cifar_dls']
 
 
 class RecipeError(CliError):
@@ -127,9 +129,42 @@ class AlbumentationsTransform(Transform):
         return CachedImage.create(out)
 
 
-def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False):
-    "fastai `DataLoaders` over train/ (augmented) and test/ (the validation set) of a CIFAR-layout folder"
+class InMemoryDL(TfmdDL):
+    """A fastai `TfmdDL` whose batches are sliced from whole-split tensors (uint8 images (N, 3, H, W), int64 labels):
+    no per-item work, so the batch transforms (augmentation included) see whole uint8 batches on the device.
+    Everything else (the dataset's items, vocab, decoding, `show_batch`, `test_dl`) is fastai's own."""
+    def __init__(self, dataset=None, images=None, labels=None, **kwargs):
+        self.images, self.labels = images, labels  # before fastai's setup, which draws a batch
+        super().__init__(dataset, **kwargs)
+
+    def create_batches(self, samps):
+        if self.images is None: yield from super().create_batches(samps); return  # a new dataset (test_dl): per item
+        idxs = torch.tensor(list(samps), dtype=torch.long)  # empty when torch's iterator asks again at the end
+        for i in range(0, len(idxs) - (self.bs - 1 if self.drop_last else 0), self.bs):
+            b = idxs[i:i + self.bs]
+            yield TensorImage(self.images[b]), TensorCategory(self.labels[b])
+
+    def new(self, dataset=None, cls=None, **kwargs):
+        res = super().new(dataset, cls, **kwargs)
+        if dataset is None or dataset is self.dataset: res.images, res.labels = self.images, self.labels
+        return res
+
+
+def split_tensors(dset, cache: ImageCache):
+    "One split's images (N, 3, H, W) uint8 and labels from the decode-once cache, in the split's item order"
+    idx = [cache.index[f] for f in dset.items]
+    images = torch.from_numpy(cache.arrays[idx]).permute(0, 3, 1, 2).contiguous()  # NCHW: uint8 reflect pad is ~2x faster
+    labels = torch.tensor([dset.vocab.o2i[parent_label(f)] for f in dset.items], dtype=torch.long)
+    return images, labels
+
+
+def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
+              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT):
+    """fastai `DataLoaders` over train/ (augmented) and test/ (the validation set) of a CIFAR-layout folder.
+    `augment='albumentations'`: per item, on the CPU, `train_augs` (pad, flip and cutout as config.py says);
+    `augment='batch'`: the whole split as one tensor, `BatchAugment(pad, flip, cutout)` on each batch's device."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
+    if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     path = find_data(data)
     cache = load_images(path, skip_bad)
     files = cache.files
@@ -143,4 +178,11 @@ def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     # Items are tensors already (CachedImage, Categorize): the ToTensor every block adds would only cost a
     # type dispatch per item, ~15% of the loader's time on a CPU core
     dblock.item_tfms = [t for t in dblock.item_tfms if not isinstance(t, ToTensor)]
-    return dblock.dataloaders(files, path=path, bs=bs, num_workers=num_workers, device=device)
+    if augment == 'albumentations':
+        return dblock.dataloaders(files, path=path, bs=bs, num_workers=num_workers, device=device)
+    dsets = dblock.datasets(files)
+    fill = tuple(round(255*m) for m in CIFAR_MEAN)
+    after_batch = [BatchAugment(pad, flip, cutout, fill), IntToFloatTensor(), Normalize.from_stats(CIFAR_MEAN, CIFAR_STD)]
+    dls = [InMemoryDL(ds, *split_tensors(ds, cache), bs=bs, shuffle=train, drop_last=train, after_batch=after_batch,
+                      device=device) for ds, train in ((dsets.train, True), (dsets.valid, False))]
+    return DataLoaders(*dls, path=path, device=device)

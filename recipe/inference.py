@@ -3,17 +3,19 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from fastai.vision.all import get_image_files
 from safetensors.torch import load_file
 
 from .data import RecipeError, decode
-from .model import CustomResNet
+from .model import make_model
 
-__all__ = ['load', 'image_files', 'predict']
+__all__ = ['load', 'image_files', 'tta_logits', 'predict']
 
 
-def load(path) -> CustomResNet:
-    """The model saved by a run (a run folder, or its model.safetensors), in eval mode, with `classes`, `mean`, `std`.
+def load(path) -> torch.nn.Module:
+    """The model saved by a run (a run folder, or its model.safetensors), in eval mode, with `classes`, `mean`, `std`
+    and `tta` (the test-time augmentation its reported accuracy used).
     Reads safetensors and JSON only: a pickle-based file (.pth, .pkl, learn.export) is refused, never unpickled."""
     path = Path(path)
     if path.is_dir(): path = path/'model.safetensors'
@@ -26,10 +28,10 @@ def load(path) -> CustomResNet:
                           "never pickle-based files, which can run code when loaded") from None
     try:
         meta = json.loads(meta_path.read_text())
-        model = CustomResNet(meta['n_out'], meta['width'])
+        model = make_model(meta.get('arch', 'resnet'), meta['n_out'], meta['width'])
         model.load_state_dict(state)
     except Exception as e: raise RecipeError(f"{path} does not hold this recipe's model as {meta_path} describes it: {e}") from None
-    model.classes, model.mean, model.std = meta['classes'], meta['mean'], meta['std']
+    model.classes, model.mean, model.std, model.tta = meta['classes'], meta['mean'], meta['std'], meta.get('tta', 0)
     return model.eval()
 
 
@@ -45,6 +47,18 @@ def image_files(paths) -> list:
     return files
 
 
+def tta_logits(model, x, level=0):
+    """Logits averaged over test-time augmentations of the (normalized) batch x, as airbench94 does: level 0 none,
+    1 the image and its mirror, 2 half that plus a quarter each for both translated by one pixel (reflect) up-left
+    and down-right (and mirrored)."""
+    if level == 0: return model(x)
+    mirror = lambda x: 0.5 * (model(x) + model(x.flip(-1)))
+    if level == 1: return mirror(x)
+    H, W = x.shape[-2:]
+    padded = F.pad(x, (1,) * 4, mode='reflect')
+    return 0.5 * mirror(x) + 0.25 * (mirror(padded[..., :H, :W]) + mirror(padded[..., 2:, 2:]))
+
+
 @torch.no_grad()
 def predict(model, files, k=3, bs=256) -> list:
     "For each file: [(class, probability)] * k, most likely first. Any size or mode is converted as the training data was"
@@ -53,7 +67,7 @@ def predict(model, files, k=3, bs=256) -> list:
     results = []
     for i in range(0, len(files), bs):
         x = torch.stack([torch.from_numpy(decode(f)).permute(2, 0, 1) for f in files[i:i+bs]]).float().div_(255)
-        probs = model((x - mean) / std).softmax(1)                 # (B, n_classes)
+        probs = tta_logits(model, (x - mean) / std, getattr(model, 'tta', 0)).softmax(1)  # (B, n_classes)
         top = probs.topk(k, dim=1)
         results += [[(model.classes[j], float(p)) for p, j in zip(ps, js)] for ps, js in zip(top.values, top.indices)]
     return results

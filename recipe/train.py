@@ -1,7 +1,11 @@
-"""Training: `Learner` with Adam and cross-entropy, LRMIN/LRMAX from `lr_find`, `fit_one_cycle` peaking at 5/24.
+"""Training: a fastai `Learner` for a profile's settings (recipe/config.py), fitted with its schedule.
+
+The seed profile: the custom ResNet, Adam, LRMIN/LRMAX from `lr_find`, `fit_one_cycle` peaking at 5/24.
+The fast profiles: the airbench94-style net, Nesterov SGD on a triangular schedule, lookahead, TTA (recipe/fast.py).
 
     import recipe
     learn = recipe.train(data='path/to/cifar10', width=32, seed=0)   # returns the fitted fastai Learner
+    learn = recipe.train(data='path/to/cifar10', profile='fast', seed=0)
 """
 import json, sys, time
 from datetime import datetime
@@ -9,17 +13,32 @@ from pathlib import Path
 
 import torch
 from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
-                               minimum, set_seed, slide, steep, valley)
+                               TensorImage, minimum, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import BS, CIFAR_MEAN, CIFAR_STD, EPOCHS, LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, WD, WIDTH
+from .config import CIFAR_MEAN, CIFAR_STD, LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PROFILES, SEED, TRIANGLE
 from .checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore
 from .data import RecipeError, cifar_dls
-from .model import CustomResNet
+from .fast import CPUAutocast, Lookahead, NesterovSGD, WhitenBias, cpu_has_amx, param_groups, triangle
+from .inference import tta_logits
+from .model import init_whitening, make_model
 from .plots import plot_lr_find, save_fig, save_run_plots
 from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
 
-__all__ = ['train', 'make_learner', 'fit_recipe', 'StopOnNaN', 'check_options', 'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
+__all__ = ['train', 'settings_for', 'make_learner', 'fit_recipe', 'fit_fast', 'tta_accuracy', 'StopOnNaN', 'check_options',
+           'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
+
+
+def settings_for(profile='seed', **overrides) -> dict:
+    "A profile's settings (recipe/config.py) with the given overrides (None: the profile's), checked"
+    if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    s = {k: v for k, v in PROFILES[profile].items() if k != 'doc'} | {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(s) - set(SEED)
+    if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    if s['opt'] == 'nesterov' and overrides.get('lr_min') is not None:
+        raise RecipeError(f"profile {profile!r} has no LRMIN (its schedule is TRIANGLE x lr_max): give --lr-max only")
+    check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
+    return dict(s, profile=profile)
 
 
 def check_options(epochs, bs, width, lr_min, lr_max, seed):
@@ -29,6 +48,10 @@ def check_options(epochs, bs, width, lr_min, lr_max, seed):
     for name, v in dict(lr_min=lr_min, lr_max=lr_max).items():
         if v is not None and not (isinstance(v, (int, float)) and 0 < v < float('inf')): raise RecipeError(f"{name} must be a positive number, got {v!r}")
     if lr_min is not None and lr_max is not None and lr_min > lr_max: raise RecipeError(f"lr_min ({lr_min}) must not exceed lr_max ({lr_max})")
+    check_seed(seed)
+
+
+def check_seed(seed):
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0): raise RecipeError(f"seed must be a non-negative integer, got {seed!r}")
 
 
@@ -65,23 +88,42 @@ def choose_lrs(suggestions: dict, lr_min=None, lr_max=None):
 TABLE_HEADER = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'time']
 
 
-CONFIG_KEYS = ('data', 'epochs', 'bs', 'width', 'lr_min', 'lr_max', 'seed', 'wd', 'skip_bad')  # what a resume needs
-
-
 def print_row(row):
     "One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns)"
     if len(row) < 3: return  # an epoch skipped on resume has no metrics
     print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
 
 
-def make_learner(dls, width=WIDTH, wd=WD, path='.') -> Learner:
-    "The custom ResNet in a fastai `Learner`: Adam, cross-entropy, accuracy; channels_last, and fp16 on CUDA"
-    learn = Learner(dls, CustomResNet(len(dls.vocab), width), loss_func=CrossEntropyLossFlat(), opt_func=Adam,
-                    metrics=accuracy, wd=wd, path=path, model_dir='.')
+def make_learner(dls, settings=None, path='.', **overrides) -> Learner:
+    """A fastai `Learner` for `settings` (default: the seed profile; keyword overrides such as width=16):
+    the net, loss, optimizer and callbacks. channels_last always; fp16 mixed precision on CUDA; bf16 on AMX CPUs
+    if the profile asks. The fast net's whitening conv is initialised from the training images."""
+    s = dict(settings or SEED) | overrides
+    model = make_model(s['arch'], len(dls.vocab), s['width'])
+    if s['arch'] == 'fast': init_whitening(model, training_images(dls))
+    cbs = []
+    if s['opt'] == 'adam': opt_func, splitter = Adam, None
+    else: opt_func, splitter = (lambda params, lr: NesterovSGD(params, lr, mom=s['mom'])), param_groups
+    if s['lookahead']: cbs.append(Lookahead())
+    if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
+    use_cpu_bf16 = s['cpu_bf16'] and not torch.cuda.is_available() and cpu_has_amx()
+    if use_cpu_bf16: cbs.append(CPUAutocast())
+    kw = dict(splitter=splitter) if splitter else {}
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), opt_func=opt_func,
+                    metrics=accuracy, wd=s['wd'], wd_bn_bias=s['opt'] != 'adam', path=path, model_dir='.', cbs=cbs, **kw)
     learn.to_channelslast(use_amp=torch.cuda.is_available())  # channels_last is ~1.5x faster on these CPUs too
+    learn.precision = 'fp16 mixed (CUDA)' if torch.cuda.is_available() else 'bf16 autocast (CPU, AMX)' if use_cpu_bf16 else 'fp32'
     if not (IN_NOTEBOOK or sys.stdout.isatty()):
         learn.remove_cb(ProgressCallback); learn.logger = print_row
     return learn
+
+
+def training_images(dls, n=5000):
+    "The first `n` training images as the model sees them (normalized, no augmentation), for the whitening init"
+    x = TensorImage(dls.train.images[:n]).to(dls.device)
+    for t in dls.train.after_batch.fs:
+        if t.split_idx != 0: x = t(x)  # IntToFloatTensor, Normalize; not the training-only augmentation
+    return x
 
 
 def fit_recipe(learn, epochs, lr_min, lr_max, cbs=None, start_epoch=0):
@@ -90,6 +132,28 @@ def fit_recipe(learn, epochs, lr_min, lr_max, cbs=None, start_epoch=0):
     if learn.logger is print_row: print_row(TABLE_HEADER)
     learn.fit_one_cycle(epochs, lr_max, div=lr_max/lr_min, div_final=lr_max/lr_min, pct_start=PEAK_AT, cbs=cbs,
                         start_epoch=start_epoch)
+
+
+def fit_fast(learn, epochs, lr_max, settings, cbs=None, start_epoch=0):
+    """The fast profiles: `TRIANGLE` x lr_max per param group (the BatchNorm biases x bias_lr), coupled L2 of
+    wd / (group's peak LR), so every weight shrinks by `wd` per step at the peak."""
+    if learn.logger is print_row: print_row(TABLE_HEADER)
+    lrs = [lr_max, lr_max * settings['bias_lr']]
+    learn.fit(epochs, lr=lrs, wd=[settings['wd'] / lr for lr in lrs], cbs=[triangle(lrs, *TRIANGLE)] + (cbs or []),
+              start_epoch=start_epoch)
+
+
+@torch.no_grad()
+def tta_accuracy(learn, level) -> tuple:
+    "Test loss and accuracy with `tta_logits` at `level`, over the whole test set once"
+    learn.model.eval()
+    autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=learn.precision.startswith('bf16'))
+    losses, correct, n = 0., 0, 0
+    for x, y in learn.dls.valid:
+        with autocast: logits = tta_logits(learn.model, x, level).float()
+        losses += float(learn.loss_func(logits, y)) * len(y)
+        correct += int((logits.argmax(1) == y).sum()); n += len(y)
+    return losses / n, correct / n
 
 
 class StopOnNaN(Callback):
@@ -102,69 +166,103 @@ class StopOnNaN(Callback):
 
 
 def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DATA, else fastai's download
-          epochs=EPOCHS,  # epochs of fit_one_cycle
-          bs=BS,          # batch size
-          width=WIDTH,    # channels of the model's first layer (64: the original; 6,573,130 parameters)
-          lr_min=None,    # LR at the start and end of the cycle; default from lr_find
-          lr_max=None,    # LR at the peak (5/24 of training); default from lr_find
-          seed=None,      # makes a CPU run repeatable (fastai, albumentations and DataLoader workers)
+          epochs=None,    # epochs (default: the profile's; the seed's is 24)
+          bs=None,        # batch size (seed 512, fast 1024)
+          width=None,     # channels of the model's first layer (64: the original; 6,573,130 parameters)
+          lr_min=None,    # LR at the start and end of the one cycle; default from lr_find (seed profiles only)
+          lr_max=None,    # LR at the peak; seed: default from lr_find; fast: the profile's fixed LR
+          seed=None,      # makes a CPU run repeatable (fastai, albumentations, batch augmentation, DataLoader workers)
           out=None,       # run folder for metrics, weights and plots; default runs/<timestamp>
-          wd=WD,          # decoupled weight decay of fastai's Adam
+          wd=None,        # weight decay (seed: decoupled, of Adam; fast: L2 x LR, see recipe/config.py)
           skip_bad=False, # skip (and count) unreadable images and bad folders instead of stopping
           num_workers=None,  # DataLoader worker processes; default 0 on CPU (the in-memory loader keeps up)
           record_to=(),   # extra JSON files that get the run record after every epoch (the benchmark harness)
           info=None,      # extra fields for the run record
           resume=None,    # run folder to continue from its last checkpoint (its own settings; the others are ignored)
+          profile='seed', # named settings in recipe/config.py: seed, seed-w32, fast, quick
+          augment=None,   # 'albumentations' (per item, the seed's) or 'batch' (recipe/augment.py; the fast profiles')
          ) -> Learner:
-    "Train the custom ResNet on CIFAR-10 and save what happened to `out`; returns the fitted `Learner`"
+    "Train a profile on CIFAR-10 and save what happened to `out`; returns the fitted `Learner`"
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
-    start_epoch = 0
-    if resume is not None:  # the run's own settings; lr_find is not run again
-        ckpt, out = load_checkpoint(resume), Path(resume)
-        start_epoch, cfg = ckpt['epoch'], ckpt['config']
-        data, epochs, bs, width, lr_min, lr_max, seed, wd, skip_bad = (cfg[k] for k in CONFIG_KEYS)
-        if start_epoch >= epochs: raise RecipeError(f"{out} finished all {epochs} epochs: nothing to resume")
-        record = json.loads((out/'results.json').read_text())
-        record_to = record.get('record_to', [])  # a benchmark run goes on updating its bench/results/ file
+    if resume is not None: run = resumed_run(resume)
     else:
-        check_options(epochs, bs, width, lr_min, lr_max, seed)
-        out = check_out(out)
+        run = dict(settings=settings_for(profile, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, wd=wd,
+                                          augment=augment), out=check_out(out), start_epoch=0, ckpt=None,
+                   data=data, seed=seed, skip_bad=skip_bad, record_to=[str(p) for p in record_to])
+        check_seed(seed)
+    s, out, seed = run['settings'], run['out'], run['seed']
     if seed is not None: set_seed(seed, reproducible=True)
     if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
-    dls = cifar_dls(data, bs=bs, seed=seed, num_workers=num_workers, device=default_device(), skip_bad=skip_bad)
+    dls = cifar_dls(run['data'], bs=s['bs'], seed=seed, num_workers=num_workers, device=default_device(),
+                    skip_bad=run['skip_bad'], augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'])
     make_out(out)
-    learn = make_learner(dls, width, wd, path=out)
-
+    learn = make_learner(dls, s, path=out)
     if resume is not None:
-        restore(learn, ckpt)
-        record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [start_epoch]
-        print(f'resuming {out} after epoch {start_epoch} of {epochs}: LRMIN {lr_min:.2e}  LRMAX {lr_max:.2e}', flush=True)
+        restore(learn, run['ckpt'])
+        record = run['record']
+        print(f"resuming {out} after epoch {run['start_epoch']} of {s['epochs']}: " + lr_text(s), flush=True)
     else:
-        suggestions = {}
-        if lr_min is None and lr_max is None:
+        s['lr_find'] = pick_lrs(learn, s, out)
+        record = dict(info or {}, **s, seed=seed, device=str(dls.device), precision=learn.precision, git_commit=commit,
+                      machine=machine_info(), versions=versions(), data=data_info(dls), out=str(out), record_to=run['record_to'])
+    config = dict(s, data=str(dls.path), seed=seed, skip_bad=run['skip_bad'])  # what a resume needs
+    fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'])
+    return learn
+
+
+def resumed_run(resume) -> dict:
+    "A run folder's checkpoint and record, with the run's own settings; lr_find is not run again"
+    ckpt, out = load_checkpoint(resume), Path(resume)
+    cfg = ckpt['config']
+    s = settings_for(cfg.get('profile', 'seed'), **{k: cfg[k] for k in SEED if k in cfg})  # older runs: seed profile
+    s['lr_find'] = cfg.get('lr_find', {})
+    if ckpt['epoch'] >= s['epochs']: raise RecipeError(f"{out} finished all {s['epochs']} epochs: nothing to resume")
+    record = json.loads((out/'results.json').read_text())
+    record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [ckpt['epoch']]
+    # a benchmark run goes on updating its bench/results/ file
+    return dict(settings=s, out=out, start_epoch=ckpt['epoch'], ckpt=ckpt, data=cfg['data'], seed=cfg['seed'],
+                skip_bad=cfg['skip_bad'], record=record, record_to=record.get('record_to', []))
+
+
+def lr_text(s) -> str:
+    return f"LRMIN {s['lr_min']:.2e}  LRMAX {s['lr_max']:.2e}" if s['opt'] == 'adam' else \
+           f"LR {TRIANGLE[0]*s['lr_max']:.2e} -> {s['lr_max']:.2e} -> {TRIANGLE[2]*s['lr_max']:.2e} (fixed)"
+
+
+def pick_lrs(learn, s, out) -> dict:
+    "Seed profiles: lr_find unless both LRs are given, then `choose_lrs` (sets s['lr_min'], s['lr_max']). Returns its suggestions"
+    suggestions = {}
+    if s['opt'] == 'adam':
+        if s['lr_min'] is None and s['lr_max'] is None:
             suggestions = find_lrs(learn)
             print('lr_find suggestions: ' + ', '.join(f'{k} {v:.2e}' for k, v in suggestions.items()), flush=True)
-        lr_min, lr_max = choose_lrs(suggestions, lr_min, lr_max)
-        if suggestions: plot_lr_find(learn.recorder, suggestions, lr_min, lr_max); save_fig(out/'lr_find.png')
-        print(f'LRMIN {lr_min:.2e}  LRMAX {lr_max:.2e}', flush=True)
-        record = dict(info or {}, epochs=epochs, bs=bs, width=width, seed=seed, wd=wd, lr_min=lr_min, lr_max=lr_max,
-                      lr_find=suggestions, device=str(dls.device), git_commit=commit, machine=machine_info(),
-                      versions=versions(), data=data_info(dls), out=str(out), record_to=[str(p) for p in record_to])
+        s['lr_min'], s['lr_max'] = choose_lrs(suggestions, s['lr_min'], s['lr_max'])
+        if suggestions: plot_lr_find(learn.recorder, suggestions, s['lr_min'], s['lr_max']); save_fig(out/'lr_find.png')
+    print(lr_text(s), flush=True)
+    return suggestions
 
-    config = dict(zip(CONFIG_KEYS, (str(dls.path), epochs, bs, width, lr_min, lr_max, seed, wd, skip_bad)))
-    run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record_to], t0, start_epoch)
-    checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt if resume is not None else None)
+
+def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None):
+    "Fit with checkpoints and the run record after every epoch; then TTA (if any), weights, plots, the final record"
+    s, out = config, Path(learn.path)
+    run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record['record_to']], t0, start_epoch)
+    checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt)
+    cbs = [StopOnNaN(), checkpoint, run_record]
     try:
-        fit_recipe(learn, epochs, lr_min, lr_max, start_epoch=start_epoch, cbs=[StopOnNaN(), checkpoint, run_record])
+        if s['opt'] == 'adam': fit_recipe(learn, s['epochs'], s['lr_min'], s['lr_max'], start_epoch=start_epoch, cbs=cbs)
+        else: fit_fast(learn, s['epochs'], s['lr_max'], s, start_epoch=start_epoch, cbs=cbs)
     except (KeyboardInterrupt, RecipeError) as e:
         why, done = 'interrupted' if isinstance(e, KeyboardInterrupt) else str(e), checkpoint.saved_epoch
         run_record.save(stopped=why)
-        raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {epochs} is kept in {out}; "
+        raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
                           f"resume with: python -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
-
-    save_weights(learn.model, out/'model', dict(classes=list(dls.vocab), width=width, n_out=len(dls.vocab),
-                                                 mean=CIFAR_MEAN, std=CIFAR_STD))
+    if s['tta']:  # part of the reported accuracy and of the wall time
+        record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])
+        record['test_loss'], record['test_accuracy'] = tta_accuracy(learn, s['tta'])
+        print(f"with TTA (level {s['tta']}): test accuracy {record['test_accuracy']:.4f} "
+              f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
+    save_weights(learn.model, out/'model', dict(classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
+                                                 n_out=len(learn.dls.vocab), mean=CIFAR_MEAN, std=CIFAR_STD))
     save_run_plots(learn, out)
     run_record.save(complete=True, stopped=None)
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)
-    return learn
