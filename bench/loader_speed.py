@@ -1,25 +1,60 @@
-"""How fast the training DataLoader delivers augmented batches (num_workers=0: the main process does all of it).
+"""How fast the training DataLoader delivers augmented batches, both paths in one run (num_workers=0: the main
+process does all of it), and the batched augmentation alone on one core.
 
-    python bench/loader_speed.py --data ../shared/cifar10
+    python bench/loader_speed.py --data ../shared/cifar10 [--json FILE]
 """
-import time
+import json, time
 
+import torch
 from fastcore.script import call_parse
 
 import recipe
+from recipe.augment import batch_augment
+
+
+def sync():
+    if torch.cuda.is_available(): torch.cuda.synchronize()  # GPU work is asynchronous: time it finished
+
+
+def loader_speed(dl, batches):
+    "Images per second over `batches` batches, after one warm-up batch"
+    it = iter(dl); next(it)
+    sync(); t, n = time.perf_counter(), 0
+    for _ in range(batches): n += len(next(it)[0])
+    sync()
+    return n / (time.perf_counter() - t)
+
+
+def augment_speed(images, bs, batches, threads=1):
+    "Images per second of `batch_augment` (the seed's ops: pad 4, flip, 8x8 cutout) on `threads` threads"
+    old = torch.get_num_threads(); torch.set_num_threads(threads)
+    try:
+        batch_augment(images[:bs])  # warm-up
+        sync(); t = time.perf_counter()
+        for i in range(batches):
+            j = (i * bs) % (len(images) - bs)
+            batch_augment(images[j:j + bs], fill=(125, 123, 114))
+        sync()
+        return bs * batches / (time.perf_counter() - t)
+    finally: torch.set_num_threads(old)
 
 
 @call_parse
 def main(data: str = None,   # data folder; default $RECIPE_DATA
          bs: int = 512,      # batch size
-         batches: int = 60,  # batches to time (after one warm-up batch)
-         num_workers: int = 0):  # DataLoader worker processes
-    "Print images per second of the augmented training DataLoader"
-    t = time.perf_counter()
-    dls = recipe.cifar_dls(data, bs=bs, seed=0, num_workers=num_workers)
-    print(f'decoded {len(dls.train_ds) + len(dls.valid_ds):,} images in {time.perf_counter() - t:.1f} s')
-    it = iter(dls.train); next(it)
-    t, n = time.perf_counter(), 0
-    for _ in range(batches): n += len(next(it)[0])
-    dt = time.perf_counter() - t
-    print(f'training DataLoader, num_workers={num_workers}, bs {bs}: {n/dt:,.0f} img/s ({n:,} images in {dt:.1f} s)')
+         batches: int = 90,  # batches to time (after one warm-up batch)
+         json_out: str = None):  # also write the numbers to this JSON file
+    "Print images per second of the augmented training DataLoader, per-item (albumentations) and batched"
+    res = dict(bs=bs, batches=batches)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    for augment in ('albumentations', 'batch'):
+        t = time.perf_counter()
+        dls = recipe.cifar_dls(data, bs=bs, seed=0, augment=augment, device=device)
+        decode = time.perf_counter() - t
+        res[augment] = loader_speed(dls.train, batches)
+        print(f'{augment:>14}: {res[augment]:>9,.0f} img/s  (training DataLoader, num_workers=0, bs {bs}, on {dls.device}; '
+              f'{len(dls.train_ds) + len(dls.valid_ds):,} images decoded in {decode:.1f} s)', flush=True)
+    res['device'] = str(dls.device)
+    res['batch_augment_one_core'] = augment_speed(dls.train.images.to(dls.device), bs, batches)
+    print(f"batch_augment alone, 1 thread, bs {bs}: {res['batch_augment_one_core']:,.0f} img/s", flush=True)
+    if json_out: open(json_out, 'w').write(json.dumps(res, indent=1))

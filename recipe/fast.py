@@ -20,10 +20,11 @@ def NesterovSGD(params, lr, mom=0.9, wd=0.):
 
 
 def param_groups(model):
-    "Splitter: [everything else, BatchNorm biases]; the BN biases get a higher LR (airbench's bias_scaler)"
+    """Splitter: [BatchNorm biases, everything else]; the BN biases get a higher LR (airbench's bias_scaler). The
+    main group is last: fastai's Recorder (and so the LR plot) follows the last group."""
     bn_biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     ids = {id(p) for p in bn_biases}
-    return [[p for p in model.parameters() if id(p) not in ids], bn_biases]
+    return [bn_biases, [p for p in model.parameters() if id(p) not in ids]]
 
 
 def triangle(lrs, start, peak_at, end):
@@ -47,7 +48,8 @@ class Lookahead(Callback):
     def pull(self, decay):
         for net, slow in zip(self.floats(), self.slow): slow.lerp_(net, 1 - decay); net.copy_(slow)
     def after_step(self):
-        if (self.train_iter + 1) % self.k == 0: self.pull(self.base ** self.k * self.pct_train ** 3)
+        step = self.epoch * self.n_iter + self.iter + 1  # not fastai's train_iter: it restarts at 0 on resume
+        if step % self.k == 0: self.pull(self.base ** self.k * self.pct_train ** 3)
     def after_train(self):
         if self.epoch == self.n_epoch - 1: self.pull(1.0)
     def after_epoch(self): self.reset()

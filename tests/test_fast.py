@@ -57,8 +57,12 @@ def test_fast_schedule_is_the_triangle_with_bn_biases_faster(fast_run):
     n = len(lrs)
     start, peak_at, end = TRIANGLE
     assert n == 16 and lrs[0] == pytest.approx(start * 1.5) and lrs.max() == pytest.approx(1.5, rel=0.05)
-    assert abs(lrs.argmax() - peak_at * n) <= 1 and lrs[-1] == pytest.approx(end * 1.5, rel=0.1)
-    assert [h['lr'] / learn.opt.hypers[0]['lr'] for h in learn.opt.hypers] == pytest.approx([1, 64])
+    assert abs(lrs.argmax() - peak_at * n) <= 1
+    last = (n - 1) / n  # fastai sets the LR before each step: the last one is one step short of the end
+    assert lrs[-1] == pytest.approx(1.5 * (1 + (end - 1) * (last - peak_at) / (1 - peak_at)))
+    assert [h['lr'] / learn.opt.hypers[-1]['lr'] for h in learn.opt.hypers] == pytest.approx([64, 1])  # BN biases, the rest
+    peaks = [1.5 * 64, 1.5]
+    assert [h['wd'] * p for h, p in zip(learn.opt.hypers, peaks)] == pytest.approx([0.002, 0.002])  # same shrink per step at the peak
 
 
 def test_loaded_fast_model_predicts_with_the_run_tta(fast_run, tiny):
