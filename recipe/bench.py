@@ -11,31 +11,54 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .config import PROFILES
+from .config import ABLATIONS, PROFILES
 from .data import RecipeError
 
-__all__ = ['run_profile', 'load_results', 'write_report']
+__all__ = ['run_profile', 'load_results', 'time_to', 'write_report']
 
 
-def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, results='bench/results', runs='runs'):
-    "Train `profile` (with optional width/epochs/bs overrides), writing bench JSON after every epoch; returns its path"
+def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, results='bench/results', runs='runs',
+                ablation=None):
+    """Train `profile` (with optional width/epochs/bs overrides, and one of ABLATIONS), writing bench JSON after
+    every epoch; returns its path"""
     if profile == 'list':
         for k, v in PROFILES.items(): print(f"{k:10} width {v['width']}, {v['epochs']} epochs, bs {v['bs']}: {v['doc']}")
         return None
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    if ablation is not None and ablation not in ABLATIONS: raise RecipeError(f"unknown ablation {ablation!r}: choose one of {', '.join(ABLATIONS)}")
     from .train import train
     cfg = {k: v for k, v in dict(width=width, epochs=epochs, bs=bs).items() if v is not None}  # overrides
-    name = (f"{profile}-w{cfg.get('width', PROFILES[profile]['width'])}-e{cfg.get('epochs', PROFILES[profile]['epochs'])}"
-            f"-s{seed}-{datetime.now():%Y%m%d-%H%M%S}")
+    name = (f"{profile}{'-' + ablation if ablation else ''}-w{cfg.get('width', PROFILES[profile]['width'])}"
+            f"-e{cfg.get('epochs', PROFILES[profile]['epochs'])}-s{seed}-{datetime.now():%Y%m%d-%H%M%S}")
     results = Path(results); results.mkdir(parents=True, exist_ok=True)
     path = results/f'{name}.json'
-    train(data=data, seed=seed, out=Path(runs)/name, record_to=[path], profile=profile, **cfg)
+    train(data=data, seed=seed, out=Path(runs)/name, record_to=[path], profile=profile, settings=ABLATIONS.get(ablation),
+          info=dict(ablation=ablation) if ablation else None, **cfg)
     return path
+
+
+def run_label(r, seed=True):
+    "profile, ablation (if any) and seed of a result, for tables and legends"
+    return r['profile'] + (f" ({r['ablation']})" if r.get('ablation') else '') + (f" w{r['width']} seed {r['seed']}" if seed else '')
 
 
 def load_results(results='bench/results') -> list:
     return sorted((json.loads(p.read_text()) | {'file': p.name} for p in Path(results).glob('*.json')),
                   key=lambda r: r['file'])
+
+
+def time_to(r, target) -> float:
+    """Wall seconds from the start of run `r` until its test accuracy first reached `target`: at the end of an
+    epoch, or at the end of the run when only its final accuracy (with TTA) reaches it. None if never.
+    Runs recorded before `per_epoch_wall` existed: the run's wall time less the epochs after that one."""
+    pe = r['per_epoch']
+    walls = r.get('per_epoch_wall') or [r['wall_seconds'] - sum(e['seconds'] for e in pe[i+1:]) for i in range(len(pe))]
+    for e, wall in zip(pe, walls):
+        if e['test_accuracy'] >= target: return wall
+    return r['wall_seconds'] if r['complete'] and r['test_accuracy'] >= target else None
+
+
+def minutes(seconds): return '-' if seconds is None else f'{seconds/60:.1f} min'
 
 
 def write_report(results='bench/results', md='BENCHMARKS.md'):
@@ -47,22 +70,27 @@ def write_report(results='bench/results', md='BENCHMARKS.md'):
         fig, ax = plt.subplots(figsize=(8, 5))
         for r in runs:
             pe = r['per_epoch']
-            xs = [e['epoch'] for e in pe] if x == 'epoch' else [sum(e['seconds'] for e in pe[:i+1])/60 for i in range(len(pe))]
-            ax.plot(xs, [e['test_accuracy'] for e in pe], marker='.', label=f"{r['profile']} w{r['width']} seed {r['seed']}" + ('' if r['complete'] else ' (incomplete)'))
-        ax.axhline(0.9, c='k', ls=':', lw=1)
-        ax.set_xlabel('epoch' if x == 'epoch' else 'training minutes (sum of epoch times)')
+            walls = r.get('per_epoch_wall') or [r['wall_seconds'] - sum(e['seconds'] for e in pe[i+1:]) for i in range(len(pe))]
+            xs = [e['epoch'] for e in pe] if x == 'epoch' else [w/60 for w in walls]
+            ax.plot(xs, [e['test_accuracy'] for e in pe], marker='.', label=run_label(r) + ('' if r['complete'] else ' (incomplete)'))
+        ax.axhline(0.9, c='k', ls=':', lw=1); ax.axhline(0.94, c='k', ls=':', lw=1)
+        if x == 'time': ax.set_xscale('log')
+        ax.set_xlabel('epoch' if x == 'epoch' else 'wall-clock minutes since the run started (log scale; decoding and lr_find included)')
         ax.set_ylabel('test accuracy (10,000 images)'); ax.set_ylim(0.4, 1); ax.grid(alpha=.3); ax.legend()
         fig.savefig(fn, dpi=100, bbox_inches='tight'); plt.close(fig)
     lines = ['# Benchmarks', '', f'Generated by `python -m recipe report` from `{results}/` (one JSON per run). '
              'Accuracy is on all 10,000 CIFAR-10 test images after the last epoch.', '',
-             '| profile | width | epochs | seed | test accuracy | wall time | machine | commit | file |',
-             '|---|---|---|---|---|---|---|---|---|']
+             'Time to 90% / 94%: wall time from the start of the run to the end of the first epoch whose test accuracy '
+             'reached it (or to the end of the run, TTA included, when only the final accuracy did).', '',
+             '| profile | width | epochs | seed | test accuracy | wall time | to 90% | to 94% | machine | commit | file |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     complete = {}  # (profile, width, epochs) -> accuracies of its complete runs
     for r in runs:
         m = r['machine']
-        if r['complete']: complete.setdefault((r['profile'], r['width'], r['epochs']), []).append(100*r['test_accuracy'])
-        status = f"{100*r['test_accuracy']:.2f}%" if r['complete'] else f"incomplete: {100*r.get('test_accuracy', 0):.2f}% after {len(r['per_epoch'])} of {r['epochs']} epochs"
-        lines.append(f"| {r['profile']} | {r['width']} | {r['epochs']} | {r['seed']} | {status} | {r['wall_seconds']/60:.0f} min | "
+        if r['complete']: complete.setdefault((run_label(r, seed=False), r['width'], r['epochs']), []).append(100*r['test_accuracy'])
+        status = f"{100*r['test_accuracy']:.2f}%" + (f" ({100*r['test_accuracy_no_tta']:.2f}% without TTA)" if 'test_accuracy_no_tta' in r else '') if r['complete'] else f"incomplete: {100*r.get('test_accuracy', 0):.2f}% after {len(r['per_epoch'])} of {r['epochs']} epochs"
+        lines.append(f"| {run_label(r, seed=False)} | {r['width']} | {r['epochs']} | {r['seed']} | {status} | {minutes(r['wall_seconds'])} | "
+                     f"{minutes(time_to(r, 0.9))} | {minutes(time_to(r, 0.94))} | "
                      f"{m['cpu']}, {m['cores']} cores, GPU: {m['gpu']} | {(r['git_commit'] or '?')[:12]} | [{r['file']}]({results}/{r['file']}) |")
     if complete: lines += ['', 'Complete runs:', '']
     for (profile, width, epochs), accs in complete.items():

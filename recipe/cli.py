@@ -34,11 +34,12 @@ def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'lis
           width: int = None,     # override the profile's width
           epochs: int = None,    # override the profile's epochs
           bs: int = None,        # override the profile's batch size
+          ablation: str = None,  # remove one ingredient of a fast profile (ABLATIONS in recipe/config.py)
           results: str = 'bench/results',  # folder for the result JSON
           runs: str = 'runs'):   # folder under which the run folder goes
     "Train a named profile on the full data and record the result as JSON in bench/results/"
     from .bench import run_profile
-    run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, bs=bs, results=results, runs=runs)
+    run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, bs=bs, results=results, runs=runs, ablation=ablation)
 
 
 @call_parse

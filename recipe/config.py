@@ -1,7 +1,7 @@
 """Every default of the recipe in one place, each with its unit or source."""
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
            'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS',
-           'SEED', 'FAST', 'TRIANGLE', 'PROFILES']
+           'SEED', 'FAST', 'TRIANGLE', 'PROFILES', 'ABLATIONS']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
 BS = 512                # images per batch (the original write-up)
@@ -33,6 +33,7 @@ SEED = dict(
     bias_lr=1,              # LR multiplier of the BatchNorm biases
     label_smoothing=0.0,
     lookahead=False,        # lookahead of the weights (recipe/fast.py)
+    whiten=False,           # (fast net only) first conv frozen as a whitening of 2x2 patches; False: trained from random
     whiten_bias_epochs=0,   # (fast net only) epochs during which the whitening conv's bias is trained
     tta=0,                  # test-time augmentation level of the reported accuracy (0 none, 1 mirror, 2 + translate)
     cpu_bf16=False,         # bf16 autocast on CPUs with AMX (CUDA always gets fp16 mixed precision)
@@ -51,7 +52,7 @@ FAST = SEED | dict(
     bias_lr=64,             # BatchNorm biases learn 64x faster (airbench's bias_scaler); their L2 is divided by it
     label_smoothing=0.2,
     lookahead=True,         # every 5 steps, decay 0.95^5 x progress^3
-    whiten_bias_epochs=3,
+    whiten=True, whiten_bias_epochs=3,
     tta=2,                  # mirror + 1-pixel translates, in the reported accuracy and wall time
     cpu_bf16=True,          # ~3.6x faster than fp32 for this net on an AMX CPU (Sapphire Rapids): README
 )
@@ -61,4 +62,13 @@ PROFILES = {
     'seed-w32': SEED | dict(width=32, doc='the original recipe at width 32: a quarter of the compute'),
     'fast':     FAST | dict(doc='airbench94-style net and training in fastai, for 94%'),
     'quick':    FAST | dict(epochs=4, doc='the fast profile for 4 epochs, for 90% as soon as possible'),
+}
+# One ingredient of the fast profiles removed at a time (`bench PROFILE --ablation NAME`), for "what each bought"
+ABLATIONS = {
+    'no-lookahead':       dict(lookahead=False),
+    'no-label-smoothing': dict(label_smoothing=0.0),
+    'no-whitening':       dict(whiten=False, whiten_bias_epochs=0),  # the first conv trained from a random init
+    'no-bias-lr':         dict(bias_lr=1),                           # BatchNorm biases at the LR of the rest
+    'fp32':               dict(cpu_bf16=False),                      # no bf16 autocast on the CPU
+    'adam':               dict(opt='adam', wd=WD, lr_max=None),      # fastai's Adam with the seed's one cycle and lr_find
 }

@@ -69,7 +69,8 @@ class RunRecord(Callback):
 
     def before_fit(self):
         "Start the CSV and JSON; on resume, keep the epochs the checkpoint holds and continue after them"
-        self.record.update(complete=False, per_epoch=self.record.get('per_epoch', [])[:self.start_epoch])
+        self.record.update(complete=False, per_epoch=self.record.get('per_epoch', [])[:self.start_epoch],
+                           per_epoch_wall=self.record.get('per_epoch_wall', [])[:self.start_epoch])
         write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])
         self.save()  # a run cut short in its first epoch still leaves its record
 
@@ -82,6 +83,7 @@ class RunRecord(Callback):
                    seconds=round(time.perf_counter() - self.t_epoch, 2))
         with open(self.csv_path, 'a', newline='') as f: csv.writer(f).writerow(row.values())
         self.record['per_epoch'].append(row)
+        self.record['per_epoch_wall'].append(round(time.perf_counter() - self.t0, 1))  # since the run started: time-to-accuracy
         self.record.update(test_accuracy=acc, test_loss=test_loss)
         self.save()
 

@@ -29,10 +29,12 @@ __all__ = ['train', 'settings_for', 'make_learner', 'fit_recipe', 'fit_fast', 't
            'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
 
 
-def settings_for(profile='seed', **overrides) -> dict:
-    "A profile's settings (recipe/config.py) with the given overrides (None: the profile's), checked"
+def settings_for(profile='seed', settings=None, **overrides) -> dict:
+    """A profile's settings (recipe/config.py), then `settings` (a dict: every value counts, None too), then the
+    keyword overrides (None: the profile's), checked"""
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
-    s = {k: v for k, v in PROFILES[profile].items() if k != 'doc'} | {k: v for k, v in overrides.items() if v is not None}
+    s = ({k: v for k, v in PROFILES[profile].items() if k != 'doc'} | (settings or {}) |
+         {k: v for k, v in overrides.items() if v is not None})
     unknown = set(s) - set(SEED)
     if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
     if s['opt'] == 'nesterov' and overrides.get('lr_min') is not None:
@@ -94,13 +96,14 @@ def print_row(row):
     print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
 
 
-def make_learner(dls, settings=None, path='.', **overrides) -> Learner:
-    """A fastai `Learner` for `settings` (default: the seed profile; keyword overrides such as width=16):
+def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
+    """A fastai `Learner` for a profile's `settings` (default: the seed profile's) with the given width and wd:
     the net, loss, optimizer and callbacks. channels_last always; fp16 mixed precision on CUDA; bf16 on AMX CPUs
     if the profile asks. The fast net's whitening conv is initialised from the training images."""
-    s = dict(settings or SEED) | overrides
+    s = dict(settings or SEED) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
     model = make_model(s['arch'], len(dls.vocab), s['width'])
-    if s['arch'] == 'fast': init_whitening(model, training_images(dls))
+    if s['arch'] == 'fast' and s['whiten']: init_whitening(model, training_images(dls))
+    elif s['arch'] == 'fast': model[0].weight.requires_grad_(True)  # an ordinary trained conv (for ablations)
     cbs = []
     if s['opt'] == 'adam': opt_func, splitter = Adam, None
     else: opt_func, splitter = (lambda params, lr: NesterovSGD(params, lr, mom=s['mom'])), param_groups
@@ -201,13 +204,14 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           resume=None,    # run folder to continue from its last checkpoint (its own settings; the others are ignored)
           profile='seed', # named settings in recipe/config.py: seed, seed-w32, fast, quick
           augment=None,   # 'albumentations' (per item, the seed's) or 'batch' (recipe/augment.py; the fast profiles')
+          settings=None,  # any other settings of the profile to override, by their names in recipe/config.py
          ) -> Learner:
     "Train a profile on CIFAR-10 and save what happened to `out`; returns the fitted `Learner`"
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
     if resume is not None: run = resumed_run(resume)
     else:
-        run = dict(settings=settings_for(profile, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, wd=wd,
-                                          augment=augment), out=check_out(out), start_epoch=0, ckpt=None,
+        run = dict(settings=settings_for(profile, settings, epochs=epochs, bs=bs, width=width, lr_min=lr_min,
+                                          lr_max=lr_max, wd=wd, augment=augment), out=check_out(out), start_epoch=0, ckpt=None,
                    data=data, seed=seed, skip_bad=skip_bad, record_to=[str(p) for p in record_to])
         check_seed(seed)
     s, out, seed = run['settings'], run['out'], run['seed']
@@ -217,7 +221,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     dls = cifar_dls(run['data'], bs=s['bs'], seed=seed, num_workers=num_workers, device=default_device(),
                     skip_bad=run['skip_bad'], augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'])
     make_out(out)
-    learn = make_learner(dls, s, path=out)
+    learn = make_learner(dls, path=out, settings=s)
     if resume is not None:
         restore(learn, run['ckpt'])
         record = run['record']
@@ -245,7 +249,7 @@ def resumed_run(resume) -> dict:
     "A run folder's checkpoint and record, with the run's own settings; lr_find is not run again"
     ckpt, out = load_checkpoint(resume), Path(resume)
     cfg = ckpt['config']
-    s = settings_for(cfg.get('profile', 'seed'), **{k: cfg[k] for k in SEED if k in cfg})  # older runs: seed profile
+    s = settings_for(cfg.get('profile', 'seed'), {k: cfg[k] for k in SEED if k in cfg})  # older runs: seed profile
     s['lr_find'] = cfg.get('lr_find', {})
     if ckpt['epoch'] >= s['epochs']: raise RecipeError(f"{out} finished all {s['epochs']} epochs: nothing to resume")
     record = json.loads((out/'results.json').read_text())

@@ -17,6 +17,7 @@ def test_harness_one_epoch_writes_a_complete_result_and_report(tiny, tmp_path):
     assert res['data']['n_train'] == 200 and res['data']['n_test'] == 50 and len(res['data']['file_list_sha256']) == 64
     md = write_report(tmp_path/'results', tmp_path/'BENCHMARKS.md').read_text()
     assert f"| seed | 8 | 1 | 1 | {100*res['test_accuracy']:.2f}% |" in md
+    assert len(res['per_epoch_wall']) == 1 and 0 < res['per_epoch_wall'][0] <= res['wall_seconds']
     assert (tmp_path/'accuracy_vs_epoch.png').stat().st_size > 0 and (tmp_path/'accuracy_vs_time.png').stat().st_size > 0
 
 
@@ -47,4 +48,15 @@ def test_report_gives_mean_and_range_of_complete_runs_only(tmp_path):
         (tmp_path/f'run{seed}.json').write_text(json.dumps(base | dict(seed=seed, test_accuracy=acc, complete=complete, per_epoch=per_epoch)))
     md = write_report(tmp_path, tmp_path/'BENCHMARKS.md').read_text()
     assert '- seed-w32, width 32, 24 epochs: 2 runs, mean 91.00%, lowest 90.00%, highest 92.00%' in md
-    assert '| seed-w32 | 32 | 24 | 2 | incomplete: 50.00% after 1 of 24 epochs | 80 min |' in md
+    assert '| seed-w32 | 32 | 24 | 2 | incomplete: 50.00% after 1 of 24 epochs | 80.0 min | - | - |' in md
+
+
+def test_time_to_accuracy_from_the_epoch_walls_or_the_final_tta_accuracy():
+    from recipe.bench import time_to
+    pe = [dict(epoch=i + 1, test_accuracy=a, seconds=100) for i, a in enumerate([0.5, 0.91, 0.935])]
+    run = dict(per_epoch=pe, per_epoch_wall=[130, 230, 330], wall_seconds=360, complete=True, test_accuracy=0.941)
+    assert time_to(run, 0.9) == 230                  # the end of the first epoch at 90%
+    assert time_to(run, 0.94) == 360                 # only the final accuracy (with TTA) reached 94%: the whole run
+    assert time_to(run | dict(test_accuracy=0.935), 0.94) is None
+    old = {k: v for k, v in run.items() if k != 'per_epoch_wall'}
+    assert time_to(old, 0.9) == 260                  # an older record: wall time less the epochs after
