@@ -11,7 +11,7 @@ import copy, json, time
 
 import torch
 import torch.nn.functional as F
-from fastai.vision.all import Callback, CrossEntropyLossFlat, DataLoader, DataLoaders, Learner, ProgressCallback
+from fastai.vision.all import Callback, CrossEntropyLossFlat, DataLoader, DataLoaders, Learner, ProgressCallback, noop
 from fastcore.script import call_parse
 
 import recipe
@@ -53,7 +53,7 @@ def fastai_fit(model, batches):
     cbs = [timer] + ([CPUAutocast()] if BF16 else [])
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=SMOOTH), splitter=param_groups,
                     opt_func=lambda params, lr: NesterovSGD(params, lr, mom=MOM), cbs=cbs)
-    learn.remove_cb(ProgressCallback)
+    learn.remove_cb(ProgressCallback); learn.logger = noop  # no table: only the time counts
     learn.fit(1, LR)
     return timer.seconds
 

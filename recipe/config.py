@@ -54,7 +54,7 @@ FAST = SEED | dict(
     lookahead=True,         # every 5 steps, decay 0.95^5 x progress^3
     whiten=True, whiten_bias_epochs=3,
     tta=2,                  # mirror + 1-pixel translates, in the reported accuracy and wall time
-    cpu_bf16=True,          # ~3.6x faster than fp32 for this net on an AMX CPU (Sapphire Rapids): README
+    cpu_bf16=True,          # 1.8x to 3.6x faster than fp32 for this net on an AMX CPU here: bench/precision_speed.py
 )
 TRIANGLE = (0.2, 0.23, 0.07)  # Nesterov LR schedule: from 0.2 x lr_max up to lr_max at 23% of training, down to 0.07 x
 PROFILES = {
