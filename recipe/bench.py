@@ -47,13 +47,17 @@ def load_results(results='bench/results') -> list:
                   key=lambda r: r['file'])
 
 
+def epoch_walls(r) -> list:
+    """Wall seconds from the start of run `r` to the end of each epoch. Runs recorded before `per_epoch_wall`
+    existed: the run's wall time less the epochs after that one."""
+    pe = r['per_epoch']
+    return r.get('per_epoch_wall') or [r['wall_seconds'] - sum(e['seconds'] for e in pe[i+1:]) for i in range(len(pe))]
+
+
 def time_to(r, target) -> float:
     """Wall seconds from the start of run `r` until its test accuracy first reached `target`: at the end of an
-    epoch, or at the end of the run when only its final accuracy (with TTA) reaches it. None if never.
-    Runs recorded before `per_epoch_wall` existed: the run's wall time less the epochs after that one."""
-    pe = r['per_epoch']
-    walls = r.get('per_epoch_wall') or [r['wall_seconds'] - sum(e['seconds'] for e in pe[i+1:]) for i in range(len(pe))]
-    for e, wall in zip(pe, walls):
+    epoch, or at the end of the run when only its final accuracy (with TTA) reaches it. None if never."""
+    for e, wall in zip(r['per_epoch'], epoch_walls(r)):
         if e['test_accuracy'] >= target: return wall
     return r['wall_seconds'] if r['complete'] and r['test_accuracy'] >= target else None
 
@@ -70,8 +74,7 @@ def write_report(results='bench/results', md='BENCHMARKS.md'):
         fig, ax = plt.subplots(figsize=(8, 5))
         for r in runs:
             pe = r['per_epoch']
-            walls = r.get('per_epoch_wall') or [r['wall_seconds'] - sum(e['seconds'] for e in pe[i+1:]) for i in range(len(pe))]
-            xs = [e['epoch'] for e in pe] if x == 'epoch' else [w/60 for w in walls]
+            xs = [e['epoch'] for e in pe] if x == 'epoch' else [w/60 for w in epoch_walls(r)]
             ax.plot(xs, [e['test_accuracy'] for e in pe], marker='.', label=run_label(r) + ('' if r['complete'] else ' (incomplete)'))
         ax.axhline(0.9, c='k', ls=':', lw=1); ax.axhline(0.94, c='k', ls=':', lw=1)
         if x == 'time': ax.set_xscale('log')

@@ -17,7 +17,7 @@ from PIL import Image
 from .augment import BatchAugment
 from .config import AUGMENTS, BS, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, PAD_TO
 
-__all__ = ['RecipeError', 'find_data', 'scan_split', 'load_images', 'decode', 'ImageCache', 'CachedImage', 'train_augs',
+__all__ = ['RecipeError', 'find_data', 'scan_split', 'load_images', 'decode', 'ImageCache', 'CachedImage', 'mean_uint8', 'train_augs',
            'AlbumentationsTransform', 'InMemoryDL', 'cifar_dls']
 
 
@@ -102,9 +102,14 @@ class CachedImage(TensorImage):
     def create(cls, a: np.ndarray): return torch.from_numpy(a).permute(2, 0, 1).as_subclass(TensorImage)  # (3, H, W) view
 
 
+def mean_uint8() -> tuple:
+    "The dataset mean per channel in 0..255: the cutout fill of both augmentation paths"
+    return tuple(round(255*m) for m in CIFAR_MEAN)
+
+
 def train_augs(seed=None) -> A.Compose:
     "Pad to 40 (reflect) + random crop 32, horizontal flip, one 8x8 cutout filled with the dataset mean."
-    mean = tuple(round(255*m) for m in CIFAR_MEAN)
+    mean = mean_uint8()
     return A.Compose([
         A.PadIfNeeded(PAD_TO, PAD_TO, border_mode=cv2.BORDER_REFLECT_101),
         A.RandomCrop(CROP, CROP),
@@ -181,8 +186,7 @@ def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     if augment == 'albumentations':
         return dblock.dataloaders(files, path=path, bs=bs, num_workers=num_workers, device=device)
     dsets = dblock.datasets(files)
-    fill = tuple(round(255*m) for m in CIFAR_MEAN)
-    after_batch = [BatchAugment(pad, flip, cutout, fill), IntToFloatTensor(), Normalize.from_stats(CIFAR_MEAN, CIFAR_STD)]
+    after_batch = [BatchAugment(pad, flip, cutout, mean_uint8()), IntToFloatTensor(), Normalize.from_stats(CIFAR_MEAN, CIFAR_STD)]
     dls = [InMemoryDL(ds, *split_tensors(ds, cache), bs=bs, shuffle=train, drop_last=train, after_batch=after_batch,
                       device=device) for ds, train in ((dsets.train, True), (dsets.valid, False))]
     return DataLoaders(*dls, path=path, device=device)
