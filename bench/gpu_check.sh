@@ -4,7 +4,7 @@
 # from nvidia-smi), and the fast profile once. It measures speed and correctness on a small data subset, not
 # full-data accuracy. Results: OUT/gpu_check.json (summary), OUT/tests.log and one results JSON per run.
 #
-#   here:  bash bench/gpu_wheels.sh && python bench/subset.py --data ../shared/cifar10 --out gpu_data
+#   here:  bash bench/gpu_wheels.sh && python bench/subset.py --data ../shared/cifar10 --out gpu_data --train 1500 --test 200
 #   there: bash bench/gpu_check.sh OUT gpu_data [.whl]
 # For a Python with torch but without fastai or albumentations, the wheels (.whl/, from bench/gpu_wheels.sh) are
 # installed without dependencies into /tmp/site. The package runs from this checkout.
@@ -19,11 +19,11 @@ if ! python3 -c 'import fastai, albumentations' 2>/dev/null; then
 fi
 
 echo "== tests (GPU paths: batch augmentation on the device, fast profile, checkpoints)"
-RECIPE_DATA=$data timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_augment.py tests/test_fast.py tests/test_model.py 2>&1 | tee "$out/tests.log"
+RECIPE_DATA=$data timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_augment.py tests/test_fast.py tests/test_model.py 2>&1 | tee "$out/tests.log"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== loader speed, both paths"
-timeout 120 python3 bench/loader_speed.py --data "$data" --batches 20 --json-out "$runs/loader_speed.json"
+timeout 100 python3 bench/loader_speed.py --data "$data" --batches 20 --json-out "$runs/loader_speed.json"
 
 sample_gpu() {  # GPU utilisation (%) every 200 ms into $1 while the command after it runs
   local f=$1; shift
@@ -34,12 +34,12 @@ sample_gpu() {  # GPU utilisation (%) every 200 ms into $1 while the command aft
 }
 for augment in albumentations batch; do
   echo "== seed profile, width 64, 2 epochs, --augment $augment"
-  sample_gpu "$runs/util-seed-$augment.txt" timeout 150 python3 -m recipe train --data "$data" --width 64 --epochs 2 \
+  sample_gpu "$runs/util-seed-$augment.txt" timeout 100 python3 -m recipe train --data "$data" --width 64 --epochs 2 \
     --lr-min 1e-3 --lr-max 1e-2 --seed 0 --augment "$augment" --out "$runs/seed-$augment"
   cp "$runs/seed-$augment/results.json" "$out/seed-w64-$augment.json" 2>/dev/null
 done
 echo "== fast profile"
-sample_gpu "$runs/util-fast.txt" timeout 150 python3 -m recipe train --data "$data" --profile fast --seed 0 --out "$runs/fast"
+sample_gpu "$runs/util-fast.txt" timeout 120 python3 -m recipe train --data "$data" --profile fast --seed 0 --out "$runs/fast"
 cp "$runs/fast/results.json" "$out/fast.json" 2>/dev/null
 
 python3 - "$runs" "$out" "$tests_rc" <<'PY'
@@ -58,7 +58,7 @@ def run(name):
                 last_epoch_seconds=e and e['seconds'], train_img_per_s_last_epoch=e and r['data']['n_train'] / e['seconds'],
                 precision=r.get('precision'), n_train=r['data']['n_train'], n_test=r['data']['n_test'])
 loader = runs/'loader_speed.json'
-summary = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, tests_exit_status=tests_rc,
+summary = dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, torch=torch.__version__, tests_exit_status=tests_rc,
                loader_speed=json.loads(loader.read_text()) if loader.exists() else None,
                seed_w64_albumentations=run('seed-albumentations') | {'gpu_utilisation': util('seed-albumentations')} if run('seed-albumentations') else None,
                seed_w64_batch=run('seed-batch') | {'gpu_utilisation': util('seed-batch')} if run('seed-batch') else None,

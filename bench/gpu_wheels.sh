@@ -11,7 +11,7 @@ mkdir -p "$dir"
 pkgs="fastai fastcore fasttransform fastprogress fastdownload plum-dispatch beartype albumentations albucore simsimd
       stringzilla pydantic pydantic_core annotated-types typing-inspection
       python-fasthtml starlette uvicorn httpx2 httpcore2 beautifulsoup4 soupsieve itsdangerous oauthlib
-      python-multipart python-dotenv truststore httptools watchfiles websockets tzdata"
+      python-multipart python-dotenv truststore httptools watchfiles websockets"
 for p in $pkgs; do
   v=$(python3 -m pip show "$p" 2>/dev/null | sed -n 's/^Version: //p')
   [ -n "$v" ] || { echo "gpu_wheels: $p is not installed here (pip install -e .[dev] first)" >&2; exit 1; }

@@ -87,3 +87,12 @@ def test_batch_loader_augments_training_batches_only(tiny):
 def test_unknown_augment_is_refused(tiny):
     with pytest.raises(recipe.RecipeError, match="augment must be one of albumentations, batch, got 'gpu'"):
         recipe.cifar_dls(tiny, augment='gpu')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU: run by bench/gpu_check.sh')
+def test_batch_augmentation_on_the_gpu_gives_the_cpu_result():
+    "The draws come from the CPU generator, so the same seed gives the same images on either device"
+    x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(2); cpu = batch_augment(x, fill=FILL)
+    torch.manual_seed(2); gpu = batch_augment(x.cuda(), fill=FILL)
+    assert gpu.device.type == 'cuda' and torch.equal(gpu.cpu(), cpu)
