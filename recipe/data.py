@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, GrandparentSplitter, ImageBlock, IntToFloatTensor,
                                Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform, URLs,
-                               image_extensions, parent_label, untar_data)
+                               default_device, image_extensions, parent_label, untar_data)
 from fastcore.script import CliError
 from PIL import Image
 
@@ -186,6 +186,7 @@ def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     if augment == 'albumentations':
         return dblock.dataloaders(files, path=path, bs=bs, num_workers=num_workers, device=device)
     dsets = dblock.datasets(files)
+    device = device or default_device()  # as fastai's dataloaders() does: Normalize's stats are already there
     after_batch = [BatchAugment(pad, flip, cutout, mean_uint8()), IntToFloatTensor(), Normalize.from_stats(CIFAR_MEAN, CIFAR_STD)]
     dls = [InMemoryDL(ds, *split_tensors(ds, cache), bs=bs, shuffle=train, drop_last=train, after_batch=after_batch,
                       device=device) for ds, train in ((dsets.train, True), (dsets.valid, False))]

@@ -77,6 +77,8 @@ def test_batch_loader_augments_training_batches_only(tiny):
     assert images.shape == (200, 3, 32, 32) and images.dtype == torch.uint8
     assert [dls.vocab[int(y)] for y in labels[:3]] == [f.parent.name for f in dls.train_ds.items[:3]]
     x, y = dls.valid.one_batch()
+    assert x.device == recipe.data.default_device()                            # fastai's default device, as for albumentations
+    x = x.cpu()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (recipe.CIFAR_MEAN, recipe.CIFAR_STD))
     assert torch.allclose(x, (dls.valid.images[:50].float() / 255 - mean) / std, atol=1e-6)  # test images as they are
     assert len(dls.train) == 4 and sum(len(b[0]) for b in dls.valid) == 50      # drop_last on training only
