@@ -7,20 +7,26 @@ import torch
 from fastai.vision.all import L, Callback, Recorder
 
 from .data import AlbumentationsTransform, RecipeError
+from .distributed import gather, rank0, unwrap
 
 __all__ = ['CHECKPOINT', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'restore']
 
 CHECKPOINT = 'checkpoint.pt'
 
 
+def train_dl(dls):
+    "The training loader itself: inside DDP fastai wraps it in a DistributedDL, which keeps it as `.dl`"
+    return getattr(dls.train, 'dl', dls.train)
+
+
 def augment_rngs(dls) -> list:
     "The albumentations pipelines and each of their transforms: seeding gives every transform its own generators"
-    return [o for t in dls.train.after_item.fs if isinstance(t, AlbumentationsTransform) for o in (t.pipeline, *t.pipeline.transforms)]
+    return [o for t in train_dl(dls).after_item.fs if isinstance(t, AlbumentationsTransform) for o in (t.pipeline, *t.pipeline.transforms)]
 
 
 def rng_states(dls) -> dict:
     "Every random stream a CPU run draws from: Python, NumPy, torch, the loader's shuffling, albumentations"
-    return dict(python=random.getstate(), torch=torch.get_rng_state(), loader=dls.train.rng.getstate(),
+    return dict(python=random.getstate(), torch=torch.get_rng_state(), loader=train_dl(dls).rng.getstate(),
                 numpy=[x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
                 augment=[(o.random_generator.bit_generator.state, o.py_random.getstate()) for o in augment_rngs(dls)])
 
@@ -34,12 +40,13 @@ def plain(o):
     return o
 
 
-def save_checkpoint(path, learn, epoch: int, config: dict):
-    "torch.save to a temporary file, then rename: a kill at any instant leaves the old checkpoint or the new one"
+def save_checkpoint(path, learn, epoch: int, config: dict, rng=None):
+    """torch.save to a temporary file, then rename: a kill at any instant leaves the old checkpoint or the new one.
+    `rng`: the random streams (default this process's; a list of every rank's in a distributed run)"""
     path = Path(path)
     opt = learn.opt.state_dict()
     smooth = learn.recorder.smooth_loss  # the reported train_loss: a moving average that runs across epochs
-    state = plain(dict(epoch=epoch, config=config, model=learn.model.state_dict(), rng=rng_states(learn.dls),
+    state = plain(dict(epoch=epoch, config=config, model=unwrap(learn.model).state_dict(), rng=rng or rng_states(learn.dls),
                        opt={'state': opt['state'], 'hypers': opt['hypers']},
                        smooth_loss={'val': smooth.val, 'count': smooth.count}))
     tmp = path.with_name(f'.{path.name}.tmp')
@@ -61,12 +68,12 @@ def load_checkpoint(run) -> dict:
     except Exception as e: raise RecipeError(f"cannot load checkpoint {path}: {e}") from None
 
 
-def restore(learn, ckpt: dict):
-    "Model, optimizer and random streams as they were at the end of the checkpoint's epoch"
+def restore(learn, ckpt: dict, rank=0):
+    "Model, optimizer and random streams (this rank's, in a distributed run) as they were at the end of the checkpoint's epoch"
     learn.model.load_state_dict(ckpt['model'])
     if learn.opt is None: learn.create_opt()
     learn.opt.load_state_dict({'state': ckpt['opt']['state'], 'hypers': L(ckpt['opt']['hypers'])})
-    rng = ckpt['rng']
+    rng = ckpt['rng'][rank] if isinstance(ckpt['rng'], list) else ckpt['rng']
     random.setstate(rng['python']); torch.set_rng_state(rng['torch']); learn.dls.train.rng.setstate(rng['loader'])
     np.random.set_state((rng['numpy'][0], np.array(rng['numpy'][1], dtype=np.uint32), *rng['numpy'][2:]))
     for o, (gen, py) in zip(augment_rngs(learn.dls), rng['augment'], strict=True):
@@ -74,10 +81,11 @@ def restore(learn, ckpt: dict):
 
 
 class Checkpoint(Callback):
-    "Saves a checkpoint after every epoch (epochs skipped on resume excepted), after the epoch's record"
+    """Saves a checkpoint after every epoch (epochs skipped on resume excepted), after the epoch's record. In a
+    distributed run (`process`) every rank sends its random streams and rank 0 writes them all"""
     order = Recorder.order + 2
-    def __init__(self, path, config: dict, resumed: dict = None):
-        self.path, self.config, self.resumed = Path(path), config, resumed
+    def __init__(self, path, config: dict, resumed: dict = None, process=None):
+        self.path, self.config, self.resumed, self.process = Path(path), config, resumed, process
         self.start_epoch = self.saved_epoch = resumed['epoch'] if resumed else 0
 
     def before_fit(self):
@@ -85,5 +93,6 @@ class Checkpoint(Callback):
         if self.resumed: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = self.resumed['smooth_loss'].values()
     def after_epoch(self):
         if self.epoch < self.start_epoch: return
-        save_checkpoint(self.path, self.learn, self.epoch + 1, self.config)
+        rng = gather(self.process, rng_states(self.dls)) if self.process else None
+        if rank0(self.process): save_checkpoint(self.path, self.learn, self.epoch + 1, self.config, rng)
         self.saved_epoch = self.epoch + 1

@@ -1,11 +1,11 @@
-"""Command line: `python -m recipe train|bench ...` (fastcore's `call_parse`; `--help` on each)."""
-import signal, sys, warnings
+"""Command line: `recipe train|bench|report|predict ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
+import runpy, signal, sys, warnings
 
 import matplotlib
 from fastcore.script import call_parse
 
 
-__all__ = ['train', 'bench', 'report', 'predict', 'main']
+__all__ = ['train', 'bench', 'report', 'predict', 'main', 'run']
 
 
 @call_parse
@@ -76,6 +76,15 @@ def main():
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     warnings.formatwarning = lambda message, category, *args, **kwargs: f'warning: {message}\n'  # no source lines
     cmd = sys.argv[1] if len(sys.argv) > 1 else None
-    if cmd not in COMMANDS: sys.exit(f"usage: python -m recipe {{{'|'.join(COMMANDS)}}} [options]  (--help after a command lists them)")
-    sys.argv = [f'python -m recipe {cmd}'] + sys.argv[2:]
+    if cmd not in COMMANDS: sys.exit(f"usage: {PROG} {{{'|'.join(COMMANDS)}}} [options]  (--help after a command lists them)")
+    sys.argv = [f'{PROG} {cmd}'] + sys.argv[2:]
     return COMMANDS[cmd]
+
+
+PROG = 'python -m recipe'  # as usage lines name the command
+
+
+def run():
+    "The `recipe` console command (setup.cfg): runs recipe/__main__.py as a script, as `python -m recipe` does"
+    global PROG; PROG = 'recipe'
+    runpy.run_module('recipe', run_name='__main__', alter_sys=True)  # call_parse reads sys.argv only in a script's body

@@ -1,6 +1,6 @@
 """Every default of the recipe in one place, each with its unit or source."""
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
-           'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS',
+           'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT',
            'SEED', 'FAST', 'TRIANGLE', 'PROFILES', 'ABLATIONS']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
@@ -17,6 +17,8 @@ CROP = 32               # ... then randomly cropped back to CROP x CROP
 CUTOUT = 8              # pixels: side of the one square hole, filled with the dataset mean
 DATA_ENV = 'RECIPE_DATA'  # environment variable naming the data folder when `data` is not given
 AUGMENTS = ('albumentations', 'batch')  # per item on the CPU (the seed's), or per batch on its device (recipe/augment.py)
+DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective before the run stops with an error
+                        # (PyTorch's default): the others wait while rank 0 runs lr_find, which takes minutes on a CPU
 
 # Profiles: every setting of a run, by name (`train --profile NAME`, `bench NAME`); options given on the command
 # line or to `recipe.train` override them. 'lr_min'/'lr_max' None: from lr_find.

@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from fastai.vision.all import Callback, Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg
 
+from .distributed import unwrap
+
 __all__ = ['nesterov_step', 'NesterovSGD', 'param_groups', 'triangle', 'Lookahead', 'WhitenBias', 'CPUAutocast',
            'cpu_has_amx']
 
@@ -56,12 +58,11 @@ class Lookahead(Callback):
 
 
 class WhitenBias(Callback):
-    "The whitening conv's bias is trained for the first `epochs` epochs only, then frozen (airbench94: 3)"
+    """The whitening conv's bias is trained for the first `epochs` epochs only, then frozen (airbench94: 3). Its
+    gradient is dropped before each step rather than switched off: DDP needs the same trained parameters throughout"""
     def __init__(self, epochs=3): self.epochs = epochs
-    def before_epoch(self):
-        bias, train = self.learn.model[0].bias, self.epoch < self.epochs
-        bias.requires_grad_(train)
-        if not train: bias.grad = None  # fastai's optimizer skips parameters without a gradient
+    def before_step(self):
+        if self.epoch >= self.epochs: unwrap(self.learn.model)[0].bias.grad = None  # fastai's optimizer skips it
 
 
 def cpu_has_amx() -> bool:

@@ -6,6 +6,9 @@ The fast profiles: the airbench94-style net, Nesterov SGD on a triangular schedu
     import recipe
     learn = recipe.train(data='path/to/cifar10', width=32, seed=0)   # returns the fitted fastai Learner
     learn = recipe.train(data='path/to/cifar10', profile='fast', seed=0)
+
+Launched with more than one process (`torchrun --nproc_per_node N -m recipe train ...`), every rank trains one
+model with DDP and rank 0 writes the run folder (recipe/distributed.py).
 """
 import ctypes, json, sys, time
 from datetime import datetime
@@ -13,12 +16,14 @@ from pathlib import Path
 
 import torch
 from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
-                               TensorImage, minimum, set_seed, slide, steep, valley)
+                               TensorImage, minimum, noop, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
 from .config import CIFAR_MEAN, CIFAR_STD, LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PROFILES, SEED, TRIANGLE
 from .checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore
 from .data import RecipeError, cifar_dls
+from .distributed import (DDPTrainer, alone, first_bad, global_batch, lost_process, on_rank0, per_rank_bs, rank0,
+                          start, stop)
 from .fast import CPUAutocast, Lookahead, NesterovSGD, WhitenBias, cpu_has_amx, param_groups, triangle
 from .inference import tta_logits
 from .model import init_whitening, make_model
@@ -160,11 +165,15 @@ def tta_accuracy(learn, level) -> tuple:
 
 
 class StopOnNaN(Callback):
-    "A loss that is NaN or infinite stops the run with a message; the last checkpoint stays as it was"
+    """A loss that is NaN or infinite stops the run with a message; the last checkpoint stays as it was. In a
+    distributed run every rank sees every rank's loss, so all stop at the same step with the same message"""
     order = -5
+    def __init__(self, process=None): self.process = process
     def after_loss(self):
-        if self.training and not torch.isfinite(self.loss):
-            raise RecipeError(f"the training loss became {self.loss.item()} in epoch {self.epoch + 1} (batch {self.iter + 1}): "
+        bad = first_bad(self.process, self.loss) if self.training else None
+        if bad:
+            where = f" on rank {bad[0]}" if self.process else ""
+            raise RecipeError(f"the training loss became {bad[1]} in epoch {self.epoch + 1} (batch {self.iter + 1}){where}: "
                               f"training diverged; try a lower --lr-max than {self.opt.hypers[-1]['lr']:.2e} (the LR at that step)")
 
 
@@ -208,31 +217,41 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
          ) -> Learner:
     "Train a profile on CIFAR-10 and save what happened to `out`; returns the fitted `Learner`"
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
-    if resume is not None: run = resumed_run(resume)
-    else:
-        run = dict(settings=settings_for(profile, settings, epochs=epochs, bs=bs, width=width, lr_min=lr_min,
-                                          lr_max=lr_max, wd=wd, augment=augment), out=check_out(out), start_epoch=0, ckpt=None,
-                   data=data, seed=seed, skip_bad=skip_bad, record_to=[str(p) for p in record_to])
-        check_seed(seed)
-    s, out, seed = run['settings'], run['out'], run['seed']
-    if seed is not None: set_seed(seed, reproducible=True)
-    if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
-    if not torch.cuda.is_available(): keep_freed_memory()
-    dls = cifar_dls(run['data'], bs=s['bs'], seed=seed, num_workers=num_workers, device=default_device(),
-                    skip_bad=run['skip_bad'], augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'])
-    make_out(out)
-    learn = make_learner(dls, path=out, settings=s)
-    if resume is not None:
-        restore(learn, run['ckpt'])
-        record = run['record']
-        print(f"resuming {out} after epoch {run['start_epoch']} of {s['epochs']}: " + lr_text(s), flush=True)
-    else:
-        s['lr_find'] = pick_lrs(learn, s, out)
-        record = dict(info or {}, **s, seed=seed, device=str(dls.device), precision=learn.precision, git_commit=commit,
-                      machine=machine_info(), versions=versions(), data=data_info(dls), out=str(out), record_to=run['record_to'])
-    config = dict(s, data=str(dls.path), seed=seed, skip_bad=run['skip_bad'])  # what a resume needs
-    fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'])
-    return learn
+    p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
+    try:
+        if resume is not None: run = resumed_run(resume, p)
+        else:
+            run = dict(settings=settings_for(profile, settings, epochs=epochs, bs=bs, width=width, lr_min=lr_min,
+                                              lr_max=lr_max, wd=wd, augment=augment), start_epoch=0, ckpt=None,
+                       data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to])
+            check_seed(seed)
+            run['out'] = on_rank0(p, lambda: check_out(out))  # rank 0 chooses the folder (its timestamp) for all
+        s, out, seed = run['settings'], run['out'], run['seed']
+        if seed is not None: set_seed(seed, reproducible=True)  # the same initial weights on every rank
+        if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
+        if not torch.cuda.is_available(): keep_freed_memory()
+        dls = cifar_dls(run['data'], bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
+                        num_workers=num_workers, device=p.device if p else default_device(), skip_bad=run['skip_bad'],
+                        augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'])
+        if rank0(p): make_out(out)
+        learn = make_learner(dls, path=out, settings=s)
+        if p is not None:
+            if seed is not None: set_seed(seed + p.rank, reproducible=True)  # each rank augments differently
+            if p.rank: learn.remove_cb(ProgressCallback); learn.logger = noop  # rank 0 speaks for the run
+        if resume is not None:
+            restore(learn, run['ckpt'], p.rank if p else 0)
+            record = run['record']
+            if rank0(p): print(f"resuming {out} after epoch {run['start_epoch']} of {s['epochs']}: " + lr_text(s), flush=True)
+        else:
+            s.update(on_rank0(p, lambda: pick_lrs(learn, s, out)))
+            if rank0(p): print(lr_text(s), flush=True)
+            record = dict(info or {}, **s, seed=seed, device=str(dls.device), precision=learn.precision, git_commit=commit,
+                          world_size=p.size if p else 1, backend=p.backend if p else None, machine=machine_info(),
+                          versions=versions(), data=data_info(dls), out=str(out), record_to=run['record_to'])
+        config = dict(s, data=str(dls.path), seed=seed, skip_bad=run['skip_bad'], world_size=p.size if p else 1)  # what a resume needs
+        fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'], p)
+        return learn
+    finally: stop(p)
 
 
 def keep_freed_memory():
@@ -245,10 +264,14 @@ def keep_freed_memory():
     libc.mallopt(-1, 2**30)     # M_TRIM_THRESHOLD = 1 GiB: keep freed heap memory
 
 
-def resumed_run(resume) -> dict:
+def resumed_run(resume, p=None) -> dict:
     "A run folder's checkpoint and record, with the run's own settings; lr_find is not run again"
     ckpt, out = load_checkpoint(resume), Path(resume)
     cfg = ckpt['config']
+    size = p.size if p else 1
+    if cfg.get('world_size', 1) != size:
+        raise RecipeError(f"{out} was trained by {cfg.get('world_size', 1)} process(es) and this is {size}: "
+                          f"resume it with the same number (torchrun --nproc_per_node)")
     s = settings_for(cfg.get('profile', 'seed'), {k: cfg[k] for k in SEED if k in cfg})  # older runs: seed profile
     s['lr_find'] = cfg.get('lr_find', {})
     if ckpt['epoch'] >= s['epochs']: raise RecipeError(f"{out} finished all {s['epochs']} epochs: nothing to resume")
@@ -265,39 +288,47 @@ def lr_text(s) -> str:
 
 
 def pick_lrs(learn, s, out) -> dict:
-    "Seed profiles: lr_find unless both LRs are given, then `choose_lrs` (sets s['lr_min'], s['lr_max']). Returns its suggestions"
-    suggestions = {}
+    """Seed profiles: lr_find unless both LRs are given (with the global batch, outside DDP: in a distributed run
+    rank 0 alone runs it), then `choose_lrs`. Returns lr_min, lr_max and lr_find's suggestions"""
+    suggestions, lr_min, lr_max = {}, s['lr_min'], s['lr_max']
     if s['opt'] == 'adam':
-        if s['lr_min'] is None and s['lr_max'] is None:
-            suggestions = find_lrs(learn)
+        if lr_min is None and lr_max is None:
+            with alone(), global_batch(learn, s['bs']): suggestions = find_lrs(learn)
             print('lr_find suggestions: ' + ', '.join(f'{k} {v:.2e}' for k, v in suggestions.items()), flush=True)
-        s['lr_min'], s['lr_max'] = choose_lrs(suggestions, s['lr_min'], s['lr_max'])
-        if suggestions: plot_lr_find(learn.recorder, suggestions, s['lr_min'], s['lr_max']); save_fig(out/'lr_find.png')
-    print(lr_text(s), flush=True)
-    return suggestions
+        lr_min, lr_max = choose_lrs(suggestions, lr_min, lr_max)
+        if suggestions: plot_lr_find(learn.recorder, suggestions, lr_min, lr_max); save_fig(out/'lr_find.png')
+    return dict(lr_min=lr_min, lr_max=lr_max, lr_find=suggestions)
 
 
-def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None):
-    "Fit with checkpoints and the run record after every epoch; then TTA (if any), weights, plots, the final record"
+def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None):
+    """Fit with checkpoints and the run record after every epoch; then TTA (if any), weights, plots, the final record.
+    In a distributed run (`p`) every rank fits; rank 0 alone records and, after the fit, does the rest."""
     s, out = config, Path(learn.path)
-    run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record['record_to']], t0, start_epoch)
-    checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt)
-    cbs = [StopOnNaN(), checkpoint, run_record, ExpectedDuration(s['profile'])]
+    checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt, p)
+    cbs = [StopOnNaN(p), checkpoint] + ([DDPTrainer(p)] if p else [])
+    if rank0(p):
+        run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record['record_to']], t0, start_epoch)
+        cbs += [run_record, ExpectedDuration(s['profile'])]
     try:
         if s['opt'] == 'adam': fit_recipe(learn, s['epochs'], s['lr_min'], s['lr_max'], start_epoch=start_epoch, cbs=cbs)
         else: fit_fast(learn, s['epochs'], s['lr_max'], s, start_epoch=start_epoch, cbs=cbs)
-    except (KeyboardInterrupt, RecipeError) as e:
-        why, done = 'interrupted' if isinstance(e, KeyboardInterrupt) else str(e), checkpoint.saved_epoch
-        run_record.save(stopped=why)
+    except (KeyboardInterrupt, RecipeError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not lost_process(p, e): raise
+        why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
+               f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
+        done, launch = checkpoint.saved_epoch, f'torchrun --nproc_per_node {p.size}' if p else 'python'
+        if rank0(p): run_record.save(stopped=why)
         raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
-                          f"resume with: python -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
-    if s['tta']:  # part of the reported accuracy and of the wall time
-        record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])
-        record['test_loss'], record['test_accuracy'] = tta_accuracy(learn, s['tta'])
-        print(f"with TTA (level {s['tta']}): test accuracy {record['test_accuracy']:.4f} "
-              f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
-    save_weights(learn.model, out/'model', dict(classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
-                                                 n_out=len(learn.dls.vocab), mean=CIFAR_MEAN, std=CIFAR_STD))
-    save_run_plots(learn, out)
+                          f"resume with: {launch} -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
+    if not rank0(p): return
+    with alone():  # rank 0 by itself from here: fastai must not gather
+        if s['tta']:  # part of the reported accuracy and of the wall time
+            record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])
+            record['test_loss'], record['test_accuracy'] = tta_accuracy(learn, s['tta'])
+            print(f"with TTA (level {s['tta']}): test accuracy {record['test_accuracy']:.4f} "
+                  f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
+        save_weights(learn.model, out/'model', dict(classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
+                                                     n_out=len(learn.dls.vocab), mean=CIFAR_MEAN, std=CIFAR_STD))
+        save_run_plots(learn, out)
     run_record.save(complete=True, stopped=None)
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)

@@ -40,6 +40,13 @@ def test_help_lists_options():
     for opt in ('--data', '--epochs', '--bs', '--width', '--lr-min', '--lr-max', '--seed', '--out'): assert opt in r.stdout
 
 
+def test_the_recipe_console_command_is_installed():
+    "setup.cfg's entry point, next to `python -m recipe` (pip install -e . puts it beside this Python)"
+    exe = Path(sys.executable).parent/'recipe'
+    r = subprocess.run([exe if exe.exists() else 'recipe', 'train', '--help'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith('usage: recipe train') and '--profile' in r.stdout
+
+
 def test_unknown_command():
     r = cli('fly')
     assert r.returncode != 0 and 'usage' in r.stderr

@@ -1,0 +1,30 @@
+"""`recipe.train()` inside a process launched by torchrun, for tests/test_distributed.py. Usage:
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/launched_train.py DATA OUT [NAN_RANK]
+Each rank writes OUT.rank<R>.json: how often it ran lr_find, its seed and (rank 0) the first and last steps' LRs.
+NAN_RANK: that rank's loss becomes NaN at the second batch, as a diverging run's would on one rank only."""
+import json, os, sys
+from pathlib import Path
+
+import torch
+
+import recipe
+train_module = sys.modules["recipe.train"]  # the module (recipe.train is also the function)
+
+data, out = sys.argv[1], Path(sys.argv[2])
+nan_rank = int(sys.argv[3]) if len(sys.argv) > 3 else None
+rank = int(os.environ['RANK'])
+calls, lrs = [], []
+find_lrs, save_run_plots = train_module.find_lrs, train_module.save_run_plots
+train_module.find_lrs = lambda learn: calls.append(1) or find_lrs(learn)
+train_module.save_run_plots = lambda learn, out: lrs.extend(learn.recorder.lrs) or save_run_plots(learn, out)  # the plots reset them
+if nan_rank == rank:
+    check = train_module.StopOnNaN.after_loss
+    def poisoned(self):
+        if self.training and self.iter == 1: self.learn.loss = self.learn.loss * float('nan')
+        check(self)
+    train_module.StopOnNaN.after_loss = poisoned
+
+learn = recipe.train(data, epochs=2, bs=40, width=8, seed=0, out=out)
+report = dict(lr_find_calls=len(calls), torch_seed=torch.initial_seed())
+if rank == 0: report.update(first_lr=lrs[0], last_lr=lrs[-1], steps=len(lrs))
+Path(f'{out}.rank{rank}.json').write_text(json.dumps(report))
