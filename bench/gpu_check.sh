@@ -19,7 +19,7 @@ if ! python3 -c 'import fastai, albumentations' 2>/dev/null; then
 fi
 
 echo "== tests (GPU paths: batch augmentation on the device, fast profile, checkpoints)"
-RECIPE_DATA=$data timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_augment.py tests/test_fast.py tests/test_model.py 2>&1 | tee "$out/tests.log"
+RECIPE_DATA=$data timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_augment.py tests/test_fast.py tests/test_model.py tests/test_own_data.py 2>&1 | tee "$out/tests.log"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== loader speed, both paths"

@@ -9,7 +9,7 @@ __all__ = ['train', 'bench', 'report', 'predict', 'main', 'run']
 
 
 @call_parse
-def train(data: str = None,     # data folder in fastai's CIFAR layout (train/<class>/*, test/<class>/*); default $RECIPE_DATA, else download
+def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + valid/ or val/, or class folders only; default $RECIPE_DATA, else CIFAR-10's download
           profile: str = 'seed',  # named settings (recipe/config.py): seed, seed-w32, fast, quick
           epochs: int = None,    # epochs (default: the profile's; seed 24)
           bs: int = None,        # batch size (default: the profile's; seed 512)
@@ -20,11 +20,15 @@ def train(data: str = None,     # data folder in fastai's CIFAR layout (train/<c
           seed: int = None,      # random seed: makes a CPU run repeatable
           out: str = None,       # run folder; default runs/<timestamp>
           skip_bad: bool = False,  # skip unreadable images and bad folders (counted, with a warning) instead of stopping
+          size: int = None,      # pixels: images are resized to SIZE x SIZE (default 32); padding and cutout scale with it
+          valid_pct: float = None,  # one folder of class folders: the fraction held out for validation (default 0.2)
+          max_memory: str = None,   # the most the decoded images may take in memory, e.g. 2GB (default: half the free memory)
           resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
-    "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10; writes metrics, checkpoints, weights and plots to the run folder"
+    "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10 or any image folder; writes metrics, checkpoints, weights and plots to the run folder"
     from .train import train as _train
     _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
-           skip_bad=skip_bad, resume=resume, profile=profile, augment=augment)
+           skip_bad=skip_bad, resume=resume, profile=profile, augment=augment, size=size, valid_pct=valid_pct,
+           max_memory=max_memory)
 
 
 @call_parse
@@ -53,16 +57,24 @@ def report(results: str = 'bench/results',  # folder of result JSON files
 @call_parse(pos=['run'])
 def predict(run: str,            # run folder (or its model.safetensors)
             *images: str,        # image files or folders of images (PNG or JPEG, any size or mode)
+            top: int = 3,        # how many classes to show per image, most likely first
             csv: str = None):    # also write the predictions to this CSV file
-    "Print the top-3 classes with probabilities for each image"
+    "Print the top classes with probabilities for each image; a file that cannot be read gets a row with the reason, and the exit status is 1"
     import csv as csvlib
+    from .data import RecipeError
     from .inference import image_files, load, predict as _predict
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1: raise RecipeError(f"top must be a positive integer, got {top!r}")
     model, files = load(run), image_files(images)
-    rows = [[str(f)] + [x for cp in top for x in (cp[0], f'{cp[1]:.4f}')] for f, top in zip(files, _predict(model, files))]
-    for r in rows: print('  '.join(r))
+    k = min(top, len(model.classes))
+    rows = [[str(f)] + ([x for cp in res for x in (cp[0], f'{cp[1]:.4f}')] + [''] if not isinstance(res, str) else [''] * 2 * k + [res])
+            for f, res in zip(files, _predict(model, files, k))]
+    for r in rows: print('  '.join(x for x in r if x) if r[-1] == '' else f'{r[0]}  error: {r[-1]}')
     if csv:
         with open(csv, 'w', newline='') as f:
-            w = csvlib.writer(f); w.writerow(['file', 'class1', 'prob1', 'class2', 'prob2', 'class3', 'prob3']); w.writerows(rows)
+            w = csvlib.writer(f)
+            w.writerow(['file'] + [x for i in range(1, k + 1) for x in (f'class{i}', f'prob{i}')] + ['error']); w.writerows(rows)
+    failed = sum(r[-1] != '' for r in rows)
+    if failed: raise RecipeError(f"{failed} of {len(rows)} files could not be read (their rows say why); the others were predicted")
 
 
 COMMANDS = {'train': train, 'bench': bench, 'report': report, 'predict': predict}

@@ -1,6 +1,7 @@
 """Every default of the recipe in one place, each with its unit or source."""
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
-           'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT',
+           'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED',
+           'STATS_SAMPLE', 'MEMORY_FRACTION',
            'SEED', 'FAST', 'TRIANGLE', 'PROFILES', 'ABLATIONS']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
@@ -12,8 +13,16 @@ LR_RATIO = 10           # LRMAX / LRMIN when one of them is derived (1e-3 -> 1e-
 WD = 0.1                # decoupled (AdamW) weight decay, per unit of LR; see README "Choices"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel mean of the CIFAR-10 training set, in [0, 1]
 CIFAR_STD = (0.2470, 0.2435, 0.2616)   # per-channel std of the CIFAR-10 training set, in [0, 1]
+CIFAR_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+                        # data with exactly these classes, at 32x32, is normalized with CIFAR_MEAN/STD; any other
+                        # with its own training images' mean and std
+STATS_SAMPLE = 10_000   # images: at most this many training images (drawn at random) give a dataset's own mean/std
+VALID_PCT = 0.2         # fraction of the images held out for validation when a folder has only class folders
+SPLIT_SEED = 42         # seed of that random split: the same for every rank, every run and every resume
+MEMORY_FRACTION = 0.5   # of the memory available at the start: the most the decoded images may take in memory;
+                        # above it (or `--max-memory`) images are decoded per item by worker processes instead
 PAD_TO = 40             # pixels: training images are padded (reflect) to PAD_TO x PAD_TO ...
-CROP = 32               # ... then randomly cropped back to CROP x CROP
+CROP = 32               # ... then randomly cropped back to CROP x CROP; also the default image size (--size)
 CUTOUT = 8              # pixels: side of the one square hole, filled with the dataset mean
 DATA_ENV = 'RECIPE_DATA'  # environment variable naming the data folder when `data` is not given
 AUGMENTS = ('albumentations', 'batch')  # per item on the CPU (the seed's), or per batch on its device (recipe/augment.py)
@@ -25,6 +34,7 @@ DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective
 SEED = dict(
     arch='resnet',          # the custom ResNet (recipe/model.py)
     width=WIDTH, epochs=EPOCHS, bs=BS,
+    size=CROP,              # pixels: images are resized to size x size; pad and cutout below are at 32 and scale with it
     augment='albumentations',  # per item on the CPU; 'batch': recipe/augment.py on the batch's device
     pad=(PAD_TO - CROP) // 2,  # pixels of reflect padding before the random crop (batch augmentation)
     flip=True,              # random horizontal flip

@@ -1,38 +1,58 @@
-"""Data: CIFAR-10 in fastai's folder layout -> fastai `DataLoaders`, with albumentations on the training split.
+"""Data: a folder of images (CIFAR-10, or anyone's, in one of the layouts of `LAYOUTS`) -> fastai `DataLoaders`.
 
-Each image is decoded once and kept in memory as uint8 (50,000 x 32 x 32 x 3 is 150 MB): fastai's default
-per-item pipeline decodes every file with PIL every epoch and managed ~1,000 img/s on one core here.
+Each image is decoded once, resized to `size`, and kept in memory as uint8 (CIFAR-10's 50,000 x 32 x 32 x 3 is
+150 MB): fastai's default per-item pipeline decodes every file with PIL every epoch and managed ~1,000 img/s on
+one core here. When that cache would exceed the memory budget, images are decoded per item by worker processes.
 """
-import os, stat, warnings
+import os, random, re, stat, warnings
 import albumentations as A
 import cv2
 import numpy as np
 import torch
-from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, GrandparentSplitter, ImageBlock, IntToFloatTensor,
-                               Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform, URLs,
-                               default_device, image_extensions, parent_label, untar_data)
+from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitter, GrandparentSplitter, ImageBlock,
+                               IntToFloatTensor, Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform,
+                               URLs, default_device, image_extensions, parent_label, untar_data)
 from fastcore.script import CliError
 from PIL import Image
 
 from .augment import BatchAugment
-from .config import AUGMENTS, BS, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, PAD_TO
+from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
+                     SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
 
-__all__ = ['RecipeError', 'find_data', 'scan_split', 'load_images', 'decode', 'ImageCache', 'CachedImage', 'mean_uint8', 'train_augs',
-           'AlbumentationsTransform', 'InMemoryDL', 'cifar_dls']
+__all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'scan_split', 'load_images', 'decode', 'ImageCache',
+           'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
+           'parse_bytes', 'memory_budget', 'random_split', 'image_dls', 'cifar_dls']
 
 
 class RecipeError(CliError):
     "Bad input: the message names the path or value. The CLI prints it and exits 1; Python callers get the exception."
 
 
+LAYOUTS = {  # where the training and the test (validation) images are, in the order they are looked for
+    "train/ + test/ (fastai's CIFAR layout)": ('train', 'test'),
+    'train/ + valid/ (ImageNet-style)': ('train', 'valid'),
+    'train/ + val/ (ImageNet-style)': ('train', 'val'),
+    'one folder per class, split at random (--valid-pct)': (None, None),
+}
+
+
 def find_data(data=None) -> Path:
-    "The data folder: `data`, else $RECIPE_DATA, else fastai's CIFAR-10 download. Checked for train/ and test/."
+    "The data folder: `data`, else $RECIPE_DATA, else fastai's CIFAR-10 download; checked for one of `LAYOUTS`"
     if data is None: data = os.environ.get(DATA_ENV) or untar_data(URLs.CIFAR)
     path = Path(data).expanduser()
     if not path.is_dir(): raise RecipeError(f"data folder not found: {path}")
-    for split in ('train', 'test'):
-        if not (path/split).is_dir(): raise RecipeError(f"data folder {path} has no '{split}/' folder (expected fastai's CIFAR layout: train/<class>/*, test/<class>/*)")
+    find_layout(path)
     return path
+
+
+def find_layout(path: Path) -> tuple:
+    "The (training, test) folder names of the first of `LAYOUTS` that `path` has; (None, None): class folders to split"
+    for train, test in LAYOUTS.values():
+        if train and (path/train).is_dir() and (path/test).is_dir(): return train, test
+    if not (path/'train').is_dir() and any(f.suffix.lower() in image_extensions for d in path.iterdir() if d.is_dir()
+                                           for f in d.iterdir()): return None, None  # class folders holding images
+    raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
+                      + (" (it has train/ but no test/, valid/ or val/)" if (path/'train').is_dir() else ""))
 
 
 def scan_split(split_dir: Path, problem) -> list:
@@ -51,7 +71,7 @@ def scan_split(split_dir: Path, problem) -> list:
 
 
 def decode(fn, size=CROP) -> np.ndarray:
-    "Decode an image file to a (size, size, 3) uint8 array: any mode is converted to RGB, any size resized."
+    "Decode an image file to a (size, size, 3) uint8 array: any mode (grayscale, RGBA) is converted to RGB, any size resized."
     try:
         with Image.open(fn) as im:
             im = im.convert('RGB')
@@ -60,40 +80,95 @@ def decode(fn, size=CROP) -> np.ndarray:
     except Exception as e: raise RecipeError(f"cannot read image {fn}: {e}") from None
 
 
+def check_image(fn):
+    "Read an image's header only (the per-item path): a non-image or empty file is found before training starts"
+    try:
+        with Image.open(fn) as im: im.size
+    except Exception as e: raise RecipeError(f"cannot read image {fn}: {e}") from None
+
+
 class ImageCache:
-    "Maps an image path to its decoded array, decoding every file once up front; unknown paths are decoded on call."
-    def __init__(self, files, on_error=None):
-        arrays, self.files = [], []
+    """Maps an image path to its decoded (size, size, 3) array. `cache=True`: every file is decoded once up front;
+    `cache=False`: each file's header is checked up front and the image decoded on every call (the per-item path)."""
+    def __init__(self, files, size=CROP, on_error=None, cache=True):
+        arrays, self.files, self.size, self.cached = [], [], size, cache
         for f in files:
-            try: arrays.append(decode(f)); self.files.append(f)
+            try: arrays.append(decode(f, size) if cache else check_image(f)); self.files.append(f)
             except RecipeError as e:
                 if on_error is None: raise
                 on_error(str(e))
-        self.index = {f: i for i, f in enumerate(self.files)}
-        self.arrays = np.stack(arrays) if arrays else np.zeros((0, CROP, CROP, 3), np.uint8)
+        self.index = {f: i for i, f in enumerate(self.files)} if cache else {}
+        self.arrays = np.stack(arrays) if cache and arrays else np.zeros((0, size, size, 3), np.uint8)
     def __call__(self, fn):
         i = self.index.get(fn)
-        return decode(fn) if i is None else self.arrays[i]
+        return decode(fn, self.size) if i is None else self.arrays[i]
     # An exported `Learner` keeps only the decoding, not 150 MB of training images
-    def __getstate__(self): return {'files': [], 'index': {}, 'arrays': self.arrays[:0]}
+    def __getstate__(self): return {'files': [], 'index': {}, 'arrays': self.arrays[:0], 'size': self.size, 'cached': False}
 
 
-def load_images(path: Path, skip_bad=False) -> ImageCache:
-    """All images of train/ and test/, decoded and checked: each split has images, every test class is a training
-    class. A bad file or folder is an error naming it; with `skip_bad` it is skipped, counted and warned about."""
+def parse_bytes(v) -> int:
+    "A memory size: a number of bytes, or with a unit: '2GB', '512MB', '1.5GiB'"
+    m = re.fullmatch(r'([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?', str(v).strip().lower())
+    units = {None: 1, 'k': 1e3, 'm': 1e6, 'g': 1e9, 't': 1e12, 'ki': 2**10, 'mi': 2**20, 'gi': 2**30, 'ti': 2**40}
+    if not m or float(m[1]) <= 0: raise RecipeError(f"max_memory must be a positive size such as 2GB or 512MB, got {v!r}")
+    return int(float(m[1]) * units[m[2]])
+
+
+def memory_budget(max_memory=None) -> int:
+    "Bytes the decoded images may take: `max_memory`, else MEMORY_FRACTION of the memory available now"
+    if max_memory is not None: return parse_bytes(max_memory)
+    try: avail = next(int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:'))
+    except (OSError, StopIteration): avail = 8 * 2**30  # not Linux: assume 8 GiB
+    return int(MEMORY_FRACTION * avail)
+
+
+def load_images(path: Path, skip_bad=False, size=CROP, max_memory=None) -> ImageCache:
+    """All images of the layout's folders, checked: each split has images, every test class is a training class,
+    at least 2 classes. Decoded once into memory when they fit `memory_budget`, else (with a warning) per item.
+    A bad file or folder is an error naming it; with `skip_bad` it is skipped, counted and warned about."""
     skipped = []
     def problem(msg):
         if not skip_bad: raise RecipeError(msg + " (pass --skip-bad to skip bad files)")
         skipped.append(msg)
-    cache = ImageCache([f for split in ('train', 'test') for f in scan_split(path/split, problem)], problem)
+    train, test = find_layout(path)
+    files = [f for split in ((train, test) if train else ('.',)) for f in scan_split(path/split, problem)]
+    need, budget = len(files) * size * size * 3, memory_budget(max_memory)
+    if need > budget:
+        warnings.warn(f"the {len(files):,} images at {size}x{size} would take {need/1e6:,.1f} MB in memory, more than the "
+                      f"budget of {budget/1e6:,.1f} MB (--max-memory): decoding them per item with worker processes instead (slower)")
+    cache = ImageCache(files, size, problem, cache=need <= budget)
     if skipped: warnings.warn(f"skipped {len(skipped)} bad {'file or folder' if len(skipped) == 1 else 'files or folders'} in {path}:\n  " + "\n  ".join(skipped[:20]))
-    classes = {}
-    for split in ('train', 'test'):
-        classes[split] = {f.parent.name for f in cache.files if f.parent.parent.name == split}
-        if not classes[split]: raise RecipeError(f"no images (PNG or JPEG) in {path/split}")
-    unknown = classes['test'] - classes['train']
-    if unknown: raise RecipeError(f"test classes not among the training classes in {path/'train'}: {', '.join(sorted(unknown))}")
+    if train:
+        for split in (train, test):
+            if not any(f.parent.parent.name == split for f in cache.files): raise RecipeError(f"no images (PNG or JPEG) in {path/split}")
+        classes = {split: {f.parent.name for f in cache.files if f.parent.parent.name == split} for split in (train, test)}
+        unknown = classes[test] - classes[train]
+        if unknown: raise RecipeError(f"test classes not among the training classes in {path/train}: {', '.join(sorted(unknown))}")
+    n_classes = len({f.parent.name for f in cache.files})
+    if n_classes < 2: raise RecipeError(f"{path} has images of {n_classes} class: at least 2 class folders are needed")
     return cache
+
+
+def random_split(files, valid_pct=VALID_PCT, seed=None) -> set:
+    "The files held out for validation: `valid_pct` of them, drawn with `seed` (default SPLIT_SEED), the same on resume"
+    files = sorted(files)
+    n = max(1, round(valid_pct * len(files)))
+    return set(random.Random(SPLIT_SEED if seed is None else seed).sample(files, n))
+
+
+def image_stats(cache: ImageCache, files, classes) -> tuple:
+    """Per-channel mean and std in [0, 1]: CIFAR-10's published ones for its 10 classes at 32x32 (so CIFAR results
+    are as before), else computed from the training images (up to STATS_SAMPLE of them, drawn at random)"""
+    if sorted(classes) == sorted(CIFAR_CLASSES) and cache.size == CROP: return CIFAR_MEAN, CIFAR_STD
+    files = sorted(files)
+    if len(files) > STATS_SAMPLE: files = random.Random(SPLIT_SEED).sample(files, STATS_SAMPLE)
+    total, total_sq, n = np.zeros(3), np.zeros(3), 0
+    for i in range(0, len(files), 1000):
+        x = np.stack([cache(f) for f in files[i:i + 1000]]).reshape(-1, 3).astype(np.float64) / 255
+        total += x.sum(0); total_sq += (x * x).sum(0); n += len(x)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 1e-12))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
 class CachedImage(TensorImage):
@@ -102,20 +177,26 @@ class CachedImage(TensorImage):
     def create(cls, a: np.ndarray): return torch.from_numpy(a).permute(2, 0, 1).as_subclass(TensorImage)  # (3, H, W) view
 
 
-def mean_uint8() -> tuple:
-    "The dataset mean per channel in 0..255: the cutout fill of both augmentation paths"
-    return tuple(round(255*m) for m in CIFAR_MEAN)
+def mean_uint8(mean=CIFAR_MEAN) -> tuple:
+    "A per-channel mean in 0..255: the cutout fill of both augmentation paths"
+    return tuple(round(255*m) for m in mean)
 
 
-def train_augs(seed=None) -> A.Compose:
-    "Pad to 40 (reflect) + random crop 32, horizontal flip, one 8x8 cutout filled with the dataset mean."
-    mean = mean_uint8()
+def scaled(pixels, size) -> int:
+    "Pixels given for 32x32 images (padding, cutout) in proportion at `size`: 4 and 8 are to 32 as 6 and 12 are to 48"
+    return round(pixels * size / CROP)
+
+
+def train_augs(seed=None, size=CROP, pad=(PAD_TO - CROP) // 2, cutout=CUTOUT, mean=CIFAR_MEAN) -> A.Compose:
+    """Pad by `pad` (reflect) + random crop back to `size`, horizontal flip, one `cutout` x `cutout` hole filled with
+    the dataset mean. The seed's at 32: pad to 40, crop 32, one 8x8 cutout."""
+    holes = [A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(cutout, cutout), hole_width_range=(cutout, cutout),
+                             fill=mean_uint8(mean), p=1.0)] if cutout else []
     return A.Compose([
-        A.PadIfNeeded(PAD_TO, PAD_TO, border_mode=cv2.BORDER_REFLECT_101),
-        A.RandomCrop(CROP, CROP),
+        A.PadIfNeeded(size + 2 * pad, size + 2 * pad, border_mode=cv2.BORDER_REFLECT_101),
+        A.RandomCrop(size, size),
         A.HorizontalFlip(p=0.5),
-        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(CUTOUT, CUTOUT),
-                        hole_width_range=(CUTOUT, CUTOUT), fill=mean, p=1.0),
+        *holes,
     ], seed=seed)
 
 
@@ -163,31 +244,47 @@ def split_tensors(dset, cache: ImageCache):
     return images, labels
 
 
-def cifar_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
-              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT):
-    """fastai `DataLoaders` over train/ (augmented) and test/ (the validation set) of a CIFAR-layout folder.
-    `augment='albumentations'`: per item, on the CPU, `train_augs` (pad, flip and cutout as config.py says);
-    `augment='batch'`: the whole split as one tensor, `BatchAugment(pad, flip, cutout)` on each batch's device."""
+def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
+              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=VALID_PCT, max_memory=None):
+    """fastai `DataLoaders` over a folder in one of `LAYOUTS`: the training images (augmented) and the test images
+    (the validation set), resized to `size`; `pad` and `cutout` are pixels at 32x32, scaled in proportion.
+    `augment='albumentations'`: per item, on the CPU, `train_augs`; `augment='batch'`: `BatchAugment` on each
+    batch's device, over the split held in memory as one tensor. The loaders also carry `size`, `stats` (the
+    normalization's mean and std) and, for a random split, `valid_files`."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")
+    if not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1): raise RecipeError(f"valid_pct must be between 0 and 1, got {valid_pct!r}")
     path = find_data(data)
-    cache = load_images(path, skip_bad)
+    cache = load_images(path, skip_bad, size, max_memory)
     files = cache.files
-    n_train = sum(f.parent.parent.name == 'train' for f in files)
-    if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/'train'}")
+    train, test = find_layout(path)
+    valid = {f for f in files if f.parent.parent.name == test} if train else random_split(files, valid_pct)
+    n_train = len(files) - len(valid)
+    if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}")
+    stats = image_stats(cache, [f for f in files if f not in valid], {f.parent.name for f in files})
+    pad, cutout = scaled(pad, size), scaled(cutout, size)
     dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock),
                        get_x=cache, get_y=parent_label,
-                       splitter=GrandparentSplitter(train_name='train', valid_name='test'),
-                       item_tfms=AlbumentationsTransform(train_augs(seed)),
-                       batch_tfms=Normalize.from_stats(CIFAR_MEAN, CIFAR_STD))
+                       splitter=GrandparentSplitter(train_name=train, valid_name=test) if train else FuncSplitter(valid.__contains__),
+                       item_tfms=AlbumentationsTransform(train_augs(seed, size, pad, cutout, stats[0])) if augment == 'albumentations' else None,
+                       batch_tfms=([BatchAugment(pad, flip, cutout, mean_uint8(stats[0]))] if augment == 'batch' else []) +
+                                  [Normalize.from_stats(*stats)])
     # Items are tensors already (CachedImage, Categorize): the ToTensor every block adds would only cost a
     # type dispatch per item, ~15% of the loader's time on a CPU core
     dblock.item_tfms = [t for t in dblock.item_tfms if not isinstance(t, ToTensor)]
-    if augment == 'albumentations':
-        return dblock.dataloaders(files, path=path, bs=bs, num_workers=num_workers, device=device)
-    dsets = dblock.datasets(files)
-    device = device or default_device()  # as fastai's dataloaders() does: Normalize's stats are already there
-    after_batch = [BatchAugment(pad, flip, cutout, mean_uint8()), IntToFloatTensor(), Normalize.from_stats(CIFAR_MEAN, CIFAR_STD)]
-    dls = [InMemoryDL(ds, *split_tensors(ds, cache), bs=bs, shuffle=train, drop_last=train, after_batch=after_batch,
-                      device=device) for ds, train in ((dsets.train, True), (dsets.valid, False))]
-    return DataLoaders(*dls, path=path, device=device)
+    if augment == 'albumentations' or not cache.cached:  # per item (decoded by worker processes when not cached)
+        if not cache.cached: num_workers = num_workers or min(4, os.cpu_count() or 1)
+        dls = dblock.dataloaders(files, path=path, bs=bs, num_workers=num_workers, device=device)
+    else:
+        dsets = dblock.datasets(files)
+        device = device or default_device()  # as fastai's dataloaders() does: Normalize's stats are already there
+        after_batch = [BatchAugment(pad, flip, cutout, mean_uint8(stats[0])), IntToFloatTensor(), Normalize.from_stats(*stats)]
+        dls = DataLoaders(*[InMemoryDL(ds, *split_tensors(ds, cache), bs=bs, shuffle=is_train, drop_last=is_train,
+                                       after_batch=after_batch, device=device)
+                            for ds, is_train in ((dsets.train, True), (dsets.valid, False))], path=path, device=device)
+    dls.size, dls.stats, dls.valid_files = size, stats, None if train else sorted(valid)
+    return dls
+
+
+cifar_dls = image_dls  # its name before the recipe read any image folder

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from fastai.vision.all import get_image_files
 from safetensors.torch import load_file
 
+from .config import CROP
 from .data import RecipeError, decode
 from .model import make_model
 
@@ -14,8 +15,8 @@ __all__ = ['load', 'image_files', 'tta_logits', 'predict']
 
 
 def load(path) -> torch.nn.Module:
-    """The model saved by a run (a run folder, or its model.safetensors), in eval mode, with `classes`, `mean`, `std`
-    and `tta` (the test-time augmentation its reported accuracy used).
+    """The model saved by a run (a run folder, or its model.safetensors), in eval mode, with `classes`, `size`, `mean`,
+    `std` and `tta` (the test-time augmentation its reported accuracy used).
     Reads safetensors and JSON only: a pickle-based file (.pth, .pkl, learn.export) is refused, never unpickled."""
     path = Path(path)
     if path.is_dir(): path = path/'model.safetensors'
@@ -32,6 +33,7 @@ def load(path) -> torch.nn.Module:
         model.load_state_dict(state)
     except Exception as e: raise RecipeError(f"{path} does not hold this recipe's model as {meta_path} describes it: {e}") from None
     model.classes, model.mean, model.std, model.tta = meta['classes'], meta['mean'], meta['std'], meta.get('tta', 0)
+    model.size = meta.get('size', CROP)  # runs before --size were all 32x32
     return model.eval()
 
 
@@ -61,13 +63,20 @@ def tta_logits(model, x, level=0):
 
 @torch.no_grad()
 def predict(model, files, k=3, bs=256) -> list:
-    "For each file: [(class, probability)] * k, most likely first. Any size or mode is converted as the training data was"
+    """For each file: [(class, probability)] * k, most likely first; or, for a file that cannot be read, the reason
+    (a str), and the others are still predicted. Any size or mode is converted as the training data was."""
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (model.mean, model.std))
     k = min(k, len(model.classes))
     results = []
     for i in range(0, len(files), bs):
-        x = torch.stack([torch.from_numpy(decode(f)).permute(2, 0, 1) for f in files[i:i+bs]]).float().div_(255)
-        probs = tta_logits(model, (x - mean) / std, getattr(model, 'tta', 0)).softmax(1)  # (B, n_classes)
-        top = probs.topk(k, dim=1)
-        results += [[(model.classes[j], float(p)) for p, j in zip(ps, js)] for ps, js in zip(top.values, top.indices)]
+        images, rows = [], []
+        for f in files[i:i+bs]:
+            try: images.append(torch.from_numpy(decode(f, getattr(model, 'size', CROP))).permute(2, 0, 1)); rows.append(None)
+            except RecipeError as e: rows.append(str(e))
+        if images:
+            x = torch.stack(images).float().div_(255)
+            top = tta_logits(model, (x - mean) / std, getattr(model, 'tta', 0)).softmax(1).topk(k, dim=1)  # (B, k)
+            found = iter([[(model.classes[j], float(p)) for p, j in zip(ps, js)] for ps, js in zip(top.values, top.indices)])
+            rows = [next(found) if r is None else r for r in rows]
+        results += rows
     return results

@@ -27,16 +27,17 @@ def layer(c_in, c_out, residual):
 
 
 class CustomResNet(nn.Sequential):
-    "PrepLayer w -> Layer1 2w (+R1) -> Layer2 4w -> Layer3 8w (+R2) -> MaxPool(4) -> FC. Returns logits."
+    """PrepLayer w -> Layer1 2w (+R1) -> Layer2 4w -> Layer3 8w (+R2) -> global max pool -> FC. Returns logits.
+    The write-up's MaxPool(4) is global at 32x32 (layer3 is 4x4 there): as a global pool the net takes any size >= 16."""
     def __init__(self, n_out=10, width=64):
         if not (isinstance(width, int) and width > 0): raise ValueError(f"width must be a positive integer, got {width!r}")
         w = width
         super().__init__(
-            conv_bn(3, w),                     # prep:   (B, w, 32, 32)
+            conv_bn(3, w),                     # prep:   (B, w, 32, 32) at size 32
             layer(w, 2*w, residual=True),      # layer1: (B, 2w, 16, 16)
             layer(2*w, 4*w, residual=False),   # layer2: (B, 4w, 8, 8)
             layer(4*w, 8*w, residual=True),    # layer3: (B, 8w, 4, 4)
-            nn.MaxPool2d(4), nn.Flatten(),     #         (B, 8w)
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),  #    (B, 8w): MaxPool(4) at 32x32
             nn.Linear(8*w, n_out))
 
 

@@ -19,9 +19,10 @@ from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, Pr
                                TensorImage, minimum, noop, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import CIFAR_MEAN, CIFAR_STD, LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PROFILES, SEED, TRIANGLE
+from .config import LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PROFILES, SEED, SPLIT_SEED, TRIANGLE, VALID_PCT
 from .checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore
-from .data import RecipeError, cifar_dls
+from .data import RecipeError, image_dls
+from .record import write_json
 from .distributed import (DDPTrainer, alone, first_bad, global_batch, lost_process, on_rank0, per_rank_bs, rank0,
                           start, stop)
 from .fast import CPUAutocast, Lookahead, NesterovSGD, WhitenBias, cpu_has_amx, param_groups, triangle
@@ -214,26 +215,34 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           profile='seed', # named settings in recipe/config.py: seed, seed-w32, fast, quick
           augment=None,   # 'albumentations' (per item, the seed's) or 'batch' (recipe/augment.py; the fast profiles')
           settings=None,  # any other settings of the profile to override, by their names in recipe/config.py
+          size=None,      # pixels: images are resized to size x size (default 32); padding and cutout scale with it
+          valid_pct=None, # a folder of class folders only: the fraction held out for validation (default VALID_PCT)
+          max_memory=None,  # the most the decoded images may take in memory ('2GB'; default MEMORY_FRACTION of what is free)
          ) -> Learner:
-    "Train a profile on CIFAR-10 and save what happened to `out`; returns the fitted `Learner`"
+    "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
     p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
     try:
         if resume is not None: run = resumed_run(resume, p)
         else:
             run = dict(settings=settings_for(profile, settings, epochs=epochs, bs=bs, width=width, lr_min=lr_min,
-                                              lr_max=lr_max, wd=wd, augment=augment), start_epoch=0, ckpt=None,
-                       data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to])
+                                              lr_max=lr_max, wd=wd, augment=augment, size=size), start_epoch=0, ckpt=None,
+                       data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to],
+                       valid_pct=VALID_PCT if valid_pct is None else valid_pct, max_memory=max_memory)
             check_seed(seed)
             run['out'] = on_rank0(p, lambda: check_out(out))  # rank 0 chooses the folder (its timestamp) for all
         s, out, seed = run['settings'], run['out'], run['seed']
         if seed is not None: set_seed(seed, reproducible=True)  # the same initial weights on every rank
         if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
         if not torch.cuda.is_available(): keep_freed_memory()
-        dls = cifar_dls(run['data'], bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
+        dls = image_dls(run['data'], bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
                         num_workers=num_workers, device=p.device if p else default_device(), skip_bad=run['skip_bad'],
-                        augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'])
-        if rank0(p): make_out(out)
+                        augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
+                        valid_pct=run['valid_pct'], max_memory=run['max_memory'])
+        if rank0(p):
+            make_out(out)
+            if dls.valid_files: write_json(out/'split.json', dict(valid_pct=run['valid_pct'], seed=SPLIT_SEED,
+                                                                  valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
         learn = make_learner(dls, path=out, settings=s)
         if p is not None:
             if seed is not None: set_seed(seed + p.rank, reproducible=True)  # each rank augments differently
@@ -248,7 +257,8 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
             record = dict(info or {}, **s, seed=seed, device=str(dls.device), precision=learn.precision, git_commit=commit,
                           world_size=p.size if p else 1, backend=p.backend if p else None, machine=machine_info(),
                           versions=versions(), data=data_info(dls), out=str(out), record_to=run['record_to'])
-        config = dict(s, data=str(dls.path), seed=seed, skip_bad=run['skip_bad'], world_size=p.size if p else 1)  # what a resume needs
+        config = dict(s, data=str(dls.path), seed=seed, skip_bad=run['skip_bad'], world_size=p.size if p else 1,
+                      valid_pct=run['valid_pct'], max_memory=run['max_memory'])  # what a resume needs
         fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'], p)
         return learn
     finally: stop(p)
@@ -279,7 +289,8 @@ def resumed_run(resume, p=None) -> dict:
     record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [ckpt['epoch']]
     # a benchmark run goes on updating its bench/results/ file
     return dict(settings=s, out=out, start_epoch=ckpt['epoch'], ckpt=ckpt, data=cfg['data'], seed=cfg['seed'],
-                skip_bad=cfg['skip_bad'], record=record, record_to=record.get('record_to', []))
+                skip_bad=cfg['skip_bad'], record=record, record_to=record.get('record_to', []),
+                valid_pct=cfg.get('valid_pct', VALID_PCT), max_memory=cfg.get('max_memory'))
 
 
 def lr_text(s) -> str:
@@ -327,8 +338,9 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None):
             record['test_loss'], record['test_accuracy'] = tta_accuracy(learn, s['tta'])
             print(f"with TTA (level {s['tta']}): test accuracy {record['test_accuracy']:.4f} "
                   f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
+        mean, std = learn.dls.stats
         save_weights(learn.model, out/'model', dict(classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
-                                                     n_out=len(learn.dls.vocab), mean=CIFAR_MEAN, std=CIFAR_STD))
+                                                     n_out=len(learn.dls.vocab), size=s['size'], mean=mean, std=std))
         save_run_plots(learn, out)
     run_record.save(complete=True, stopped=None)
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)

@@ -57,8 +57,8 @@ def damage(data: Path, case: str) -> str:
     if case == 'missing folder': return str(data/'nope')
     if case == 'no train':
         (data/'train').rename(data/'training'); return 'train'
-    if case == 'no test':
-        (data/'test').rename(data/'valid'); return 'test'
+    if case == 'no test':  # (valid/ or val/ would do: the ImageNet-style layout)
+        (data/'test').rename(data/'testing'); return 'has train/ but no test/, valid/ or val/'
     if case == 'empty split':
         for f in (data/'test').rglob('*.png'): f.unlink()
         return str(data/'test')

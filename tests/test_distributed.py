@@ -13,11 +13,12 @@ from conftest import make_subset
 
 HERE = Path(__file__).parent
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2']
+ENV = dict(OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')  # CPU processes over gloo, also on a machine with one GPU
 
 
 def launch(*args, timeout=180, **kw):
     "torchrun with 2 processes; its output (both ranks') and exit status"
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    env = dict(os.environ, **ENV, PYTHONUNBUFFERED='1')
     r = subprocess.run([*TORCHRUN, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kw)
     return r.returncode, r.stdout + r.stderr
 
@@ -97,7 +98,7 @@ def test_resume_after_sigkill_finishes_a_two_process_run(odd, tmp_path):
     cmd = [*TORCHRUN, '-m', 'recipe', 'train', '--data', str(odd), '--out', str(out), '--epochs', '8', '--bs', '40',
            '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2', '--seed', '0']
     job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                           env=dict(os.environ, OMP_NUM_THREADS='1'))
+                           env=dict(os.environ, **ENV))
     deadline = time.time() + 120
     while not (out/'checkpoint.pt').exists() and job.poll() is None and time.time() < deadline: time.sleep(0.05)
     subprocess.run(['pkill', '-KILL', '-f', str(out)])  # torchrun starts its workers in sessions of their own

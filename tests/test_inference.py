@@ -63,7 +63,7 @@ def test_predict_cli_prints_top3_and_writes_csv(tiny_run, tiny, tmp_path):
     lines = r.stdout.splitlines()
     assert len(lines) == 5 and all(len(l.split()) == 7 for l in lines)
     rows = (tmp_path/'p.csv').read_text().splitlines()
-    assert rows[0] == 'file,class1,prob1,class2,prob2,class3,prob3' and len(rows) == 6
+    assert rows[0] == 'file,class1,prob1,class2,prob2,class3,prob3,error' and len(rows) == 6
 
 
 def test_missing_weights_named(tmp_path):
