@@ -47,6 +47,7 @@ SEED = dict(
     lookahead=False,        # lookahead of the weights (recipe/fast.py)
     whiten=False,           # (fast net only) first conv frozen as a whitening of 2x2 patches; False: trained from random
     whiten_bias_epochs=0,   # (fast net only) epochs during which the whitening conv's bias is trained
+    identity_init=True,     # (fast net only) its convs start as the identity (Dirac); False: PyTorch's default init
     tta=0,                  # test-time augmentation level of the reported accuracy (0 none, 1 mirror, 2 + translate)
     cpu_bf16=False,         # bf16 autocast on CPUs with AMX (CUDA always gets fp16 mixed precision)
 )
@@ -81,6 +82,7 @@ ABLATIONS = {
     'no-label-smoothing': dict(label_smoothing=0.0),
     'no-whitening':       dict(whiten=False, whiten_bias_epochs=0),  # the first conv trained from a random init
     'no-bias-lr':         dict(bias_lr=1),                           # BatchNorm biases at the LR of the rest
+    'no-identity-init':   dict(identity_init=False),                 # the convs start from PyTorch's default init
     'fp32':               dict(cpu_bf16=False),                      # no bf16 autocast on the CPU
     'adam':               dict(opt='adam', wd=WD, lr_max=None),      # fastai's Adam with the seed's one cycle and lr_find
 }

@@ -3,7 +3,7 @@ fast profile's net after airbench94 (1,972,792 parameters at width 64, 1,971,352
 import torch
 from torch import nn
 
-__all__ = ['CustomResNet', 'FastNet', 'init_whitening', 'ARCHS', 'make_model']
+__all__ = ['CustomResNet', 'FastNet', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
 
 
 def conv_bn(c_in, c_out, pool=False):
@@ -96,6 +96,12 @@ def init_whitening(model: FastNet, images, eps=5e-4):
     filters = (eigvecs.T / (eigvals + eps).sqrt()[:, None]).reshape(12, 3, 2, 2)
     conv.weight.copy_(torch.cat([filters, -filters]).float())
     conv.bias.zero_()
+
+
+def default_init(model):
+    "PyTorch's default init for every trained conv, instead of the identity (the `no-identity-init` ablation)"
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.requires_grad: m.reset_parameters()
 
 
 ARCHS = {'resnet': CustomResNet, 'fast': FastNet}

@@ -27,7 +27,7 @@ from .distributed import (DDPTrainer, alone, first_bad, global_batch, lost_proce
                           start, stop)
 from .fast import CPUAutocast, Lookahead, NesterovSGD, WhitenBias, cpu_has_amx, param_groups, triangle
 from .inference import tta_logits
-from .model import init_whitening, make_model
+from .model import default_init, init_whitening, make_model
 from .plots import plot_lr_find, save_fig, save_run_plots
 from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
 
@@ -110,6 +110,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     model = make_model(s['arch'], len(dls.vocab), s['width'])
     if s['arch'] == 'fast' and s['whiten']: init_whitening(model, training_images(dls))
     elif s['arch'] == 'fast': model[0].weight.requires_grad_(True)  # an ordinary trained conv (for ablations)
+    if s['arch'] == 'fast' and not s['identity_init']: default_init(model)
     cbs = []
     if s['opt'] == 'adam': opt_func, splitter = Adam, None
     else: opt_func, splitter = (lambda params, lr: NesterovSGD(params, lr, mom=s['mom'])), param_groups
@@ -224,25 +225,13 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
     try:
         if resume is not None: run = resumed_run(resume, p)
-        else:
-            run = dict(settings=settings_for(profile, settings, epochs=epochs, bs=bs, width=width, lr_min=lr_min,
-                                              lr_max=lr_max, wd=wd, augment=augment, size=size), start_epoch=0, ckpt=None,
-                       data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to],
-                       valid_pct=VALID_PCT if valid_pct is None else valid_pct, max_memory=max_memory)
-            check_seed(seed)
-            run['out'] = on_rank0(p, lambda: check_out(out))  # rank 0 chooses the folder (its timestamp) for all
+        else: run = new_run(p, profile, settings, dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max,
+                                                       wd=wd, augment=augment, size=size),
+                            out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to],
+                            valid_pct=VALID_PCT if valid_pct is None else valid_pct, max_memory=max_memory)
         s, out, seed = run['settings'], run['out'], run['seed']
         if seed is not None: set_seed(seed, reproducible=True)  # the same initial weights on every rank
-        if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
-        if not torch.cuda.is_available(): keep_freed_memory()
-        dls = image_dls(run['data'], bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
-                        num_workers=num_workers, device=p.device if p else default_device(), skip_bad=run['skip_bad'],
-                        augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
-                        valid_pct=run['valid_pct'], max_memory=run['max_memory'])
-        if rank0(p):
-            make_out(out)
-            if dls.valid_files: write_json(out/'split.json', dict(valid_pct=run['valid_pct'], seed=SPLIT_SEED,
-                                                                  valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
+        dls = run_dls(run, p, num_workers)
         learn = make_learner(dls, path=out, settings=s)
         if p is not None:
             if seed is not None: set_seed(seed + p.rank, reproducible=True)  # each rank augments differently
@@ -262,6 +251,31 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'], p)
         return learn
     finally: stop(p)
+
+
+def new_run(p, profile, settings, overrides, out, **data) -> dict:
+    "A new run's settings (checked) and folder (chosen by rank 0 for every rank), with its data options"
+    run = dict(settings=settings_for(profile, settings, **overrides), start_epoch=0, ckpt=None, **data)
+    check_seed(run['seed'])
+    run['out'] = on_rank0(p, lambda: check_out(out))  # rank 0's timestamp names the folder of all
+    return run
+
+
+def run_dls(run, p, num_workers=None):
+    """The run's DataLoaders: this rank's share of the batch, its own augmentation seed, its device. Rank 0 creates
+    the run folder and, for a random split, saves it there"""
+    s, seed = run['settings'], run['seed']
+    if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
+    if not torch.cuda.is_available(): keep_freed_memory()
+    dls = image_dls(run['data'], bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
+                    num_workers=num_workers, device=p.device if p else default_device(), skip_bad=run['skip_bad'],
+                    augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
+                    valid_pct=run['valid_pct'], max_memory=run['max_memory'])
+    if rank0(p):
+        make_out(run['out'])
+        if dls.valid_files: write_json(run['out']/'split.json', dict(valid_pct=run['valid_pct'], seed=SPLIT_SEED,
+                                                                     valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
+    return dls
 
 
 def keep_freed_memory():

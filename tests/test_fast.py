@@ -111,3 +111,14 @@ def test_fast_profile_refuses_lr_min(tiny, tmp_path):
         recipe.train(tiny, out=tmp_path/'x', profile='fast', lr_min=0.1)
     with pytest.raises(RecipeError, match="unknown profile 'fastest': choose one of seed, seed-w32, fast, quick"):
         recipe.train(tiny, out=tmp_path/'x', profile='fastest')
+
+
+def test_no_identity_init_ablation_resets_the_trained_convs_only():
+    from recipe.model import default_init
+    model = recipe.FastNet(10, 8)
+    conv, whiten = model[2][0], model[0].weight.clone()
+    dirac = torch.nn.init.dirac_(torch.empty_like(conv.weight[:24]))
+    assert torch.equal(conv.weight[:24], dirac)                  # identity at the start
+    default_init(model)
+    assert not torch.equal(conv.weight[:24], dirac) and torch.equal(model[0].weight, whiten)  # frozen whitening kept
+    assert 'no-identity-init' in recipe.ABLATIONS
