@@ -1,5 +1,5 @@
 """More than one process: 2 CPU processes launched by torchrun train one model with DDP over gloo (recipe/distributed.py)."""
-import csv, json, os, subprocess, sys, time
+import csv, json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -93,10 +93,10 @@ def test_nan_on_one_rank_stops_both_with_the_message(odd, tmp_path):
 
 
 def test_resume_after_sigkill_finishes_a_two_process_run(odd, tmp_path):
-    "SIGKILL the launcher and both workers once the first epoch's checkpoint exists (a crash), then resume"
+    "SIGKILL the launcher and both workers once the first epoch's checkpoint exists (a crash), then resume (batch path)"
     out = tmp_path/'run'
     cmd = [*TORCHRUN, '-m', 'recipe', 'train', '--data', str(odd), '--out', str(out), '--epochs', '8', '--bs', '40',
-           '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2', '--seed', '0']
+           '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2', '--seed', '0', '--augment', 'batch']  # the in-memory loader
     job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                            env=dict(os.environ, **ENV))
     deadline = time.time() + 120
@@ -121,3 +121,29 @@ def test_a_global_batch_that_does_not_divide_is_refused(odd, tmp_path):
     rc, log = launch('-m', 'recipe', 'train', '--data', odd, '--out', tmp_path/'run', '--bs', 41, '--width', 8,
                      '--epochs', 1, '--lr-max', 1e-2)
     assert rc != 0 and 'batch size 41 does not divide evenly across 2 processes' in log
+
+
+def test_sigterm_to_one_rank_stops_the_run_with_a_message(odd, tmp_path):
+    "SIGTERM to one worker: it stops as a single process does, torchrun stops the other, rank 0's record says why"
+    out = tmp_path/'run'
+    job = subprocess.Popen([*TORCHRUN, '-m', 'recipe', 'train', '--data', str(odd), '--out', str(out), '--epochs', '40',
+                            '--bs', '40', '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **ENV))
+    deadline = time.time() + 120
+    while not (out/'checkpoint.pt').exists() and job.poll() is None and time.time() < deadline: time.sleep(0.05)
+    workers = sorted(int(w) for w in subprocess.run(['pgrep', '-P', str(job.pid)], capture_output=True, text=True).stdout.split())
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGTERM)
+    log, _ = job.communicate(timeout=120)
+    assert job.returncode != 0 and 'stopped (' in log and 'resume with: torchrun --nproc_per_node 2' in log, log
+    res = json.loads((out/'results.json').read_text())
+    assert res['stopped'] and not res['complete']
+
+
+def test_a_seeded_two_process_run_is_repeatable(launched, odd, tmp_path):
+    out = tmp_path/'again'
+    rc, log = launch(HERE/'launched_train.py', odd, out)
+    assert rc == 0, log
+    assert (out/'metrics.csv').read_text().splitlines() != []
+    metrics = lambda d: [r[:4] for r in csv.reader(open(d/'metrics.csv'))]  # without the seconds
+    assert metrics(out) == metrics(launched[0])
