@@ -245,20 +245,24 @@ def split_tensors(dset, cache: ImageCache):
 
 
 def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
-              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=VALID_PCT, max_memory=None):
+              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None):
     """fastai `DataLoaders` over a folder in one of `LAYOUTS`: the training images (augmented) and the test images
     (the validation set), resized to `size`; `pad` and `cutout` are pixels at 32x32, scaled in proportion.
     `augment='albumentations'`: per item, on the CPU, `train_augs`; `augment='batch'`: `BatchAugment` on each
-    batch's device, over the split held in memory as one tensor. The loaders also carry `size`, `stats` (the
-    normalization's mean and std) and, for a random split, `valid_files`."""
+    batch's device, over the split held in memory as one tensor. `valid_pct` (default VALID_PCT): for a folder of
+    class folders only. The loaders also carry `size`, `stats` (the normalization's mean and std) and, for a random
+    split, `valid_files` and `valid_pct`."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")
-    if not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1): raise RecipeError(f"valid_pct must be between 0 and 1, got {valid_pct!r}")
+    if valid_pct is not None and not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1):
+        raise RecipeError(f"valid_pct must be between 0 and 1, got {valid_pct!r}")
     path = find_data(data)
     cache = load_images(path, skip_bad, size, max_memory)
     files = cache.files
     train, test = find_layout(path)
+    if train and valid_pct is not None: warnings.warn(f"valid_pct {valid_pct} is ignored: {path} has its test images in {test}/")
+    if not train: valid_pct = VALID_PCT if valid_pct is None else valid_pct
     valid = {f for f in files if f.parent.parent.name == test} if train else random_split(files, valid_pct)
     n_train = len(files) - len(valid)
     if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}")
@@ -283,7 +287,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
         dls = DataLoaders(*[InMemoryDL(ds, *split_tensors(ds, cache), bs=bs, shuffle=is_train, drop_last=is_train,
                                        after_batch=after_batch, device=device)
                             for ds, is_train in ((dsets.train, True), (dsets.valid, False))], path=path, device=device)
-    dls.size, dls.stats, dls.valid_files = size, stats, None if train else sorted(valid)
+    dls.size, dls.stats, dls.valid_files, dls.valid_pct = size, stats, None if train else sorted(valid), None if train else valid_pct
     return dls
 
 

@@ -19,7 +19,7 @@ from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, Pr
                                TensorImage, minimum, noop, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PROFILES, SEED, SPLIT_SEED, TRIANGLE, VALID_PCT
+from .config import LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PROFILES, SEED, SPLIT_SEED, TRIANGLE
 from .checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore
 from .data import RecipeError, image_dls
 from .record import write_json
@@ -217,7 +217,8 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           augment=None,   # 'albumentations' (per item, the seed's) or 'batch' (recipe/augment.py; the fast profiles')
           settings=None,  # any other settings of the profile to override, by their names in recipe/config.py
           size=None,      # pixels: images are resized to size x size (default 32); padding and cutout scale with it
-          valid_pct=None, # a folder of class folders only: the fraction held out for validation (default VALID_PCT)
+          valid_pct=None, # a folder of class folders only: the fraction held out for validation (default VALID_PCT;
+                          # ignored, with a warning, when the folder has its own test images)
           max_memory=None,  # the most the decoded images may take in memory ('2GB'; default MEMORY_FRACTION of what is free)
          ) -> Learner:
     "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
@@ -228,7 +229,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         else: run = new_run(p, profile, settings, dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max,
                                                        wd=wd, augment=augment, size=size),
                             out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to],
-                            valid_pct=VALID_PCT if valid_pct is None else valid_pct, max_memory=max_memory)
+                            valid_pct=valid_pct, max_memory=max_memory)
         s, out, seed = run['settings'], run['out'], run['seed']
         if seed is not None: set_seed(seed, reproducible=True)  # the same initial weights on every rank
         dls = run_dls(run, p, num_workers)
@@ -273,7 +274,7 @@ def run_dls(run, p, num_workers=None):
                     valid_pct=run['valid_pct'], max_memory=run['max_memory'])
     if rank0(p):
         make_out(run['out'])
-        if dls.valid_files: write_json(run['out']/'split.json', dict(valid_pct=run['valid_pct'], seed=SPLIT_SEED,
+        if dls.valid_files: write_json(run['out']/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
                                                                      valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
     return dls
 
@@ -304,7 +305,7 @@ def resumed_run(resume, p=None) -> dict:
     # a benchmark run goes on updating its bench/results/ file
     return dict(settings=s, out=out, start_epoch=ckpt['epoch'], ckpt=ckpt, data=cfg['data'], seed=cfg['seed'],
                 skip_bad=cfg['skip_bad'], record=record, record_to=record.get('record_to', []),
-                valid_pct=cfg.get('valid_pct', VALID_PCT), max_memory=cfg.get('max_memory'))
+                valid_pct=cfg.get('valid_pct'), max_memory=cfg.get('max_memory'))
 
 
 def lr_text(s) -> str:

@@ -67,6 +67,13 @@ def test_one_folder_of_classes_is_split_at_random_and_the_split_saved(tmp_path):
     assert sorted(map(str, again.valid_ds.items)) == sorted(map(str, learn.dls.valid_ds.items))
 
 
+def test_valid_pct_with_a_test_folder_is_ignored_with_a_warning(tmp_path):
+    data = own(tmp_path/'data', 'valid')
+    with pytest.warns(UserWarning, match=r'valid_pct 0\.3 is ignored: .* has its test images in valid/'):
+        dls = recipe.data.image_dls(data, bs=8, valid_pct=0.3)
+    assert len(dls.valid_ds) == 9 and dls.valid_files is None
+
+
 def test_cifar_keeps_its_published_statistics(tiny):
     dls = recipe.data.image_dls(tiny, bs=16)
     assert dls.stats == (recipe.CIFAR_MEAN, recipe.CIFAR_STD) and dls.size == 32
