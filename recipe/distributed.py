@@ -1,5 +1,6 @@
-"""More than one process: DDP on PyTorch's engine (gloo on CPU, nccl on GPUs) through fastai's DistributedTrainer
-and accelerate, with the fixes fastai 2.8.12 needs here.
+"""More than one process: DDP (gloo on CPU, nccl on GPUs) through fastai's DistributedTrainer, with fastai's fixes.
+
+PyTorch's engine, driven by fastai's DistributedTrainer and accelerate, with what fastai 2.8.12 needs fixed here.
 
 A process launched by `torchrun` (or `accelerate launch`) has WORLD_SIZE, RANK and LOCAL_RANK in its environment;
 `start()` joins the run. Every rank trains; rank 0 alone writes the run folder. What fastai does that the recipe
