@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitter, GrandparentSplitter, ImageBlock,
-                               IntToFloatTensor, Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform,
+                               Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform,
                                URLs, default_device, image_extensions, parent_label, untar_data)
 from fastcore.script import CliError
 from PIL import Image
@@ -137,6 +137,7 @@ def load_images(path: Path, skip_bad=False, size=CROP, max_memory=None) -> Image
         warnings.warn(f"the {len(files):,} images at {size}x{size} would take {need/1e6:,.1f} MB in memory, more than the "
                       f"budget of {budget/1e6:,.1f} MB (--max-memory): decoding them per item with worker processes instead (slower)")
     cache = ImageCache(files, size, problem, cache=need <= budget)
+    cache.layout = train, test
     if skipped: warnings.warn(f"skipped {len(skipped)} bad {'file or folder' if len(skipped) == 1 else 'files or folders'} in {path}:\n  " + "\n  ".join(skipped[:20]))
     if train:
         for split in (train, test):
@@ -259,8 +260,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
         raise RecipeError(f"valid_pct must be between 0 and 1, got {valid_pct!r}")
     path = find_data(data)
     cache = load_images(path, skip_bad, size, max_memory)
-    files = cache.files
-    train, test = find_layout(path)
+    files, (train, test) = cache.files, cache.layout
     if train and valid_pct is not None: warnings.warn(f"valid_pct {valid_pct} is ignored: {path} has its test images in {test}/")
     if not train: valid_pct = VALID_PCT if valid_pct is None else valid_pct
     valid = {f for f in files if f.parent.parent.name == test} if train else random_split(files, valid_pct)
@@ -283,9 +283,8 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     else:
         dsets = dblock.datasets(files)
         device = device or default_device()  # as fastai's dataloaders() does: Normalize's stats are already there
-        after_batch = [BatchAugment(pad, flip, cutout, mean_uint8(stats[0])), IntToFloatTensor(), Normalize.from_stats(*stats)]
         dls = DataLoaders(*[InMemoryDL(ds, *split_tensors(ds, cache), bs=bs, shuffle=is_train, drop_last=is_train,
-                                       after_batch=after_batch, device=device)
+                                       after_batch=dblock.batch_tfms, device=device)  # IntToFloatTensor, BatchAugment, Normalize
                             for ds, is_train in ((dsets.train, True), (dsets.valid, False))], path=path, device=device)
     dls.size, dls.stats, dls.valid_files, dls.valid_pct = size, stats, None if train else sorted(valid), None if train else valid_pct
     return dls
