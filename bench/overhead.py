@@ -15,14 +15,14 @@ from fastai.vision.all import Callback, CrossEntropyLossFlat, DataLoader, DataLo
 from fastcore.script import call_parse
 
 import recipe
-from recipe.fast import CPUAutocast, NesterovSGD, cpu_has_amx, param_groups
+from recipe.fast import CPUAutocast, NesterovSGD, choose_precision, param_groups
 from recipe.model import FastNet, init_whitening
 from recipe.train import keep_freed_memory, training_images
 
 LR, MOM, SMOOTH = 0.3, 0.85, 0.2  # a constant LR: the schedule is not what is measured
 
 
-BF16 = cpu_has_amx() and not torch.cuda.is_available()  # as the fast profile trains on this machine
+BF16 = choose_precision('auto', torch.cuda.is_available())[0] == 'bf16' and not torch.cuda.is_available()  # as the fast profiles train here
 
 
 def autocast(): return torch.autocast('cpu', dtype=torch.bfloat16, enabled=BF16)

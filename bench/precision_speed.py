@@ -1,5 +1,6 @@
 """Training-step time of the fast net in fp32 and with bf16 autocast, on this CPU (channels_last, batch 1,024,
-random data: only the arithmetic is timed). bf16 pays on CPUs with AMX (Intel Sapphire Rapids and later).
+random data: only the arithmetic is timed). bf16 pays on CPUs with bf16 instructions (AMX, AVX512_BF16); on others
+oneDNN emulates it.
 
     python bench/precision_speed.py [--steps 6]
 """
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 
-from recipe.fast import cpu_has_amx
+from recipe.fast import BF16_FLAGS, choose_precision, cpu_flags
 from recipe.model import FastNet
 from recipe.train import keep_freed_memory
 
@@ -34,5 +35,7 @@ def main(steps: int = 6):  # timed steps of each (after two warm-up steps)
     "Print seconds per training step of the fast net (batch 1,024) in fp32 and in bf16 autocast, and their ratio"
     keep_freed_memory()
     fp32, bf16 = step_seconds(False, steps), step_seconds(True, steps)
-    print(f"fast net, batch 1,024, {torch.get_num_threads()} threads, AMX: {cpu_has_amx()}: fp32 {fp32:.2f} s/step, "
+    flags = ', '.join(f for f in BF16_FLAGS if f in cpu_flags()) or 'none'
+    print(f"fast net, batch 1,024, {torch.get_num_threads()} threads, bf16 flags: {flags} (auto picks "
+          f"{choose_precision('auto', False)[0]}): fp32 {fp32:.2f} s/step, "
           f"bf16 autocast {bf16:.2f} s/step: bf16 is {fp32/bf16:.1f}x as fast")

@@ -2,7 +2,9 @@
 
 The per-item albumentations path spends most of its time in Python per image (~3,300 img/s on one core); here
 each op is a few tensor ops over the batch. The random draws (offsets, flips, hole positions) come from torch's
-global CPU generator, so `set_seed` makes a run repeatable and a checkpoint's torch RNG state resumes it.
+generator of the batch's device: on a CPU the global one, so `set_seed` makes a run repeatable and a checkpoint's
+torch RNG state resumes it; on a GPU the GPU's, so that no draw has to be copied to the device (each copy from
+host memory waits for the GPU to finish its queue).
 """
 import torch
 import torch.nn.functional as F
@@ -23,17 +25,18 @@ def batch_augment(x, pad=4, flip=True, cutout=8, fill=(0, 0, 0)):
     the (2 pad + 1)^2 equally likely), flip half the images left-right, and fill one `cutout` x `cutout` square
     (inside the image) with `fill` (per channel). As the albumentations pipeline does, image by image."""
     B, C, H, W = x.shape
-    idx = torch.arange(B)
+    dev = x.device
+    idx = torch.arange(B, device=dev)
     padded = F.pad(x, (pad,) * 4, mode='reflect') if pad else x  # reflect = OpenCV's BORDER_REFLECT_101
     if flip:  # pick each image from the padded batch or its mirror: one gather does crop and flip
         padded = torch.cat([padded, padded.flip(-1)])
-        idx = idx + B * (torch.rand(B) < 0.5)
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, B))
-    out = windows(padded, H)[idx.to(x.device), dy.to(x.device), dx.to(x.device)]  # (B, C, H, W)
+        idx = idx + B * (torch.rand(B, device=dev) < 0.5)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, B), device=dev)
+    out = windows(padded, H)[idx, dy, dx]  # (B, C, H, W)
     if cutout:
-        cy, cx = torch.randint(0, H - cutout + 1, (2, B))
-        fill = torch.tensor(fill, dtype=x.dtype, device=x.device).view(C, 1, 1)
-        windows(out, cutout)[torch.arange(B, device=x.device), cy.to(x.device), cx.to(x.device)] = fill
+        cy, cx = torch.randint(0, H - cutout + 1, (2, B), device=dev)
+        fill = torch.as_tensor(fill, dtype=x.dtype).view(C, 1, 1).to(dev)  # BatchAugment passes it on the device
+        windows(out, cutout)[idx % B, cy, cx] = fill
     return out
 
 
@@ -44,5 +47,7 @@ class BatchAugment(Transform):
         super().__init__()
         self.pad, self.flip, self.cutout, self.fill = pad, flip, cutout, tuple(fill)
     def encodes(self, x: TensorImage):
+        if not isinstance(self.fill, torch.Tensor) or self.fill.device != x.device:  # once: a copy to a GPU waits for it
+            self.fill = torch.tensor(self.fill, dtype=torch.uint8, device=x.device)
         out = batch_augment(x.as_subclass(torch.Tensor), self.pad, self.flip, self.cutout, self.fill)
         return out.as_subclass(type(x))

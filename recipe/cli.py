@@ -23,12 +23,13 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
           size: int = None,      # pixels: images are resized to SIZE x SIZE (default 32); padding and cutout scale with it
           valid_pct: float = None,  # one folder of class folders: the fraction held out for validation (default 0.2)
           max_memory: str = None,   # the most the decoded images may take in memory, e.g. 2GB (default: half the free memory)
+          precision: str = None,    # auto (default): bf16/fp16 mixed on CUDA, bf16 on a CPU with bf16 instructions (fast profiles), else fp32; or fp32, bf16, fp16 (CUDA)
           resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
     "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10 or any image folder; writes metrics, checkpoints, weights and plots to the run folder"
     from .train import train as _train
     _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
            skip_bad=skip_bad, resume=resume, profile=profile, augment=augment, size=size, valid_pct=valid_pct,
-           max_memory=max_memory)
+           max_memory=max_memory, precision=precision)
 
 
 @call_parse
@@ -39,11 +40,14 @@ def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'lis
           epochs: int = None,    # override the profile's epochs
           bs: int = None,        # override the profile's batch size
           ablation: str = None,  # remove one ingredient of a fast profile (ABLATIONS in recipe/config.py)
+          augment: str = None,   # override the profile's augmentation path: albumentations or batch
+          precision: str = None, # auto, fp32, bf16 or fp16 (CUDA only); default auto (see `train`)
           results: str = 'bench/results',  # folder for the result JSON
           runs: str = 'runs'):   # folder under which the run folder goes
     "Train a named profile on the full data and record the result as JSON in bench/results/"
     from .bench import run_profile
-    run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, bs=bs, results=results, runs=runs, ablation=ablation)
+    run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, bs=bs, results=results, runs=runs, ablation=ablation,
+                augment=augment, precision=precision)
 
 
 @call_parse

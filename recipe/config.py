@@ -2,7 +2,7 @@
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
            'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED',
            'STATS_SAMPLE', 'MEMORY_FRACTION',
-           'SEED', 'FAST', 'TRIANGLE', 'PROFILES', 'ABLATIONS']
+           'SEED', 'FAST_SGD', 'FAST', 'TRIANGLE', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
 BS = 512                # images per batch (the original write-up)
@@ -37,23 +37,29 @@ SEED = dict(
     size=CROP,              # pixels: images are resized to size x size; pad and cutout below are at 32 and scale with it
     augment='albumentations',  # per item on the CPU; 'batch': recipe/augment.py on the batch's device
     pad=(PAD_TO - CROP) // 2,  # pixels of reflect padding before the random crop (batch augmentation)
-    flip=True,              # random horizontal flip
+    flip=True,              # random horizontal flip; 'alternate': airbench's alternating flip (batch path only)
     cutout=CUTOUT,          # pixels: side of the one square hole (0: none)
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
     lr_min=None, lr_max=None, wd=WD,
-    mom=None,               # (Nesterov SGD only)
+    mom=None,               # (Nesterov SGD and Muon only) momentum of the optimizer of lr_max
     bias_lr=1,              # LR multiplier of the BatchNorm biases
+    sgd_lr=None,            # (Muon only) LR of the Nesterov SGD of the biases (BatchNorm and whitening), mean loss
+    head_lr=None,           # (Muon only) LR of the Nesterov SGD of the final linear layer, mean loss
+    sgd_mom=None,           # (Muon only) momentum of that Nesterov SGD
     label_smoothing=0.0,
     lookahead=False,        # lookahead of the weights (recipe/fast.py)
     whiten=False,           # (fast net only) first conv frozen as a whitening of 2x2 patches; False: trained from random
     whiten_bias_epochs=0,   # (fast net only) epochs during which the whitening conv's bias is trained
     identity_init=True,     # (fast net only) its convs start as the identity (Dirac); False: PyTorch's default init
     tta=0,                  # test-time augmentation level of the reported accuracy (0 none, 1 mirror, 2 + translate)
-    cpu_bf16=False,         # bf16 autocast on CPUs with AMX (CUDA always gets fp16 mixed precision)
+    precision='auto',       # 'fp32', 'bf16', 'fp16' (CUDA) or 'auto': bf16 (else fp16) mixed on CUDA; on a CPU, bf16 where it has
+                            # bf16 instructions and `cpu_bf16` allows it, else fp32 (recipe/fast.py, choose_precision)
+    cpu_bf16=False,         # whether 'auto' may pick bf16 on a CPU (the seed's accuracy in bf16 is not shown yet)
 )
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 # After airbench94 (Keller Jordan, github.com/KellerJordan/cifar10-airbench): his hyperparameters, turned from his
 # summed loss into fastai's mean loss. LRs are fixed: they were tuned there; lr_find is not run.
-FAST = SEED | dict(
+FAST_SGD = SEED | dict(
     arch='fast',            # the airbench94-style net (recipe/model.py): widths 64/256/256
     width=64, epochs=12,    # airbench94 trains 9.9 epochs for 94.0% on average; 12 for a margin over 3 seeds
     bs=1024,                # airbench94's batch
@@ -67,22 +73,43 @@ FAST = SEED | dict(
     lookahead=True,         # every 5 steps, decay 0.95^5 x progress^3
     whiten=True, whiten_bias_epochs=3,
     tta=2,                  # mirror + 1-pixel translates, in the reported accuracy and wall time
-    cpu_bf16=True,          # 1.8x to 3.6x faster than fp32 for this net on an AMX CPU here: bench/precision_speed.py
+    cpu_bf16=True,          # 1.7x to 3.6x faster than fp32 for this net on bf16 CPUs here: bench/precision_speed.py
+)
+# After airbench94_muon (the same repository): Muon for the conv filters, Nesterov SGD for the rest, linear decay to 0,
+# the alternating flip, no lookahead. LRs turned from its summed loss over 2,000 images into fastai's mean loss (SGD
+# LRs x 2,000; Muon's step does not depend on the gradient's scale); the head's LR also for our logit scale of 1/9
+# instead of its 1/256 (an LR on W acts as LR x scale^2 on the logits' weights).
+FAST = FAST_SGD | dict(
+    epochs=8,               # airbench94_muon's 8 epochs for 94.0% on average
+    bs=2000,                # its batch
+    opt='muon',             # Muon for conv filters (recipe/fast.py), Nesterov SGD for biases and head; `linear_decay`
+    lr_max=0.24,            # Muon's LR: each step moves the filters by about this fraction of their norm
+    mom=0.6,                # Muon's Nesterov momentum
+    sgd_lr=106,             # biases (BatchNorm, whitening): 0.053 per 2,000 summed examples
+    head_lr=1.66,           # final linear layer: 0.67 per 2,000 summed examples, x (9/256)^2 for our logit scale
+    sgd_mom=0.85,
+    wd=0.004,               # L2 x LR of the SGD groups at their initial LR: 2e-6 per summed example x 2,000
+    bias_lr=1, lookahead=False, flip='alternate',
 )
 TRIANGLE = (0.2, 0.23, 0.07)  # Nesterov LR schedule: from 0.2 x lr_max up to lr_max at 23% of training, down to 0.07 x
 PROFILES = {
     'seed':     SEED | dict(doc='the original recipe exactly (width 64: a GPU configuration, ~5 h per run on 2 CPU cores)'),
     'seed-w32': SEED | dict(width=32, doc='the original recipe at width 32: a quarter of the compute'),
-    'fast':     FAST | dict(doc='airbench94-style net and training in fastai, for 94%'),
-    'quick':    FAST | dict(epochs=4, doc='the fast profile for 4 epochs, for 90% as soon as possible'),
+    'fast':     FAST | dict(doc='airbench94_muon-style net and training (Muon) in fastai, for 94%'),
+    'quick':    FAST | dict(epochs=3, doc='the fast profile for 3 epochs, for 90% as soon as possible'),
+    'fast-sgd': FAST_SGD | dict(doc='the fast profile before Muon: airbench94-style Nesterov SGD, 12 epochs'),
 }
 # One ingredient of the fast profiles removed at a time (`bench PROFILE --ablation NAME`), for "what each bought"
 ABLATIONS = {
     'no-lookahead':       dict(lookahead=False),
+    'random-flip':        dict(flip=True),                           # each image flipped at random each epoch
+    'alternate-flip':     dict(flip='alternate'),                    # (fast-sgd) the other way round: airbench's flip
+    'sgd':                dict(opt='nesterov', lr_max=FAST_SGD['lr_max'], mom=FAST_SGD['mom'], bias_lr=FAST_SGD['bias_lr'],
+                               wd=FAST_SGD['wd']),                   # Nesterov SGD for the filters too, on TRIANGLE
     'no-label-smoothing': dict(label_smoothing=0.0),
     'no-whitening':       dict(whiten=False, whiten_bias_epochs=0),  # the first conv trained from a random init
     'no-bias-lr':         dict(bias_lr=1),                           # BatchNorm biases at the LR of the rest
     'no-identity-init':   dict(identity_init=False),                 # the convs start from PyTorch's default init
-    'fp32':               dict(cpu_bf16=False),                      # no bf16 autocast on the CPU
+    'fp32':               dict(precision='fp32'),                    # no bf16 autocast on the CPU
     'adam':               dict(opt='adam', wd=WD, lr_max=None),      # fastai's Adam with the seed's one cycle and lr_find
 }

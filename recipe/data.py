@@ -4,7 +4,7 @@ Each image is decoded once, resized to `size`, and kept in memory as uint8 (CIFA
 150 MB): fastai's default per-item pipeline decodes every file with PIL every epoch and managed ~1,000 img/s on
 one core here. When that cache would exceed the memory budget, images are decoded per item by worker processes.
 """
-import os, random, re, stat, warnings
+import multiprocessing, os, random, re, stat, warnings
 import albumentations as A
 import cv2
 import numpy as np
@@ -87,13 +87,31 @@ def check_image(fn):
     except Exception as e: raise RecipeError(f"cannot read image {fn}: {e}") from None
 
 
+def decode_or_error(args):
+    "decode(fn, size) or, for a file that cannot be read, the error's message (picklable, for a worker process)"
+    try: return decode(*args)
+    except RecipeError as e: return str(e)
+
+
+def decode_all(files, size=CROP) -> list:
+    """Each file decoded (an array) or its error message, in order. Large sets are shared among forked processes,
+    one per core: decoding the 60,000 CIFAR-10 PNGs takes ~20 s on one core."""
+    procs = min(os.cpu_count() or 1, len(files) // 2000)
+    if procs < 2: return [decode_or_error((f, size)) for f in files]
+    with multiprocessing.get_context('fork').Pool(procs) as pool:
+        return pool.map(decode_or_error, [(f, size) for f in files], chunksize=500)
+
+
 class ImageCache:
     """Maps an image path to its decoded (size, size, 3) array. `cache=True`: every file is decoded once up front;
     `cache=False`: each file's header is checked up front and the image decoded on every call (the per-item path)."""
     def __init__(self, files, size=CROP, on_error=None, cache=True):
         arrays, self.files, self.size, self.cached = [], [], size, cache
-        for f in files:
-            try: arrays.append(decode(f, size) if cache else check_image(f)); self.files.append(f)
+        results = decode_all(files, size) if cache else files
+        for f, res in zip(files, results):
+            try:
+                if isinstance(res, str) and cache: raise RecipeError(res)
+                arrays.append(res if cache else check_image(f)); self.files.append(f)
             except RecipeError as e:
                 if on_error is None: raise
                 on_error(str(e))
@@ -217,23 +235,37 @@ class AlbumentationsTransform(Transform):
 
 
 class InMemoryDL(TfmdDL):
-    """A fastai `TfmdDL` whose batches are sliced from whole-split tensors (uint8 images (N, 3, H, W), int64 labels):
-    no per-item work, so the batch transforms (augmentation included) see whole uint8 batches on the device.
+    """A fastai `TfmdDL` whose batches are sliced from whole-split tensors (uint8 images (N, 3, H, W), int64 labels)
+    in the main process (no worker processes: they would only slice tensors that are already in memory), so the batch
+    transforms (augmentation included) see whole uint8 batches on the device. On a GPU the whole split lives there
+    (CIFAR-10 is 150 MB), as airbench keeps it: no copy per batch. `alternate_flip`: each image gets a fixed random
+    flip, and every image is mirrored when `flip_parity` (set per epoch by `AlternatingFlip`) is 1.
     Everything else (the dataset's items, vocab, decoding, `show_batch`, `test_dl`) is fastai's own."""
-    def __init__(self, dataset=None, images=None, labels=None, **kwargs):
+    def __init__(self, dataset=None, images=None, labels=None, alternate_flip=False, **kwargs):
+        device = kwargs.get('device')
+        if images is not None and device is not None and torch.device(device).type == 'cuda':
+            images, labels = images.to(device), labels.to(device)
         self.images, self.labels = images, labels  # before fastai's setup, which draws a batch
-        super().__init__(dataset, **kwargs)
+        self.flip_base = torch.rand(len(images)) < 0.5 if alternate_flip and images is not None else None
+        if self.flip_base is not None: self.flip_base = self.flip_base.to(images.device)
+        self.flip_parity = 0
+        super().__init__(dataset, num_workers=0, **{k: v for k, v in kwargs.items() if k != 'num_workers'})
 
     def create_batches(self, samps):
         if self.images is None: yield from super().create_batches(samps); return  # a new dataset (test_dl): per item
-        idxs = torch.tensor(list(samps), dtype=torch.long)  # empty when torch's iterator asks again at the end
+        idxs = torch.tensor(list(samps), dtype=torch.long).to(self.images.device)  # empty when torch's iterator asks again at the end
         for i in range(0, len(idxs) - (self.bs - 1 if self.drop_last else 0), self.bs):
             b = idxs[i:i + self.bs]
-            yield TensorImage(self.images[b]), TensorCategory(self.labels[b])
+            x = self.images[b]
+            if self.flip_base is not None:
+                flip = self.flip_base[b] ^ bool(self.flip_parity)
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            yield TensorImage(x), TensorCategory(self.labels[b])
 
     def new(self, dataset=None, cls=None, **kwargs):
         res = super().new(dataset, cls, **kwargs)
-        if dataset is None or dataset is self.dataset: res.images, res.labels = self.images, self.labels
+        if dataset is None or dataset is self.dataset:
+            res.images, res.labels, res.flip_base, res.flip_parity = self.images, self.labels, self.flip_base, self.flip_parity
         return res
 
 
@@ -249,16 +281,20 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
               pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None):
     """fastai `DataLoaders` over a folder in one of `LAYOUTS`: the training images (augmented) and the test images
     (the validation set), resized to `size`; `pad` and `cutout` are pixels at 32x32, scaled in proportion.
+    The test batches are twice as large as the training batches (no gradients are kept for them).
     `augment='albumentations'`: per item, on the CPU, `train_augs`; `augment='batch'`: `BatchAugment` on each
     batch's device, over the split held in memory as one tensor. `valid_pct` (default VALID_PCT): for a folder of
     class folders only. The loaders also carry `size`, `stats` (the normalization's mean and std) and, for a random
     split, `valid_files` and `valid_pct`."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if flip == 'alternate' and augment != 'batch': raise RecipeError(f"flip 'alternate' needs augment 'batch', got {augment!r}")
+    if flip not in (True, False, 'alternate'): raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")
     if valid_pct is not None and not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1):
         raise RecipeError(f"valid_pct must be between 0 and 1, got {valid_pct!r}")
     path = find_data(data)
+    device = torch.device(device) if device is not None else default_device()  # as fastai's dataloaders() does
     cache = load_images(path, skip_bad, size, max_memory)
     files, (train, test) = cache.files, cache.layout
     if train and valid_pct is not None: warnings.warn(f"valid_pct {valid_pct} is ignored: {path} has its test images in {test}/")
@@ -272,18 +308,18 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
                        get_x=cache, get_y=parent_label,
                        splitter=GrandparentSplitter(train_name=train, valid_name=test) if train else FuncSplitter(valid.__contains__),
                        item_tfms=AlbumentationsTransform(train_augs(seed, size, pad, cutout, stats[0])) if augment == 'albumentations' else None,
-                       batch_tfms=([BatchAugment(pad, flip, cutout, mean_uint8(stats[0]))] if augment == 'batch' else []) +
+                       batch_tfms=([BatchAugment(pad, flip is True, cutout, mean_uint8(stats[0]))] if augment == 'batch' else []) +
                                   [Normalize.from_stats(*stats)])
     # Items are tensors already (CachedImage, Categorize): the ToTensor every block adds would only cost a
     # type dispatch per item, ~15% of the loader's time on a CPU core
     dblock.item_tfms = [t for t in dblock.item_tfms if not isinstance(t, ToTensor)]
     if augment == 'albumentations' or not cache.cached:  # per item (decoded by worker processes when not cached)
         if not cache.cached: num_workers = num_workers or min(4, os.cpu_count() or 1)
-        dls = dblock.dataloaders(files, path=path, bs=bs, num_workers=num_workers, device=device)
+        dls = dblock.dataloaders(files, path=path, bs=bs, val_bs=2 * bs, num_workers=num_workers, device=device)
     else:
         dsets = dblock.datasets(files)
-        device = device or default_device()  # as fastai's dataloaders() does: Normalize's stats are already there
-        dls = DataLoaders(*[InMemoryDL(ds, *split_tensors(ds, cache), bs=bs, shuffle=is_train, drop_last=is_train,
+        dls = DataLoaders(*[InMemoryDL(ds, *split_tensors(ds, cache), bs=bs if is_train else 2 * bs, shuffle=is_train, drop_last=is_train,
+                                       alternate_flip=is_train and flip == 'alternate',
                                        after_batch=dblock.batch_tfms, device=device)  # IntToFloatTensor, BatchAugment, Normalize
                             for ds, is_train in ((dsets.train, True), (dsets.valid, False))], path=path, device=device)
     dls.size, dls.stats, dls.valid_files, dls.valid_pct = size, stats, None if train else sorted(valid), None if train else valid_pct

@@ -68,14 +68,16 @@ def gather(p, obj) -> list:
     return out
 
 
-def first_bad(p, loss):
-    "(rank, value) of the first rank whose loss is not finite, or None: the same answer on every rank"
-    losses = loss.detach().float().reshape(1)
+def first_bad(p, first):
+    """(rank, step, loss) of the first rank whose (step, loss) pair `first` (from StopOnNaN) holds a bad loss, or
+    None: the same answer on every rank. Reads the device, so it waits for it"""
+    every = first.detach().float().reshape(1, 2)
     if p is not None:
-        every = [torch.empty_like(losses) for _ in range(p.size)]
-        dist.all_gather(every, losses); losses = torch.cat(every)
-    bad = (~torch.isfinite(losses)).nonzero()
-    return (int(bad[0]), float(losses[bad[0]])) if len(bad) else None
+        gathered = [torch.empty_like(every) for _ in range(p.size)]
+        dist.all_gather(gathered, every); every = torch.cat(gathered)
+    every = every.cpu()
+    bad = (~torch.isnan(every[:, 0])).nonzero()
+    return (int(bad[0]), float(every[bad[0], 0]), float(every[bad[0], 1])) if len(bad) else None
 
 
 @contextmanager

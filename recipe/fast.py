@@ -1,14 +1,17 @@
-"""The fast profile's training pieces, after airbench94: Nesterov SGD, a triangular LR schedule, lookahead, a
-whitening bias trained only at first, and bf16 autocast on CPUs that have AMX. All are fastai optimizer steps or
+"""The fast profiles' training pieces, after airbench94 and airbench94_muon: Muon for the conv filters with Nesterov
+SGD for the rest (or Nesterov SGD alone), their LR schedules, lookahead, a whitening bias trained only at first,
+the alternating flip, and bf16 autocast on CPUs that have bf16 instructions. All are fastai optimizer steps or
 callbacks around an ordinary `Learner.fit`."""
+import math
 import numpy as np
 import torch
 from fastai.vision.all import Callback, Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg
 
 from .distributed import unwrap
 
-__all__ = ['nesterov_step', 'NesterovSGD', 'param_groups', 'triangle', 'Lookahead', 'WhitenBias', 'CPUAutocast',
-           'cpu_has_amx']
+__all__ = ['nesterov_step', 'NesterovSGD', 'param_groups', 'triangle', 'orthogonalize', 'muon_step', 'MuonSGD',
+           'muon_groups', 'linear_decay', 'Lookahead', 'WhitenBias', 'AlternatingFlip', 'CPUAutocast', 'BF16_FLAGS', 'cpu_flags',
+           'choose_precision']
 
 
 def nesterov_step(p, lr, mom, grad_avg, **kwargs):
@@ -34,6 +37,59 @@ def triangle(lrs, start, peak_at, end):
     training), then linear down to end x lr. Schedules are data: `triangle(...)['lr'](pct)` can be plotted."""
     lrs = np.array(lrs)
     return ParamScheduler({'lr': combine_scheds([peak_at, 1 - peak_at], [SchedLin(start * lrs, lrs), SchedLin(lrs, end * lrs)])})
+
+
+# Muon (Keller Jordan et al. 2024, "Muon: an optimizer for hidden layers", and airbench94_muon.py in cifar10-airbench):
+# the momentum of each conv filter bank's gradient is replaced by the nearest semi-orthogonal matrix before the step.
+
+def orthogonalize(G, steps=3, eps=1e-7):
+    """(rows, cols) -> roughly U V^T of G's SVD, by `steps` quintic Newton-Schulz iterations with Muon's published
+    coefficients (tuned for speed: singular values end near 1, between about 0.5 and 1.5, not exactly 1). bf16 on a
+    GPU, as Muon does; fp32 on a CPU, where these few small products cost nothing next to a training step."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
+    X = X / (X.norm() + eps)  # every singular value <= 1, where the iteration converges
+    wide = X.size(0) <= X.size(1)
+    if not wide: X = X.T  # iterate on the smaller Gram matrix
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return (X if wide else X.T).to(G.dtype)
+
+
+def muon_step(p, lr, mom, grad_avg, **kwargs):
+    """Conv filters (4-d): Muon. The Nesterov momentum g + mom v, flattened to (out, in x k x k), orthogonalized; the
+    filters are first rescaled to norm sqrt(out) (airbench94_muon's weight normalization, which takes the place of
+    weight decay), so the LR is the step's size relative to the weights. Anything else: Nesterov SGD."""
+    if p.ndim != 4: return nesterov_step(p, lr, mom, grad_avg)
+    update = orthogonalize((p.grad.data + mom * grad_avg).flatten(1)).view_as(p)
+    p.data.mul_(math.sqrt(len(p)) / p.data.norm())
+    p.data.add_(update, alpha=-lr)
+
+
+def MuonSGD(params, lr, moms, wd=0.):
+    "Muon for conv filters, Nesterov SGD (L2) for every other param, from fastai's optimizer steps; `moms` per group"
+    opt = Optimizer(params, [l2_reg, average_grad, muon_step], lr=lr, mom=moms[-1], wd=wd)
+    opt.set_hyper('mom', list(moms))
+    return opt
+
+
+def muon_groups(model):
+    """Splitter: [whitening bias, BatchNorm biases, head, conv filters] (the groups of airbench94_muon). Frozen params
+    (the whitening weights, BatchNorm scales) fall in no group. The filters are last: fastai's Recorder follows them."""
+    net = unwrap(model)
+    trained = [p for p in net.parameters() if p.requires_grad]
+    whiten, head = [net[0].bias], [p for p in trained if p.ndim == 2]
+    filters = [p for p in trained if p.ndim == 4]
+    ids = {id(p) for p in whiten + head + filters}
+    return [whiten, [p for p in trained if id(p) not in ids], head, filters]
+
+
+def linear_decay(lrs, zero_at):
+    """ParamScheduler for the LR of each group: linear from lrs[i] at the start to 0 at `zero_at[i]` (a fraction of
+    training), then 0 (airbench94_muon: the whitening bias reaches 0 after 3 epochs, the rest at the end)"""
+    lrs, zero_at = np.array(lrs, dtype=float), np.array(zero_at, dtype=float)
+    return ParamScheduler({'lr': lambda pct: lrs * np.clip(1 - pct / zero_at, 0, 1)})
 
 
 class Lookahead(Callback):
@@ -65,10 +121,40 @@ class WhitenBias(Callback):
         if self.epoch >= self.epochs: unwrap(self.learn.model)[0].bias.grad = None  # fastai's optimizer skips it
 
 
-def cpu_has_amx() -> bool:
-    "Intel AMX (Sapphire Rapids and later): oneDNN runs bf16 convolutions on it (README: 1.8x-3.6x the fp32 speed here)"
-    try: return 'amx_bf16' in open('/proc/cpuinfo').read()
-    except OSError: return False
+class AlternatingFlip(Callback):
+    """airbench's alternating flip (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU", section 3.6):
+    each training image is flipped at random once, then every other epoch all are mirrored, so consecutive epochs see
+    both sides of every image. The loader (`InMemoryDL`, flip='alternate') flips; this tells it the epoch's parity."""
+    order = -10  # before the epoch's batches are drawn
+    def before_train(self):
+        dl = self.dls.train
+        getattr(dl, 'dl', dl).flip_parity = self.epoch % 2  # a DistributedDL draws its batches from the DataLoader it wraps
+
+
+# CPU flags of bf16 instructions that oneDNN uses for bf16 convolutions and matrix products: AMX (Intel Sapphire
+# Rapids and later), AVX512_BF16 (Intel Cooper Lake; AMD Zen 4 and Zen 5), AVX-NE-CONVERT (newer Intel cores).
+# Without them (Ice Lake, Skylake, Zen 3) oneDNN emulates bf16 and autocast is slower than fp32.
+BF16_FLAGS = ('amx_bf16', 'avx512_bf16', 'avx_ne_convert')
+
+
+def cpu_flags() -> set:
+    "The CPU's feature flags, from /proc/cpuinfo (empty where there is none)"
+    try: return {f for l in open('/proc/cpuinfo') if l.startswith('flags') for f in l.split(':', 1)[1].split()}
+    except OSError: return set()
+
+
+def choose_precision(precision='auto', cuda=False, cpu_bf16=True, flags=None) -> tuple:
+    """('bf16'|'fp16'|'fp32', reason). A `precision` other than 'auto' is taken as given (fp16 only on CUDA). 'auto':
+    on CUDA, bf16 mixed precision where the GPU has it (no loss scaling, so no host-device synchronisation per step),
+    else fp16; on a CPU, bf16 autocast if it has one of BF16_FLAGS and the profile allows it (`cpu_bf16`), else fp32."""
+    if precision not in ('auto', 'fp32', 'bf16', 'fp16'): raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision == 'fp16' and not cuda: raise ValueError("precision fp16 needs a CUDA GPU: on a CPU choose bf16 or fp32")
+    if precision != 'auto': return precision, 'chosen (--precision)'
+    if cuda: return ('bf16', 'CUDA GPU with bf16') if torch.cuda.is_bf16_supported() else ('fp16', 'CUDA GPU without bf16')
+    found = [f for f in BF16_FLAGS if f in (cpu_flags() if flags is None else flags)]
+    if not cpu_bf16: return 'fp32', 'this profile trains in fp32 on a CPU (its accuracy in bf16 is not shown)'
+    if found: return 'bf16', f"the CPU has {', '.join(found)}: bf16 autocast"
+    return 'fp32', f"the CPU has none of {', '.join(BF16_FLAGS)}: bf16 would be emulated, slower than fp32"
 
 
 class CPUAutocast(Callback):

@@ -19,19 +19,20 @@ from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, Pr
                                TensorImage, minimum, noop, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PROFILES, SEED, SPLIT_SEED, TRIANGLE
+from .config import LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PRECISIONS, PROFILES, SEED, SPLIT_SEED, TRIANGLE
 from .checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore
 from .data import RecipeError, image_dls
 from .record import write_json
 from .distributed import (DDPTrainer, alone, first_bad, global_batch, lost_process, on_rank0, per_rank_bs, rank0,
                           start, stop)
-from .fast import CPUAutocast, Lookahead, NesterovSGD, WhitenBias, cpu_has_amx, param_groups, triangle
+from .fast import (AlternatingFlip, CPUAutocast, Lookahead, MuonSGD, NesterovSGD, WhitenBias, choose_precision,
+                   linear_decay, muon_groups, param_groups, triangle)
 from .inference import tta_logits
 from .model import default_init, init_whitening, make_model
 from .plots import plot_lr_find, save_fig, save_run_plots
 from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
 
-__all__ = ['train', 'settings_for', 'make_learner', 'fit_recipe', 'fit_fast', 'tta_accuracy', 'StopOnNaN', 'check_options',
+__all__ = ['train', 'settings_for', 'make_learner', 'fit_recipe', 'fit_fast', 'fit_muon', 'tta_accuracy', 'StopOnNaN', 'check_options',
            'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
 
 
@@ -43,8 +44,11 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
          {k: v for k, v in overrides.items() if v is not None})
     unknown = set(s) - set(SEED)
     if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
-    if s['opt'] == 'nesterov' and overrides.get('lr_min') is not None:
-        raise RecipeError(f"profile {profile!r} has no LRMIN (its schedule is TRIANGLE x lr_max): give --lr-max only")
+    if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
+        raise RecipeError(f"profile {profile!r} has no LRMIN (its LRs follow a fixed schedule from lr_max): give --lr-max only")
+    if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
+    if s['flip'] == 'alternate' and s['augment'] != 'batch':
+        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {s['augment']!r}")
     check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
     return dict(s, profile=profile)
 
@@ -104,8 +108,9 @@ def print_row(row):
 
 def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     """A fastai `Learner` for a profile's `settings` (default: the seed profile's) with the given width and wd:
-    the net, loss, optimizer and callbacks. channels_last always; fp16 mixed precision on CUDA; bf16 on AMX CPUs
-    if the profile asks. The fast net's whitening conv is initialised from the training images."""
+    the net, loss, optimizer and callbacks. channels_last always; the precision of `choose_precision` (fp16 mixed on
+    CUDA; bf16 autocast on CPUs with bf16 instructions if the profile allows it). The fast net's whitening conv is
+    initialised from the training images."""
     s = dict(settings or SEED) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
     model = make_model(s['arch'], len(dls.vocab), s['width'])
     if s['arch'] == 'fast' and s['whiten']: init_whitening(model, training_images(dls))
@@ -113,16 +118,23 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['arch'] == 'fast' and not s['identity_init']: default_init(model)
     cbs = []
     if s['opt'] == 'adam': opt_func, splitter = Adam, None
+    elif s['opt'] == 'muon': opt_func, splitter = (lambda params, lr: MuonSGD(params, lr, moms=[s['sgd_mom']] * 3 + [s['mom']])), muon_groups
     else: opt_func, splitter = (lambda params, lr: NesterovSGD(params, lr, mom=s['mom'])), param_groups
     if s['lookahead']: cbs.append(Lookahead())
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
-    use_cpu_bf16 = s['cpu_bf16'] and not torch.cuda.is_available() and cpu_has_amx()
-    if use_cpu_bf16: cbs.append(CPUAutocast())
+    if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
+    cuda = dls.device.type == 'cuda'
+    try: precision, reason = choose_precision(s['precision'], cuda, s['cpu_bf16'])
+    except ValueError as e: raise RecipeError(str(e)) from None
+    if precision == 'bf16' and not cuda: cbs.append(CPUAutocast())
     kw = dict(splitter=splitter) if splitter else {}
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), opt_func=opt_func,
                     metrics=accuracy, wd=s['wd'], wd_bn_bias=s['opt'] != 'adam', path=path, model_dir='.', cbs=cbs, **kw)
-    learn.to_channelslast(use_amp=torch.cuda.is_available())  # channels_last is ~1.5x faster on these CPUs too
-    learn.precision = 'fp16 mixed (CUDA)' if torch.cuda.is_available() else 'bf16 autocast (CPU, AMX)' if use_cpu_bf16 else 'fp32'
+    # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts
+    learn.to_channelslast(use_amp=cuda and precision != 'fp32', amp_mode=precision if cuda and precision != 'fp32' else 'fp16')
+    if cuda: torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution once
+    learn.precision = f"{precision} mixed (CUDA)" if cuda and precision != 'fp32' else {'bf16': 'bf16 autocast (CPU)', 'fp32': 'fp32'}[precision]
+    learn.precision_reason = reason
     if not (IN_NOTEBOOK or sys.stdout.isatty()):
         learn.remove_cb(ProgressCallback); learn.logger = print_row
     return learn
@@ -144,6 +156,18 @@ def fit_recipe(learn, epochs, lr_min, lr_max, cbs=None, start_epoch=0):
                         start_epoch=start_epoch)
 
 
+def fit_muon(learn, epochs, settings, cbs=None, start_epoch=0):
+    """The Muon profiles: each group's LR (`muon_groups`: whitening bias, BatchNorm biases, head, filters) decays
+    linearly to 0, the whitening bias's by the end of its `whiten_bias_epochs`, the rest by the end of training. The
+    SGD groups get coupled L2 of wd / (group's LR); the filters none (Muon rescales them instead)."""
+    if learn.logger is print_row: print_row(TABLE_HEADER)
+    s = settings
+    lrs = [s['sgd_lr'], s['sgd_lr'], s['head_lr'], s['lr_max']]
+    zero_at = [min(1, s['whiten_bias_epochs'] / epochs) if s['whiten_bias_epochs'] else 1, 1, 1, 1]
+    learn.fit(epochs, lr=lrs, wd=[s['wd'] / lr for lr in lrs[:3]] + [0], cbs=[linear_decay(lrs, zero_at)] + (cbs or []),
+              start_epoch=start_epoch)
+
+
 def fit_fast(learn, epochs, lr_max, settings, cbs=None, start_epoch=0):
     """The fast profiles: `TRIANGLE` x lr_max per param group (the BatchNorm biases x bias_lr), coupled L2 of
     wd / (group's peak LR), so every weight shrinks by `wd` per step at the peak."""
@@ -157,7 +181,8 @@ def fit_fast(learn, epochs, lr_max, settings, cbs=None, start_epoch=0):
 def tta_accuracy(learn, level) -> tuple:
     "Test loss and accuracy with `tta_logits` at `level`, over the whole test set once"
     learn.model.eval()
-    autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=learn.precision.startswith('bf16'))
+    autocast = torch.autocast(learn.dls.device.type, dtype=torch.float16 if learn.precision.startswith('fp16') else torch.bfloat16,
+                              enabled=not learn.precision.startswith('fp32'))
     losses, correct, n = 0., 0, 0
     for x, y in learn.dls.valid:
         with autocast: logits = tta_logits(learn.model, x, level).float()
@@ -167,15 +192,29 @@ def tta_accuracy(learn, level) -> tuple:
 
 
 class StopOnNaN(Callback):
-    """A loss that is NaN or infinite stops the run with a message; the last checkpoint stays as it was. In a
-    distributed run every rank sees every rank's loss, so all stop at the same step with the same message"""
+    """A loss that is NaN or infinite stops the run with a message; the last checkpoint stays as it was. The check
+    reads the loss on the host, which waits for the GPU: on CUDA the first bad step is noted on the device and read
+    every `every` steps and at the end of each epoch's training (before its checkpoint), so the GPU is not held up
+    each step; on a CPU every step. In a distributed run every rank sees every rank's loss, so all stop together."""
     order = -5
-    def __init__(self, process=None): self.process = process
+    def __init__(self, process=None, every=None): self.process, self.every = process, every
+    def before_fit(self):
+        self.n = self.every or (16 if self.dls.device.type == 'cuda' else 1)
+        self.first = torch.full((2,), float('nan'), device=self.dls.device)  # (step, loss) of the first bad loss
     def after_loss(self):
-        bad = first_bad(self.process, self.loss) if self.training else None
+        if not self.training: return
+        loss = self.loss.detach().float()
+        new = ~torch.isfinite(loss) & torch.isnan(self.first[0])
+        step = torch.full((), float(self.epoch * self.n_iter + self.iter), device=self.first.device)  # no host copy
+        self.first = torch.where(new, torch.stack([step, loss]), self.first)
+        if (self.iter + 1) % self.n == 0: self.check()
+    def after_train(self): self.check()
+    def check(self):
+        bad = first_bad(self.process, self.first)
         if bad:
             where = f" on rank {bad[0]}" if self.process else ""
-            raise RecipeError(f"the training loss became {bad[1]} in epoch {self.epoch + 1} (batch {self.iter + 1}){where}: "
+            epoch, batch = divmod(int(bad[1]), self.n_iter)
+            raise RecipeError(f"the training loss became {bad[2]} in epoch {epoch + 1} (batch {batch + 1}){where}: "
                               f"training diverged; try a lower --lr-max than {self.opt.hypers[-1]['lr']:.2e} (the LR at that step)")
 
 
@@ -192,7 +231,7 @@ class ExpectedDuration(Callback):
             images = len(self.dls.train) * self.dls.train.bs + len(self.dls.valid_ds) / 3
             minutes = per_image * images * (self.n_epoch - self.epoch) / 60
             msg = f"expected duration: about {minutes:.0f} min for {self.n_epoch - self.epoch} epochs (from batches 2-{self.n + 1})"
-            if self.dls.device.type == 'cpu' and self.profile not in ('fast', 'quick') and minutes > 30:
+            if self.dls.device.type == 'cpu' and self.profile.startswith('seed') and minutes > 30:
                 msg += ("; on a CPU, --profile fast reaches 94% and --profile quick 90% in a fraction of that time "
                         "(README, Results)")
             print(msg, flush=True)
@@ -220,6 +259,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           valid_pct=None, # a folder of class folders only: the fraction held out for validation (default VALID_PCT;
                           # ignored, with a warning, when the folder has its own test images)
           max_memory=None,  # the most the decoded images may take in memory ('2GB'; default MEMORY_FRACTION of what is free)
+          precision=None, # 'auto' (the profile's), 'fp32', 'bf16', 'fp16' (CUDA): see recipe/config.py
          ) -> Learner:
     "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
@@ -227,7 +267,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     try:
         if resume is not None: run = resumed_run(resume, p)
         else: run = new_run(p, profile, settings, dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max,
-                                                       wd=wd, augment=augment, size=size),
+                                                       wd=wd, augment=augment, size=size, precision=precision),
                             out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to],
                             valid_pct=valid_pct, max_memory=max_memory)
         s, out, seed = run['settings'], run['out'], run['seed']
@@ -244,7 +284,8 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         else:
             s.update(on_rank0(p, lambda: pick_lrs(learn, s, out)))
             if rank0(p): print(lr_text(s), flush=True)
-            record = dict(info or {}, **s, seed=seed, device=str(dls.device), precision=learn.precision, git_commit=commit,
+            record = dict(info or {}, **s, seed=seed, device=str(dls.device), git_commit=commit)
+            record.update(precision_asked=s['precision'], precision=learn.precision, precision_reason=learn.precision_reason,
                           world_size=p.size if p else 1, backend=p.backend if p else None, machine=machine_info(),
                           versions=versions(), data=data_info(dls), out=str(out), record_to=run['record_to'])
         config = dict(s, data=str(dls.path), seed=seed, skip_bad=run['skip_bad'], world_size=p.size if p else 1,
@@ -309,8 +350,10 @@ def resumed_run(resume, p=None) -> dict:
 
 
 def lr_text(s) -> str:
-    return f"LRMIN {s['lr_min']:.2e}  LRMAX {s['lr_max']:.2e}" if s['opt'] == 'adam' else \
-           f"LR {TRIANGLE[0]*s['lr_max']:.2e} -> {s['lr_max']:.2e} -> {TRIANGLE[2]*s['lr_max']:.2e} (fixed)"
+    if s['opt'] == 'adam': return f"LRMIN {s['lr_min']:.2e}  LRMAX {s['lr_max']:.2e}"
+    if s['opt'] == 'muon': return (f"LR (fixed, decaying linearly to 0): filters {s['lr_max']:.2e} (Muon), biases {s['sgd_lr']:.3g}, "
+                                   f"head {s['head_lr']:.3g} (Nesterov SGD)")
+    return f"LR {TRIANGLE[0]*s['lr_max']:.2e} -> {s['lr_max']:.2e} -> {TRIANGLE[2]*s['lr_max']:.2e} (fixed)"
 
 
 def pick_lrs(learn, s, out) -> dict:
@@ -337,6 +380,7 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None):
         cbs += [run_record, ExpectedDuration(s['profile'])]
     try:
         if s['opt'] == 'adam': fit_recipe(learn, s['epochs'], s['lr_min'], s['lr_max'], start_epoch=start_epoch, cbs=cbs)
+        elif s['opt'] == 'muon': fit_muon(learn, s['epochs'], s, start_epoch=start_epoch, cbs=cbs)
         else: fit_fast(learn, s['epochs'], s['lr_max'], s, start_epoch=start_epoch, cbs=cbs)
     except (KeyboardInterrupt, RecipeError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise

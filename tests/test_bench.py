@@ -60,3 +60,38 @@ def test_time_to_accuracy_from_the_epoch_walls_or_the_final_tta_accuracy():
     assert time_to(run | dict(test_accuracy=0.935), 0.94) is None
     old = {k: v for k, v in run.items() if k != 'per_epoch_wall'}
     assert time_to(old, 0.9) == 260                  # an older record: wall time less the epochs after
+
+
+def test_step_overhead_times_the_plain_loop_and_every_profile(tmp_path):
+    import subprocess, sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path/'overhead.json'
+    p = subprocess.run([sys.executable, 'bench/step_overhead.py', '--epochs', '2', '--json-out', str(out)], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res['ms']) == {'plain PyTorch loop', 'Learner, seed profile', 'Learner, fast profile', 'Learner, fast-sgd profile'}
+    assert res['n_train'] == 300 and res['steps_per_epoch'] == 9 and res['threads'] == 1
+    assert all(v['per_step'] > 0 and v['per_epoch_fixed'] > 0 for v in res['ms'].values())
+    assert 'ms per step' in p.stdout and 'Learner, fast profile' in p.stdout
+
+
+def test_gpu_check_dry_run_on_the_cpu(tiny, tmp_path):
+    "bench/gpu_check.sh's plan, shortened (DRY_RUN=1), runs here and leaves its summary and results archive"
+    import os, subprocess, tarfile
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path/'out'
+    p = subprocess.run(['bash', 'bench/gpu_check.sh', str(out), str(tiny)], cwd=root, capture_output=True, text=True,
+                       timeout=600, env=os.environ | dict(DRY_RUN='1', BUDGET='400'))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert '200 training and 50 test files' in p.stdout
+    summary = json.loads((out/'gpu_check.json').read_text())
+    assert summary['dry_run'] and not summary['failed'] and not summary['skipped']
+    assert set(summary['runs']) == {'fast-s0', 'seed-w64-s0', 'step-overhead', 'quick-s0'}
+    fast = summary['runs']['fast-s0']
+    assert fast['complete'] and fast['epochs'] == 2 and fast['n_train'] == 200 and len(fast['epoch_seconds']) == 2
+    with tarfile.open(out/'results.tar.gz') as t:
+        assert len([n for n in t.getnames() if n.endswith('.json')]) == 3
+    assert not (out/'results').exists()

@@ -1,5 +1,6 @@
-"""The fast profiles: the airbench94-style net, its training pieces, and the same run folder as the seed recipe."""
-import json
+"""The fast profiles: the airbench94-style net, Muon and its other training pieces, the precision chosen, and the
+same run folder as the seed recipe."""
+import json, math
 
 import numpy as np
 import pytest
@@ -7,8 +8,8 @@ import torch
 
 import recipe
 from recipe import RecipeError
-from recipe.config import TRIANGLE
-from recipe.fast import Lookahead
+from recipe.config import FAST, TRIANGLE
+from recipe.fast import Lookahead, MuonSGD, choose_precision, muon_groups, orthogonalize
 from recipe.model import FastNet, init_whitening
 
 FAST_KW = dict(profile='fast', epochs=4, bs=50, width=8, seed=0)  # 4 batches an epoch on `tiny`
@@ -18,6 +19,12 @@ FAST_KW = dict(profile='fast', epochs=4, bs=50, width=8, seed=0)  # 4 batches an
 def fast_run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp('runs')/'fast'
     return out, recipe.train(tiny, out=out, **FAST_KW)
+
+
+@pytest.fixture(scope='module')
+def fast_sgd_run(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp('runs')/'fast-sgd'
+    return out, recipe.train(tiny, out=out, **FAST_KW | dict(profile='fast-sgd'))
 
 
 def test_fast_net_size_and_shapes():
@@ -46,13 +53,14 @@ def test_fast_run_writes_the_whole_run_folder_with_and_without_tta(fast_run):
     res = json.loads((out/'results.json').read_text())
     assert res['complete'] and res['profile'] == 'fast' and res['arch'] == 'fast' and res['tta'] == 2
     assert res['test_accuracy_no_tta'] == res['per_epoch'][-1]['test_accuracy'] and 0 <= res['test_accuracy'] <= 1
-    assert res['lr_find'] == {} and res['lr_max'] == 1.5
+    assert res['lr_find'] == {} and res['lr_max'] == FAST['lr_max'] and res['opt'] == 'muon'
+    assert res['precision'] in ('bf16 autocast (CPU)', 'fp32', 'bf16 mixed (CUDA)', 'fp16 mixed (CUDA)') and res['precision_reason']
     meta = json.loads((out/'model.json').read_text())
     assert meta['arch'] == 'fast' and meta['width'] == 8 and meta['tta'] == 2
 
 
-def test_fast_schedule_is_the_triangle_with_bn_biases_faster(fast_run):
-    _, learn = fast_run
+def test_fast_sgd_schedule_is_the_triangle_with_bn_biases_faster(fast_sgd_run):
+    _, learn = fast_sgd_run
     lrs = np.array(learn.recorder.hps['lr'])
     n = len(lrs)
     start, peak_at, end = TRIANGLE
@@ -109,7 +117,7 @@ def test_lookahead_pulls_towards_slow_weights_and_ends_on_them():
 def test_fast_profile_refuses_lr_min(tiny, tmp_path):
     with pytest.raises(RecipeError, match="profile 'fast' has no LRMIN"):
         recipe.train(tiny, out=tmp_path/'x', profile='fast', lr_min=0.1)
-    with pytest.raises(RecipeError, match="unknown profile 'fastest': choose one of seed, seed-w32, fast, quick"):
+    with pytest.raises(RecipeError, match="unknown profile 'fastest': choose one of seed, seed-w32, fast, quick, fast-sgd"):
         recipe.train(tiny, out=tmp_path/'x', profile='fastest')
 
 
@@ -122,3 +130,94 @@ def test_no_identity_init_ablation_resets_the_trained_convs_only():
     default_init(model)
     assert not torch.equal(conv.weight[:24], dirac) and torch.equal(model[0].weight, whiten)  # frozen whitening kept
     assert 'no-identity-init' in recipe.ABLATIONS
+
+
+def test_muon_schedule_decays_each_group_linearly_to_zero(fast_run):
+    _, learn = fast_run
+    assert [len(h['lr']) if isinstance(h['lr'], list) else 1 for h in learn.opt.hypers] == [1, 1, 1, 1]
+    lrs = np.array(learn.recorder.hps['lr'])  # the last group: the conv filters (Muon)
+    n = len(lrs)
+    assert n == 16 and lrs[0] == pytest.approx(FAST['lr_max']) and lrs[-1] == pytest.approx(FAST['lr_max'] / n)
+    assert np.allclose(np.diff(lrs), -FAST['lr_max'] / n)
+    whiten, biases, head, filters = learn.opt.hypers  # after the fit: at the last step's LR, 1/16 of the way from 0
+    assert whiten['lr'] == 0 and biases['lr'] == pytest.approx(FAST['sgd_lr'] / n) and head['lr'] == pytest.approx(FAST['head_lr'] / n)
+    assert [h['mom'] for h in learn.opt.hypers] == [FAST['sgd_mom']] * 3 + [FAST['mom']]
+    assert filters['wd'] == 0 and whiten['wd'] * FAST['sgd_lr'] == pytest.approx(FAST['wd']) and head['wd'] * FAST['head_lr'] == pytest.approx(FAST['wd'])
+
+
+def test_muon_groups_split_every_trained_param_once():
+    net = FastNet(width=8)
+    groups = muon_groups(net)
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) == sum(p.requires_grad for p in net.parameters())
+    whiten, biases, head, filters = groups
+    assert whiten == [net[0].bias] and all(p.ndim == 1 for p in biases) and [p.ndim for p in head] == [2]
+    assert len(filters) == 6 and all(p.ndim == 4 for p in filters)
+
+
+@pytest.mark.parametrize('shape', [(64, 576), (576, 64), (10, 10)])
+def test_orthogonalize_brings_every_singular_value_near_one(shape):
+    torch.manual_seed(0)
+    k = min(shape)
+    U, V = torch.linalg.qr(torch.randn(shape[0], k))[0], torch.linalg.qr(torch.randn(shape[1], k))[0]
+    G = 5 * U @ torch.diag(torch.logspace(-1, 0, k)) @ V.T  # singular values from 0.5 to 5
+    s = torch.linalg.svdvals(orthogonalize(G))
+    assert s.min() > 0.6 and s.max() < 1.3  # Muon's 3 quintic steps: near 1, not exactly (its coefficients' choice)
+    D = U.T @ orthogonalize(G) @ V  # an odd polynomial of G keeps its singular vectors: D is diagonal
+    assert (D - torch.diag(torch.diag(D))).abs().max() < 1e-4 and torch.diag(D).min() > 0.6
+
+
+def test_muon_step_normalizes_the_filters_then_steps_along_the_orthogonalized_momentum():
+    torch.manual_seed(0)
+    conv, bias = torch.nn.Parameter(3 * torch.randn(8, 4, 3, 3)), torch.nn.Parameter(torch.randn(8))
+    conv.grad, bias.grad = torch.randn_like(conv), torch.randn_like(bias)
+    before_conv, before_bias = conv.detach().clone(), bias.detach().clone()
+    opt = MuonSGD([[bias], [conv]], lr=0.1, moms=[0.5, 0.6])
+    opt.step()
+    g = conv.grad * (1 + 0.6)  # Nesterov on the first step: g + mom * (mom * 0 + g)
+    expected = before_conv * math.sqrt(8) / before_conv.norm() - 0.1 * orthogonalize(g.flatten(1)).view_as(g)
+    assert torch.allclose(conv, expected, atol=1e-6)
+    assert torch.allclose(bias, before_bias - 0.1 * bias.grad * 1.5, atol=1e-6)  # Nesterov SGD for the rest
+
+
+def test_alternating_flip_shows_each_image_both_ways_over_two_epochs(tiny):
+    dls = recipe.image_dls(tiny, bs=200, seed=0, augment='batch', pad=0, cutout=0, flip='alternate')
+    dl = dls.train
+    first = next(dl.create_batches(range(200)))[0]
+    dl.flip_parity = 1
+    second = next(dl.create_batches(range(200)))[0]
+    assert torch.equal(second, first.flip(-1))  # every image mirrored in the other epoch
+    flipped = torch.tensor([torch.equal(a, b.flip(-1)) and not torch.equal(a, b) for a, b in zip(first, dl.images[:200])])
+    assert 0.3 < flipped.float().mean() < 0.7  # a random half starts mirrored
+    assert dls.valid.flip_base is None  # test images are never flipped
+    with pytest.raises(RecipeError, match="flip 'alternate' needs augment 'batch'"):
+        recipe.image_dls(tiny, bs=50, augment='albumentations', flip='alternate')
+
+
+ICE_LAKE = {'avx512f', 'avx512bw', 'avx512_vnni'}  # AVX-512 without bf16
+
+
+@pytest.mark.parametrize('flags, expected', [({'amx_bf16', 'avx512_bf16'}, 'bf16'), (ICE_LAKE | {'avx512_bf16'}, 'bf16'),
+                                             ({'avx_ne_convert'}, 'bf16'), (ICE_LAKE, 'fp32'), (set(), 'fp32')])
+def test_auto_precision_follows_the_cpu_flags(flags, expected):
+    chosen, reason = choose_precision('auto', cuda=False, cpu_bf16=True, flags=flags)
+    assert chosen == expected and (('none of' in reason) == (expected == 'fp32'))
+    assert choose_precision('auto', cuda=False, cpu_bf16=False, flags=flags)[0] == 'fp32'  # the seed profiles
+    assert choose_precision('fp32', cuda=False, flags=flags) == ('fp32', 'chosen (--precision)')
+    assert choose_precision('bf16', cuda=False, flags=flags)[0] == 'bf16'
+
+
+def test_the_fast_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(tiny, monkeypatch):
+    from recipe.fast import CPUAutocast
+    dls = recipe.image_dls(tiny, bs=50, seed=0, augment='batch', device='cpu')
+    s = recipe.settings_for('fast')
+    for flags, precision in ((ICE_LAKE, 'fp32'), (ICE_LAKE | {'avx512_bf16'}, 'bf16 autocast (CPU)')):
+        monkeypatch.setattr(recipe.fast, 'cpu_flags', lambda: flags)
+        learn = recipe.make_learner(dls, settings=s)
+        assert learn.precision == precision and any(isinstance(c, CPUAutocast) for c in learn.cbs) == (precision != 'fp32')
+    learn = recipe.make_learner(dls, settings=s | dict(precision='fp32'))  # --precision fp32 wins
+    assert learn.precision == 'fp32'
+    with pytest.raises(RecipeError, match='precision fp16 needs a CUDA GPU'):
+        recipe.make_learner(dls, settings=s | dict(precision='fp16'))
+    with pytest.raises(RecipeError, match="precision must be one of auto, fp32, bf16, fp16, got 'fp8'"):
+        recipe.settings_for('fast', dict(precision='fp8'))
