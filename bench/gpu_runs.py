@@ -32,7 +32,7 @@ FULL = [  # (name, profile, seed, overrides)
     ('fast-sgd-s0', 'fast-sgd', 0, {}),
     ('fast-sgd-e10-s0', 'fast-sgd', 0, dict(epochs=10)),
     ('fast-sgd-e10-alternate-flip-s0', 'fast-sgd', 0, dict(epochs=10, ablation='alternate-flip')),
-    *[(f'fast-{a}-s0', 'fast', 0, dict(ablation=a)) for a in ('random-flip', 'sgd', 'no-whitening', 'no-label-smoothing', 'no-identity-init')],
+    *[(f'fast-ablation-{a}-s0', 'fast', 0, dict(ablation=a)) for a in ('random-flip', 'sgd', 'no-whitening', 'no-label-smoothing', 'no-identity-init')],
     *[(f'fast-s{s}', 'fast', s, {}) for s in (5, 6, 7, 8, 9)],
 ]
 DRY = [('fast-s0', 'fast', 0, dict(epochs=2, bs=50)), ('seed-w64-s0', 'seed', 0, dict(augment='batch', epochs=1, width=8, bs=50)),
@@ -98,7 +98,8 @@ def main(out: str = 'gpu_check',  # folder for gpu_check.json and results/
             traceback.print_exc()
         took[kind] = time.time() - t
         summary['seconds'] = round(time.time() - t0, 1)
-        fast = [r['test_accuracy'] for n, r in summary['runs'].items() if n.startswith('fast-s') and r.get('complete')]
+        fast = [r['test_accuracy'] for n, r in summary['runs'].items()  # fast-s<N>: the fast profile as it is
+                if n.startswith('fast-s') and n[len('fast-s'):].isdigit() and r.get('complete')]
         if fast: summary['fast_mean_tta'] = dict(n=len(fast), mean=mean(fast), min=min(fast), max=max(fast))
         (out/'gpu_check.json').write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != 'runs'}, indent=1))
