@@ -40,7 +40,9 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
 
 def run_label(r, seed=True):
     "profile, ablation (if any) and seed of a result, for tables and legends"
-    return r['profile'] + (f" ({r['ablation']})" if r.get('ablation') else '') + (f" w{r['width']} seed {r['seed']}" if seed else '')
+    profile = r['profile']
+    if profile in ('fast', 'quick') and r.get('opt') not in (None, 'muon'): profile += ' (before Muon: fast-sgd)'
+    return profile + (f" ({r['ablation']})" if r.get('ablation') else '') + (f" w{r['width']} seed {r['seed']}" if seed else '')
 
 
 def load_results(results='bench/results') -> list:

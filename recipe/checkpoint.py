@@ -25,10 +25,12 @@ def augment_rngs(dls) -> list:
 
 
 def rng_states(dls) -> dict:
-    "Every random stream a CPU run draws from: Python, NumPy, torch, the loader's shuffling, albumentations"
+    """Every random stream a run draws from: Python, NumPy, torch (and the GPU's, where the batch augmentation draws
+    on a GPU), the loader's shuffling, albumentations"""
     return dict(python=random.getstate(), torch=torch.get_rng_state(), loader=train_dl(dls).rng.getstate(),
                 numpy=[x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
-                augment=[(o.random_generator.bit_generator.state, o.py_random.getstate()) for o in augment_rngs(dls)])
+                augment=[(o.random_generator.bit_generator.state, o.py_random.getstate()) for o in augment_rngs(dls)],
+                cuda=torch.cuda.get_rng_state() if torch.device(dls.device).type == 'cuda' else None)
 
 
 def plain(o):
@@ -75,6 +77,7 @@ def restore(learn, ckpt: dict, rank=0):
     learn.opt.load_state_dict({'state': ckpt['opt']['state'], 'hypers': L(ckpt['opt']['hypers'])})
     rng = ckpt['rng'][rank] if isinstance(ckpt['rng'], list) else ckpt['rng']
     random.setstate(rng['python']); torch.set_rng_state(rng['torch']); learn.dls.train.rng.setstate(rng['loader'])
+    if rng.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(rng['cuda'])
     np.random.set_state((rng['numpy'][0], np.array(rng['numpy'][1], dtype=np.uint32), *rng['numpy'][2:]))
     for o, (gen, py) in zip(augment_rngs(learn.dls), rng['augment'], strict=True):
         o.random_generator.bit_generator.state = gen; o.py_random.setstate(py)

@@ -52,6 +52,7 @@ SEED = dict(
     whiten_bias_epochs=0,   # (fast net only) epochs during which the whitening conv's bias is trained
     identity_init=True,     # (fast net only) its convs start as the identity (Dirac); False: PyTorch's default init
     tta=0,                  # test-time augmentation level of the reported accuracy (0 none, 1 mirror, 2 + translate)
+    tta_below=None,         # only images whose top class has a probability below this get TTA (None: every image)
     precision='auto',       # 'fp32', 'bf16', 'fp16' (CUDA) or 'auto': bf16 (else fp16) mixed on CUDA; on a CPU, bf16 where it has
                             # bf16 instructions and `cpu_bf16` allows it, else fp32 (recipe/fast.py, choose_precision)
     cpu_bf16=False,         # whether 'auto' may pick bf16 on a CPU (the seed's accuracy in bf16 is not shown yet)

@@ -297,6 +297,8 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     device = torch.device(device) if device is not None else default_device()  # as fastai's dataloaders() does
     cache = load_images(path, skip_bad, size, max_memory)
     files, (train, test) = cache.files, cache.layout
+    if flip == 'alternate' and not cache.cached:
+        warnings.warn("the alternating flip needs the images in memory: each image is flipped at random instead"); flip = True
     if train and valid_pct is not None: warnings.warn(f"valid_pct {valid_pct} is ignored: {path} has its test images in {test}/")
     if not train: valid_pct = VALID_PCT if valid_pct is None else valid_pct
     valid = {f for f in files if f.parent.parent.name == test} if train else random_split(files, valid_pct)

@@ -16,7 +16,7 @@ __all__ = ['load', 'image_files', 'tta_logits', 'predict']
 
 def load(path) -> torch.nn.Module:
     """The model saved by a run (a run folder, or its model.safetensors), in eval mode, with `classes`, `size`, `mean`,
-    `std` and `tta` (the test-time augmentation its reported accuracy used).
+    `std`, `tta` and `tta_below` (the test-time augmentation its reported accuracy used).
     Reads safetensors and JSON only: a pickle-based file (.pth, .pkl, learn.export) is refused, never unpickled."""
     path = Path(path)
     if path.is_dir(): path = path/'model.safetensors'
@@ -33,6 +33,7 @@ def load(path) -> torch.nn.Module:
         model.load_state_dict(state)
     except Exception as e: raise RecipeError(f"{path} does not hold this recipe's model as {meta_path} describes it: {e}") from None
     model.classes, model.mean, model.std, model.tta = meta['classes'], meta['mean'], meta['std'], meta.get('tta', 0)
+    model.tta_below = meta.get('tta_below')  # runs before it: TTA on every image
     model.size = meta.get('size', CROP)  # runs before --size were all 32x32
     return model.eval()
 
@@ -49,16 +50,23 @@ def image_files(paths) -> list:
     return files
 
 
-def tta_logits(model, x, level=0):
+def tta_logits(model, x, level=0, below=None, plain=None):
     """Logits averaged over test-time augmentations of the (normalized) batch x, as airbench94 does: level 0 none,
     1 the image and its mirror, 2 half that plus a quarter each for both translated by one pixel (reflect) up-left
-    and down-right (and mirrored)."""
-    if level == 0: return model(x)
-    mirror = lambda x: 0.5 * (model(x) + model(x.flip(-1)))
-    if level == 1: return mirror(x)
+    and down-right (and mirrored). `plain`: the logits of x itself, if already computed (they are not computed again).
+    `below`: only the images whose top class has a probability below it without TTA get the other views; the others
+    keep their plain logits (after Hiverge's cifar10-speedrun, which runs TTA on its low-confidence images only)."""
+    plain = model(x).float() if plain is None else plain.float()
+    if level == 0: return plain
+    if below is not None:
+        out, unsure = plain.clone(), plain.softmax(1).amax(1) < below
+        if unsure.any(): out[unsure] = tta_logits(model, x[unsure], level, plain=plain[unsure])
+        return out
+    mirror = lambda x, p=None: 0.5 * ((model(x).float() if p is None else p) + model(x.flip(-1)).float())
+    if level == 1: return mirror(x, plain)
     H, W = x.shape[-2:]
     padded = F.pad(x, (1,) * 4, mode='reflect')
-    return 0.5 * mirror(x) + 0.25 * (mirror(padded[..., :H, :W]) + mirror(padded[..., 2:, 2:]))
+    return 0.5 * mirror(x, plain) + 0.25 * (mirror(padded[..., :H, :W]) + mirror(padded[..., 2:, 2:]))
 
 
 @torch.no_grad()
@@ -75,7 +83,8 @@ def predict(model, files, k=3, bs=256) -> list:
             except RecipeError as e: rows.append(str(e))
         if images:
             x = torch.stack(images).float().div_(255)
-            top = tta_logits(model, (x - mean) / std, getattr(model, 'tta', 0)).softmax(1).topk(k, dim=1)  # (B, k)
+            logits = tta_logits(model, (x - mean) / std, getattr(model, 'tta', 0), getattr(model, 'tta_below', None))
+            top = logits.softmax(1).topk(k, dim=1)  # (B, k)
             found = iter([[(model.classes[j], float(p)) for p, j in zip(ps, js)] for ps, js in zip(top.values, top.indices)])
             rows = [next(found) if r is None else r for r in rows]
         results += rows

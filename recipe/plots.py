@@ -1,8 +1,9 @@
 """The pictures of a run, saved as PNG: lr_find, LR schedule, losses, accuracy, confusion matrix, top losses."""
 import matplotlib.pyplot as plt
+import torch
 from fastai.vision.all import ClassificationInterpretation
 
-__all__ = ['save_fig', 'plot_lr_find', 'plot_accuracy', 'save_run_plots']
+__all__ = ['save_fig', 'plot_lr_find', 'plot_accuracy', 'TestInterpretation', 'save_run_plots']
 
 
 def save_fig(path, fig=None):
@@ -30,13 +31,31 @@ def plot_accuracy(recorder):
     ax.set_title(f'test accuracy per epoch (final {acc[-1]:.4f})')
 
 
-def save_run_plots(learn, out):
-    "Everything but lr_find (saved as soon as lr_find ran): schedule, losses, accuracy, confusion, top losses"
+class TestInterpretation(ClassificationInterpretation):
+    """fastai's ClassificationInterpretation of the test set from logits already computed (with the run's TTA, as
+    its reported accuracy): fastai's own would run the model over the test set twice more, without TTA"""
+    def __init__(self, learn, logits, targets):
+        self.probs, self.targets = logits.float().softmax(1).cpu(), targets.as_subclass(torch.Tensor).cpu()
+        losses = torch.nn.functional.cross_entropy(logits.float().cpu(), self.targets, reduction='none')
+        super().__init__(learn, learn.dls.valid.new(shuffle=False, drop_last=False), losses)
+    def confusion_matrix(self):
+        n = len(self.vocab)
+        return torch.bincount(self.targets * n + self.probs.argmax(1), minlength=n * n).view(n, n).numpy()
+    def __getitem__(self, idxs):
+        "The inputs from fastai (decoded for showing), the predictions from the logits given"
+        inps, _, targs, _, losses = super().__getitem__(idxs)
+        idxs = torch.as_tensor(idxs if isinstance(idxs, (list, torch.Tensor)) else [idxs])
+        return inps, self.probs[idxs], targs, self.probs[idxs].argmax(1), losses
+
+
+def save_run_plots(learn, out, logits=None, targets=None):
+    """Everything but lr_find (saved as soon as lr_find ran): schedule, losses, accuracy, confusion, top losses; the
+    last two from the test `logits` when given (see `TestInterpretation`)"""
     learn.recorder.plot_sched(keys=['lr']); save_fig(out/'lr_schedule.png')
     learn.recorder.plot_loss(); ax = plt.gca()
     ax.legend(['train (smoothed, per batch)', 'test (per epoch)']); ax.set_title('loss'); save_fig(out/'loss.png')
     plot_accuracy(learn.recorder); save_fig(out/'accuracy.png')
-    interp = ClassificationInterpretation.from_learner(learn)
+    interp = ClassificationInterpretation.from_learner(learn) if logits is None else TestInterpretation(learn, logits, targets)
     interp.plot_confusion_matrix(figsize=(7, 7)); save_fig(out/'confusion_matrix.png')
     interp.plot_top_losses(9, nrows=3); save_fig(out/'top_losses.png')
     return interp

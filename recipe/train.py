@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
+from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device, event,
                                TensorImage, minimum, noop, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
@@ -32,7 +32,8 @@ from .model import default_init, init_whitening, make_model
 from .plots import plot_lr_find, save_fig, save_run_plots
 from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
 
-__all__ = ['train', 'settings_for', 'make_learner', 'fit_recipe', 'fit_fast', 'fit_muon', 'tta_accuracy', 'StopOnNaN', 'check_options',
+__all__ = ['train', 'settings_for', 'RecipeLearner', 'PlainTensors', 'make_learner', 'fit_recipe', 'fit_fast', 'fit_muon', 'test_logits', 'tta_accuracy',
+           'KeepTestLogits', 'StopOnNaN', 'check_options',
            'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
 
 
@@ -106,6 +107,31 @@ def print_row(row):
     print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
 
 
+class RecipeLearner(Learner):
+    """fastai's `Learner`, calling at each event only the callbacks that handle it, in the same order: fastai sorts
+    every callback and looks up each one's method at every event (about 10 a step), which costs about a millisecond a
+    step on a CPU core (bench/step_overhead.py). The lists are kept per event and set of callbacks."""
+    def __call__(self, event_name):
+        if not isinstance(event_name, str): return super().__call__(event_name)
+        key = (event_name, *map(id, self.cbs))  # the lists hold their callbacks, so no id is reused while kept
+        cbs = self.__dict__.setdefault('_event_cbs', {}).get(key)
+        if cbs is None:
+            if not hasattr(event, event_name): raise Exception(f'missing {event_name}')
+            if len(self._event_cbs) > 1000: self._event_cbs.clear()
+            # after_fit goes to every callback: fastai's Callback resets its `run` flag there
+            cbs = self._event_cbs[key] = list(self.cbs.sorted('order')) if event_name == 'after_fit' else self.ordered_cbs(event_name)
+        for cb in cbs: cb(event_name)
+    def __getstate__(self): return {k: v for k, v in super().__getstate__().items() if k != '_event_cbs'}  # fastai drops its lock
+
+
+class PlainTensors(Callback):
+    "Training batches as plain tensors: fastai's tensor types cost a Python call for every op of the forward pass"
+    order, run_valid = 11, False  # after ChannelsLast and the autocast callbacks; test batches keep their types (plots)
+    def before_batch(self):
+        self.learn.xb = tuple(x.as_subclass(torch.Tensor) for x in self.xb)
+        self.learn.yb = tuple(y.as_subclass(torch.Tensor) for y in self.yb)
+
+
 def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     """A fastai `Learner` for a profile's `settings` (default: the seed profile's) with the given width and wd:
     the net, loss, optimizer and callbacks. channels_last always; the precision of `choose_precision` (fp16 mixed on
@@ -116,7 +142,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['arch'] == 'fast' and s['whiten']: init_whitening(model, training_images(dls))
     elif s['arch'] == 'fast': model[0].weight.requires_grad_(True)  # an ordinary trained conv (for ablations)
     if s['arch'] == 'fast' and not s['identity_init']: default_init(model)
-    cbs = []
+    cbs = [PlainTensors()]
     if s['opt'] == 'adam': opt_func, splitter = Adam, None
     elif s['opt'] == 'muon': opt_func, splitter = (lambda params, lr: MuonSGD(params, lr, moms=[s['sgd_mom']] * 3 + [s['mom']])), muon_groups
     else: opt_func, splitter = (lambda params, lr: NesterovSGD(params, lr, mom=s['mom'])), param_groups
@@ -128,7 +154,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     except ValueError as e: raise RecipeError(str(e)) from None
     if precision == 'bf16' and not cuda: cbs.append(CPUAutocast())
     kw = dict(splitter=splitter) if splitter else {}
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), opt_func=opt_func,
+    learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), opt_func=opt_func,
                     metrics=accuracy, wd=s['wd'], wd_bn_bias=s['opt'] != 'adam', path=path, model_dir='.', cbs=cbs, **kw)
     # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts
     learn.to_channelslast(use_amp=cuda and precision != 'fp32', amp_mode=precision if cuda and precision != 'fp32' else 'fp16')
@@ -178,17 +204,37 @@ def fit_fast(learn, epochs, lr_max, settings, cbs=None, start_epoch=0):
 
 
 @torch.no_grad()
-def tta_accuracy(learn, level) -> tuple:
-    "Test loss and accuracy with `tta_logits` at `level`, over the whole test set once"
+def test_logits(learn, level=0, below=None, plain=None) -> tuple:
+    """(logits, targets) of the whole test set with `tta_logits` at `level` (and `below`), in the loader's order.
+    `plain`: the test set's plain logits if known (`KeepTestLogits`): then only the extra views are computed"""
     learn.model.eval()
     autocast = torch.autocast(learn.dls.device.type, dtype=torch.float16 if learn.precision.startswith('fp16') else torch.bfloat16,
                               enabled=not learn.precision.startswith('fp32'))
-    losses, correct, n = 0., 0, 0
+    logits, targets, seen = [], [], 0
     for x, y in learn.dls.valid:
-        with autocast: logits = tta_logits(learn.model, x, level).float()
-        losses += float(learn.loss_func(logits, y)) * len(y)
-        correct += int((logits.argmax(1) == y).sum()); n += len(y)
-    return losses / n, correct / n
+        known = None if plain is None else plain[seen:seen + len(y)].to(x.device)
+        with autocast: logits.append(tta_logits(learn.model, x, level, below, known).float())
+        targets.append(y); seen += len(y)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def tta_accuracy(learn, level, below=None, plain=None) -> tuple:
+    "Test loss and accuracy with `tta_logits` at `level` (and `below`), over the whole test set once"
+    logits, targets = test_logits(learn, level, below, plain)
+    return float(learn.loss_func(logits, targets)), float((logits.argmax(1) == targets).float().mean())
+
+
+class KeepTestLogits(Callback):
+    """Keeps the last epoch's test logits, so that the final stage (TTA, the confusion matrix, the top losses) needs no
+    second pass over the test set: on a CPU a pass over CIFAR-10's test set costs as much as 1/6 of an epoch"""
+    order, run_train = 20, False  # after the autocast callbacks' after_pred (fp32 logits)
+    def before_validate(self): self.logits = [] if self.epoch == self.n_epoch - 1 else None
+    def after_pred(self):
+        if self.logits is not None: self.logits.append(self.pred.detach().float())
+    def result(self, n):
+        "The logits, if they cover the `n` test images (a distributed run's ranks each see part of them)"
+        found = torch.cat(self.logits) if getattr(self, 'logits', None) else None
+        return found if found is not None and len(found) == n else None
 
 
 class StopOnNaN(Callback):
@@ -374,7 +420,8 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None):
     In a distributed run (`p`) every rank fits; rank 0 alone records and, after the fit, does the rest."""
     s, out = config, Path(learn.path)
     checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt, p)
-    cbs = [StopOnNaN(p), checkpoint] + ([DDPTrainer(p)] if p else [])
+    keep = KeepTestLogits()
+    cbs = [StopOnNaN(p), checkpoint, keep] + ([DDPTrainer(p)] if p else [])
     if rank0(p):
         run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record['record_to']], t0, start_epoch)
         cbs += [run_record, ExpectedDuration(s['profile'])]
@@ -392,14 +439,19 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None):
                           f"resume with: {launch} -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
     if not rank0(p): return
     with alone():  # rank 0 by itself from here: fastai must not gather
-        if s['tta']:  # part of the reported accuracy and of the wall time
+        # the final test logits, TTA included (part of the reported accuracy and of the wall time), give the plots too
+        logits, targets = test_logits(learn, s['tta'], s['tta_below'], keep.result(len(learn.dls.valid_ds)))
+        if s['tta']:
             record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])
-            record['test_loss'], record['test_accuracy'] = tta_accuracy(learn, s['tta'])
-            print(f"with TTA (level {s['tta']}): test accuracy {record['test_accuracy']:.4f} "
+            record['test_loss'] = float(learn.loss_func(logits, targets))
+            record['test_accuracy'] = float((logits.argmax(1) == targets).float().mean())
+            gate = f", images below {s['tta_below']} confidence" if s['tta_below'] else ''
+            print(f"with TTA (level {s['tta']}{gate}): test accuracy {record['test_accuracy']:.4f} "
                   f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
         mean, std = learn.dls.stats
         save_weights(learn.model, out/'model', dict(classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
-                                                     n_out=len(learn.dls.vocab), size=s['size'], mean=mean, std=std))
-        save_run_plots(learn, out)
+                                                     tta_below=s['tta_below'], n_out=len(learn.dls.vocab), size=s['size'],
+                                                     mean=mean, std=std))
+        save_run_plots(learn, out, logits, targets)
     run_record.save(complete=True, stopped=None)
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)

@@ -16,7 +16,7 @@ rank = int(os.environ['RANK'])
 calls, lrs = [], []
 find_lrs, save_run_plots = train_module.find_lrs, train_module.save_run_plots
 train_module.find_lrs = lambda learn: calls.append(1) or find_lrs(learn)
-train_module.save_run_plots = lambda learn, out: lrs.extend(learn.recorder.lrs) or save_run_plots(learn, out)  # the plots reset them
+train_module.save_run_plots = lambda learn, out, *a: lrs.extend(learn.recorder.lrs) or save_run_plots(learn, out, *a)  # the plots reset them
 if nan_rank == rank:
     check = train_module.StopOnNaN.after_loss
     def poisoned(self):

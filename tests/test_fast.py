@@ -134,7 +134,7 @@ def test_no_identity_init_ablation_resets_the_trained_convs_only():
 
 def test_muon_schedule_decays_each_group_linearly_to_zero(fast_run):
     _, learn = fast_run
-    assert [len(h['lr']) if isinstance(h['lr'], list) else 1 for h in learn.opt.hypers] == [1, 1, 1, 1]
+    assert len(learn.opt.hypers) == 4  # whitening bias, BatchNorm biases, head, filters
     lrs = np.array(learn.recorder.hps['lr'])  # the last group: the conv filters (Muon)
     n = len(lrs)
     assert n == 16 and lrs[0] == pytest.approx(FAST['lr_max']) and lrs[-1] == pytest.approx(FAST['lr_max'] / n)
@@ -221,3 +221,41 @@ def test_the_fast_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(tiny, m
         recipe.make_learner(dls, settings=s | dict(precision='fp16'))
     with pytest.raises(RecipeError, match="precision must be one of auto, fp32, bf16, fp16, got 'fp8'"):
         recipe.settings_for('fast', dict(precision='fp8'))
+
+
+def test_tta_below_a_confidence_gives_the_views_to_the_unsure_images_only():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 10)).eval()
+    x = torch.randn(64, 3, 8, 8)
+    plain, full = model(x), recipe.inference.tta_logits(model, x, 2)
+    assert not torch.allclose(plain, full)
+    confidence = plain.softmax(1).amax(1)
+    below = confidence.median()
+    gated = recipe.inference.tta_logits(model, x, 2, below=below)
+    unsure = confidence < below
+    assert 0 < unsure.sum() < 64
+    assert torch.allclose(gated[unsure], full[unsure], atol=1e-6) and torch.equal(gated[~unsure], plain[~unsure])
+    assert torch.equal(recipe.inference.tta_logits(model, x, 2, below=below, plain=plain), gated)  # given plain logits: the same
+
+
+def test_final_stage_reuses_the_last_epochs_test_logits_and_plots_from_the_tta_logits(tiny, tmp_path, monkeypatch):
+    import sys
+    from recipe.plots import TestInterpretation
+    train_module = sys.modules['recipe.train']  # the module (recipe.train is also the function)
+    calls, real = [], train_module.test_logits
+    monkeypatch.setattr(train_module, 'test_logits', lambda *a: calls.append(a) or real(*a))
+    learn = recipe.train(tiny, out=tmp_path/'run', **FAST_KW | dict(epochs=2))
+    (_, level, below, plain), = calls  # one call: the final stage's
+    assert level == 2 and below == FAST['tta_below'] and plain is not None and len(plain) == 50
+    again, targets = real(learn, 0)  # the plain logits computed afresh equal the kept ones
+    assert torch.allclose(plain, again, atol=1e-3)
+    logits, targets = real(learn, 2, below, plain)
+    res = json.loads((tmp_path/'run'/'results.json').read_text())
+    assert float((logits.argmax(1) == targets).float().mean()) == pytest.approx(res['test_accuracy'])
+    interp = TestInterpretation(learn, logits, targets)
+    cm = interp.confusion_matrix()
+    assert cm.sum() == len(targets) and np.trace(cm) == int((logits.argmax(1) == targets).sum())
+    inps, probs, targs, decoded, losses = interp[[0, 3]]
+    assert torch.equal(decoded, logits[[0, 3]].argmax(1)) and torch.allclose(probs, logits[[0, 3]].softmax(1))
+    assert (tmp_path/'run'/'top_losses.png').stat().st_size > 0 and (tmp_path/'run'/'confusion_matrix.png').stat().st_size > 0

@@ -43,3 +43,33 @@ def test_lr_choice_from_suggestions():
     assert choose_lrs(s, lr_max=1e-2) == (1e-3, 1e-2)
     assert choose_lrs(s, lr_min=1e-3) == (1e-3, 1e-2)
     assert choose_lrs(s, 1e-4, 1e-2) == (1e-4, 1e-2)
+
+
+def test_recipe_learner_calls_the_callbacks_fastai_would_in_its_order(tiny):
+    "RecipeLearner keeps a list of callbacks per event: the same calls as fastai's Learner, with callbacks added by fit"
+    import torch
+    from fastai.vision.all import Callback, Learner, CrossEntropyLossFlat
+    from recipe.train import RecipeLearner
+    log = []
+    class Log(Callback):
+        def __init__(self, name, order): self.name_, self.order = name, order
+        def before_batch(self): log.append(('before_batch', self.name_, self.training))
+        def after_loss(self): log.append(('after_loss', self.name_))
+    class Ends(Callback):
+        order = 5
+        def after_fit(self): log.append(('after_fit', 'ends'))
+    class Skipped(Callback):
+        run_valid = False
+        def after_pred(self): log.append(('after_pred', 'skipped', self.training))
+    logs = {}
+    for cls in (Learner, RecipeLearner):
+        log.clear()
+        dls = recipe.image_dls(tiny, bs=50, seed=0, augment='batch')
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+        learn = cls(dls, model, loss_func=CrossEntropyLossFlat(), cbs=[Log('late', 50), Log('early', 1), Skipped()])
+        learn.fit(1, 1e-3, cbs=[Ends(), Log('added', 20)])
+        learn.fit(1, 1e-3)  # the added ones are gone again
+        logs[cls.__name__] = list(log)
+    assert logs['RecipeLearner'] == logs['Learner']
+    assert logs['Learner'][:2] == [('before_batch', 'early', True), ('before_batch', 'added', True)]
+    assert ('after_pred', 'skipped', False) not in logs['Learner'] and logs['Learner'].count(('after_fit', 'ends')) == 1
