@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from fastai.vision.all import Callback, Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg
 
+from .config import PRECISIONS
 from .distributed import unwrap
 
 __all__ = ['nesterov_step', 'NesterovSGD', 'param_groups', 'triangle', 'orthogonalize', 'muon_step', 'MuonSGD',
@@ -147,7 +148,7 @@ def choose_precision(precision='auto', cuda=False, cpu_bf16=True, flags=None) ->
     """('bf16'|'fp16'|'fp32', reason). A `precision` other than 'auto' is taken as given (fp16 only on CUDA). 'auto':
     on CUDA, bf16 mixed precision where the GPU has it (no loss scaling, so no host-device synchronisation per step),
     else fp16; on a CPU, bf16 autocast if it has one of BF16_FLAGS and the profile allows it (`cpu_bf16`), else fp32."""
-    if precision not in ('auto', 'fp32', 'bf16', 'fp16'): raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == 'fp16' and not cuda: raise ValueError("precision fp16 needs a CUDA GPU: on a CPU choose bf16 or fp32")
     if precision != 'auto': return precision, 'chosen (--precision)'
     if cuda: return ('bf16', 'CUDA GPU with bf16') if torch.cuda.is_bf16_supported() else ('fp16', 'CUDA GPU without bf16')

@@ -32,7 +32,7 @@ from .model import default_init, init_whitening, make_model
 from .plots import plot_lr_find, save_fig, save_run_plots
 from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
 
-__all__ = ['train', 'settings_for', 'RecipeLearner', 'PlainTensors', 'make_learner', 'fit_recipe', 'fit_fast', 'fit_muon', 'test_logits', 'tta_accuracy',
+__all__ = ['train', 'settings_for', 'RecipeLearner', 'PlainTensors', 'make_learner', 'fit_recipe', 'fit_fast', 'fit_muon', 'test_logits',
            'KeepTestLogits', 'StopOnNaN', 'check_options',
            'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
 
@@ -134,8 +134,8 @@ class PlainTensors(Callback):
 
 def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     """A fastai `Learner` for a profile's `settings` (default: the seed profile's) with the given width and wd:
-    the net, loss, optimizer and callbacks. channels_last always; the precision of `choose_precision` (fp16 mixed on
-    CUDA; bf16 autocast on CPUs with bf16 instructions if the profile allows it). The fast net's whitening conv is
+    the net, loss, optimizer and callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16
+    mixed on CUDA; bf16 autocast on CPUs with bf16 instructions if the profile allows it). The fast net's whitening conv is
     initialised from the training images."""
     s = dict(settings or SEED) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
     model = make_model(s['arch'], len(dls.vocab), s['width'])
@@ -216,12 +216,6 @@ def test_logits(learn, level=0, below=None, plain=None) -> tuple:
         with autocast: logits.append(tta_logits(learn.model, x, level, below, known).float())
         targets.append(y); seen += len(y)
     return torch.cat(logits), torch.cat(targets)
-
-
-def tta_accuracy(learn, level, below=None, plain=None) -> tuple:
-    "Test loss and accuracy with `tta_logits` at `level` (and `below`), over the whole test set once"
-    logits, targets = test_logits(learn, level, below, plain)
-    return float(learn.loss_func(logits, targets)), float((logits.argmax(1) == targets).float().mean())
 
 
 class KeepTestLogits(Callback):
