@@ -9,4 +9,4 @@ from .augment import BatchAugment, batch_augment
 from .data import RecipeError, cifar_dls, image_dls, train_augs
 from .train import choose_lrs, find_lrs, fit_fast, fit_muon, fit_recipe, make_learner, settings_for, train
 from .plots import plot_lr_find
-from .inference import load, predict
+from .inference import export_onnx, load, load_learner, predict

@@ -1,5 +1,5 @@
 """Checkpoints: after every epoch, everything needed to continue the run after a kill, written atomically."""
-import os, random
+import random
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +8,7 @@ from fastai.vision.all import L, Callback, Recorder
 
 from .data import AlbumentationsTransform, RecipeError
 from .distributed import gather, rank0, unwrap
+from .record import atomic_write
 
 __all__ = ['CHECKPOINT', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'restore']
 
@@ -51,15 +52,8 @@ def save_checkpoint(path, learn, epoch: int, config: dict, rng=None):
     state = plain(dict(epoch=epoch, config=config, model=unwrap(learn.model).state_dict(), rng=rng or rng_states(learn.dls),
                        opt={'state': opt['state'], 'hypers': opt['hypers']},
                        smooth_loss={'val': smooth.val, 'count': smooth.count}))
-    tmp = path.with_name(f'.{path.name}.tmp')
-    try:
-        with open(tmp, 'wb') as f: torch.save(state, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:  # a full disk, or Ctrl-C mid-write: no half-written file is left behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise RecipeError(f"cannot write checkpoint {path}: {e.strerror}; the previous checkpoint is intact") from None
-        raise
+    try: atomic_write(path, lambda f: torch.save(state, f), 'wb')
+    except RecipeError as e: raise RecipeError(f"{e}; the previous checkpoint is intact") from None
 
 
 def load_checkpoint(run) -> dict:

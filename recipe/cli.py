@@ -1,11 +1,11 @@
 """Command line: `recipe train|bench|report|predict ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
-import runpy, signal, sys, warnings
+import runpy, shlex, signal, sys, warnings
 
 import matplotlib
 from fastcore.script import call_parse
 
 
-__all__ = ['train', 'bench', 'report', 'predict', 'main', 'run']
+__all__ = ['train', 'bench', 'report', 'predict', 'export', 'main', 'run']
 
 
 @call_parse
@@ -24,12 +24,19 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
           valid_pct: float = None,  # one folder of class folders: the fraction held out for validation (default 0.2)
           max_memory: str = None,   # the most the decoded images may take in memory, e.g. 2GB (default: half the free memory)
           precision: str = None,    # auto (default): bf16/fp16 mixed on CUDA, bf16 on a CPU with bf16 instructions (fast profiles), else fp32; or fp32, bf16, fp16 (CUDA)
+          log: str = None,       # tensorboard, wandb, or tensorboard,wandb: log to the run folder (pip install -e ".[tensorboard]" / ".[wandb]")
+          device: str = None,    # cpu, cuda, cuda:N or mps (default: fastai's choice: the first GPU if any)
           resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
     "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10 or any image folder; writes metrics, checkpoints, weights and plots to the run folder"
     from .train import train as _train
     _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
            skip_bad=skip_bad, resume=resume, profile=profile, augment=augment, size=size, valid_pct=valid_pct,
-           max_memory=max_memory, precision=precision)
+           max_memory=max_memory, precision=precision, log=log, device=device, info=dict(command=command_line()))
+
+
+def command_line() -> str:
+    "The command as typed (main() has put `python -m recipe train` in argv[0])"
+    return f"{sys.argv[0]} {shlex.join(sys.argv[1:])}".strip()
 
 
 @call_parse
@@ -62,13 +69,16 @@ def report(results: str = 'bench/results',  # folder of result JSON files
 def predict(run: str,            # run folder (or its model.safetensors)
             *images: str,        # image files or folders of images (PNG or JPEG, any size or mode)
             top: int = 3,        # how many classes to show per image, most likely first
-            csv: str = None):    # also write the predictions to this CSV file
+            csv: str = None,     # also write the predictions to this CSV file
+            device: str = None): # cpu, cuda, cuda:N or mps (default: cpu)
     "Print the top classes with probabilities for each image; a file that cannot be read gets a row with the reason, and the exit status is 1"
     import csv as csvlib
     from .data import RecipeError
     from .inference import image_files, load, predict as _predict
+    from .train import check_device
     if isinstance(top, bool) or not isinstance(top, int) or top < 1: raise RecipeError(f"top must be a positive integer, got {top!r}")
-    model, files = load(run), image_files(images)
+    device = check_device(device)
+    model, files = load(run).to(device or 'cpu'), image_files(images)
     k = min(top, len(model.classes))
     rows = [[str(f)] + ([x for cp in res for x in (cp[0], f'{cp[1]:.4f}')] + [''] if not isinstance(res, str) else [''] * 2 * k + [res])
             for f, res in zip(files, _predict(model, files, k))]
@@ -81,7 +91,24 @@ def predict(run: str,            # run folder (or its model.safetensors)
     if failed: raise RecipeError(f"{failed} of {len(rows)} files could not be read (their rows say why); the others were predicted")
 
 
-COMMANDS = {'train': train, 'bench': bench, 'report': report, 'predict': predict}
+@call_parse(pos=['run'])
+def export(run: str,             # run folder (or its model.safetensors)
+           onnx: str = None,     # write the model as ONNX to this file: RGB in [0, 1] in, logits out, normalisation and TTA inside
+           check: str = None,    # a folder (or file) of images: compare onnxruntime with torch on up to 100 of them
+           n: int = 100):        # how many images of --check to compare
+    "Export a run's model (needs pip install -e \".[onnx]\"); with --check, onnxruntime and torch must give the same top-1"
+    from .data import RecipeError
+    from .inference import export_onnx
+    if not onnx: raise RecipeError("nothing to export to: give --onnx FILE")
+    found = export_onnx(run, onnx, [check] if check else None, n)
+    print(f"wrote {onnx}")
+    if found:
+        print(f"onnxruntime vs torch on {found['images']} images: same top-1 on {found['same_top1']}, "
+              f"max difference in probabilities {found['max_prob_diff']:.2e}")
+        if found['same_top1'] != found['images']: raise RecipeError(f"onnxruntime and torch disagree on {found['images'] - found['same_top1']} image(s)")
+
+
+COMMANDS = {'train': train, 'bench': bench, 'report': report, 'predict': predict, 'export': export}
 
 
 def stop_on_sigterm(signum, frame): raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C

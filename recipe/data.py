@@ -278,14 +278,14 @@ def split_tensors(dset, cache: ImageCache):
 
 
 def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
-              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None):
+              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None, stats=None):
     """fastai `DataLoaders` over a folder in one of `LAYOUTS`: the training images (augmented) and the test images
     (the validation set), resized to `size`; `pad` and `cutout` are pixels at 32x32, scaled in proportion.
     The test batches are twice as large as the training batches (no gradients are kept for them).
     `augment='albumentations'`: per item, on the CPU, `train_augs`; `augment='batch'`: `BatchAugment` on each
     batch's device, over the split held in memory as one tensor. `valid_pct` (default VALID_PCT): for a folder of
     class folders only. The loaders also carry `size`, `stats` (the normalization's mean and std) and, for a random
-    split, `valid_files` and `valid_pct`."""
+    split, `valid_files` and `valid_pct`. `stats`: the normalization's (mean, std), default `image_stats`'s."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if flip == 'alternate' and augment != 'batch': raise RecipeError(f"flip 'alternate' needs augment 'batch', got {augment!r}")
@@ -304,7 +304,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     valid = {f for f in files if f.parent.parent.name == test} if train else random_split(files, valid_pct)
     n_train = len(files) - len(valid)
     if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}")
-    stats = image_stats(cache, [f for f in files if f not in valid], {f.parent.name for f in files})
+    stats = stats or image_stats(cache, [f for f in files if f not in valid], {f.parent.name for f in files})
     pad, cutout = scaled(pad, size), scaled(cutout, size)
     dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock),
                        get_x=cache, get_y=parent_label,

@@ -4,20 +4,37 @@ from pathlib import Path
 
 import torch
 from fastai.vision.all import Callback, Recorder
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-__all__ = ['write_json', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'RunRecord', 'save_weights']
+from .data import RecipeError
+
+__all__ = ['MODEL_FORMAT', 'model_card', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'RunRecord', 'save_weights']
+
+MODEL_FORMAT = 2  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit
 
 
-def write_json(path, obj):
-    "Write `obj` as JSON to `path` atomically: a kill leaves the old file or the new one, never half of one"
+def atomic_write(path, write, mode='w'):
+    """Write `path` through `write(file)` into a temporary file beside it, then rename: a kill leaves the old file or the
+    new one, never half of one. A full disk (or any OSError) is a RecipeError naming the file; nothing partial is left"""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, 'w') as f: json.dump(obj, f, indent=1); f.flush(); os.fsync(f.fileno())
+        with os.fdopen(fd, mode, **({'newline': ''} if 'b' not in mode else {})) as f: write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError): raise RecipeError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+
+
+def write_json(path, obj):
+    "Write `obj` as JSON to `path` atomically"
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1))
+
+
+def write_text(path, text: str):
+    "Write `text` to `path` atomically"
+    atomic_write(path, lambda f: f.write(text))
 
 
 def machine_info() -> dict:
@@ -52,11 +69,9 @@ def data_info(dls) -> dict:
 
 
 def write_csv(path, header, rows):
-    "Write a CSV atomically (temporary file, then rename)"
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    with open(tmp, 'w', newline='') as f: w = csv.writer(f); w.writerow(header); w.writerows(rows)
-    os.replace(tmp, path)
+    "Write a CSV atomically"
+    def write(f): w = csv.writer(f); w.writerow(header); w.writerows(rows)
+    atomic_write(path, write)
 
 
 class RunRecord(Callback):
@@ -81,8 +96,8 @@ class RunRecord(Callback):
         train_loss, test_loss, acc = (float(v) for v in self.recorder.values[-1][:3])
         row = dict(epoch=self.epoch + 1, train_loss=train_loss, test_loss=test_loss, test_accuracy=acc,
                    seconds=round(time.perf_counter() - self.t_epoch, 2))
-        with open(self.csv_path, 'a', newline='') as f: csv.writer(f).writerow(row.values())
         self.record['per_epoch'].append(row)
+        write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])  # whole: a full disk leaves the old file
         self.record['per_epoch_wall'].append(round(time.perf_counter() - self.t0, 1))  # since the run started: time-to-accuracy
         self.record.update(test_accuracy=acc, test_loss=test_loss)
         self.save()
@@ -100,5 +115,54 @@ class RunRecord(Callback):
 def save_weights(model, path, meta: dict):
     "Weights as safetensors (loading them never unpickles anything) plus a JSON of what is needed to use them"
     path = Path(path)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path.with_suffix('.safetensors')))
+    state = save({k: v.contiguous() for k, v in model.state_dict().items()})  # bytes: written atomically like the rest
+    atomic_write(path.with_suffix('.safetensors'), lambda f: f.write(state), 'wb')
     write_json(path.with_suffix('.json'), meta)
+
+
+def model_card(record: dict, meta: dict, run: str) -> str:
+    "A run's README.md: what the model is, what it was trained on and how, how well it did, and how to load it"
+    d, acc, no_tta = record['data'], meta['test_accuracy'], meta.get('test_accuracy_no_tta')
+    m = record.get('machine', {})
+    where = f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)" + (f", GPU {m['gpu']}" if m.get('gpu', 'none') != 'none' else '')
+    lrs = (f"LRMIN {record['lr_min']:.2e}, LRMAX {record['lr_max']:.2e}" if record.get('opt') == 'adam' and record.get('lr_min')
+           else f"LR {record['lr_max']:.3g} (fixed schedule)")
+    rows = [('Data', f"`{d['folder']}`: {d['n_train']:,} training and {d['n_test']:,} test images; file list sha256 `{d['file_list_sha256'][:16]}...`"),
+            ('Classes', f"{len(meta['classes'])}: {', '.join(meta['classes'])}"),
+            ('Input', f"RGB, {meta['size']}x{meta['size']} (other sizes are resized), normalised with mean {list(meta['mean'])} and std {list(meta['std'])}"),
+            ('Model', f"{'custom ResNet-9' if meta['arch'] == 'resnet' else 'airbench-style net'} (`{meta['arch']}`), width {meta['width']}, "
+                      f"{meta.get('parameters', 0):,} parameters"),
+            ('Training', f"profile `{record['profile']}`: {record['epochs']} epochs, batch {record['bs']}, optimizer {record['opt']}, {lrs}, "
+                         f"precision {record.get('precision')}, seed {record.get('seed')}, {record.get('world_size', 1)} process(es)"),
+            ('Test accuracy', f"{acc:.2%}" + (f" with TTA (level {meta['tta']}), {no_tta:.2%} without" if no_tta is not None else ' (no TTA)')),
+            ('Wall time', f"{record['wall_seconds']:,.0f} s (data loading and the final stage included)"),
+            ('Machine', f"{where}; {record.get('device')}; torch {record.get('versions', {}).get('torch')}, fastai {record.get('versions', {}).get('fastai')}"),
+            ('Commit', f"`{record.get('git_commit')}`"),
+            ('Command', f"`{record.get('command')}`")]
+    table = '\n'.join(f'| {k} | {v} |' for k, v in rows)
+    return f"""# {Path(run).name}: an image classifier trained with recipe
+
+| | |
+|---|---|
+{table}
+
+Per-epoch metrics: `metrics.csv`; the whole record: `results.json`; what happened: the PNG plots.
+
+## Use it
+
+```python
+import recipe
+model = recipe.load('{run}')                 # a torch nn.Module; reads model.safetensors + model.json, never a pickle
+recipe.predict(model, ['image.png'])         # [(class, probability)] * 3, TTA as in the accuracy above
+learn = recipe.load_learner('{run}')         # a fastai Learner: learn.predict('image.png'), get_preds, fine-tuning
+```
+
+```bash
+python -m recipe predict {run} image.png                    # top 3 classes per image
+python -m recipe export {run} --onnx model.onnx              # ONNX: RGB in [0, 1], normalisation inside
+```
+"""
+
+
+def write_model_card(out, record: dict, meta: dict):
+    write_text(Path(out)/'README.md', model_card(record, meta, str(out)))

@@ -10,7 +10,7 @@ The fast profiles: the airbench94-style net, Nesterov SGD on a triangular schedu
 Launched with more than one process (`torchrun --nproc_per_node N -m recipe train ...`), every rank trains one
 model with DDP and rank 0 writes the run folder (recipe/distributed.py).
 """
-import ctypes, json, sys, time
+import ctypes, importlib, json, os, sys, time
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +22,6 @@ from fastcore.imports import IN_NOTEBOOK
 from .config import LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PRECISIONS, PROFILES, SEED, SPLIT_SEED, TRIANGLE
 from .checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore
 from .data import RecipeError, image_dls
-from .record import write_json
 from .distributed import (DDPTrainer, alone, first_bad, global_batch, lost_process, on_rank0, per_rank_bs, rank0,
                           start, stop)
 from .fast import (AlternatingFlip, CPUAutocast, Lookahead, MuonSGD, NesterovSGD, WhitenBias, choose_precision,
@@ -30,10 +29,10 @@ from .fast import (AlternatingFlip, CPUAutocast, Lookahead, MuonSGD, NesterovSGD
 from .inference import tta_logits
 from .model import default_init, init_whitening, make_model
 from .plots import plot_lr_find, save_fig, save_run_plots
-from .record import RunRecord, data_info, git_commit, machine_info, save_weights, versions
+from .record import MODEL_FORMAT, RunRecord, data_info, git_commit, machine_info, save_weights, versions, write_json, write_model_card
 
 __all__ = ['train', 'settings_for', 'RecipeLearner', 'PlainTensors', 'make_learner', 'fit_recipe', 'fit_fast', 'fit_muon', 'test_logits',
-           'KeepTestLogits', 'StopOnNaN', 'check_options',
+           'KeepTestLogits', 'StopOnNaN', 'check_options', 'LOGGERS', 'check_loggers', 'logger_cbs', 'check_device',
            'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
 
 
@@ -66,6 +65,60 @@ def check_options(epochs, bs, width, lr_min, lr_max, seed):
 
 def check_seed(seed):
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0): raise RecipeError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+LOGGERS = {'tensorboard': 'tensorboard', 'wandb': 'wandb'}  # --log NAME: the package it needs (the extra of the same name)
+
+
+def check_loggers(log) -> list:
+    "The logger names in `log` ('tensorboard', 'wandb', both comma-separated, or a list), each with its package importable"
+    names = [n.strip() for n in log.split(',') if n.strip()] if isinstance(log, str) else list(log or [])
+    for n in names:
+        if n not in LOGGERS: raise RecipeError(f"unknown logger {n!r}: choose from {', '.join(LOGGERS)}")
+        try: importlib.import_module(LOGGERS[n])
+        except ImportError: raise RecipeError(f"--log {n} needs the {LOGGERS[n]} package, which is not installed: "
+                                              f'pip install -e ".[{n}]" (or pip install {LOGGERS[n]})') from None
+    return names
+
+
+def logger_cbs(names, out: Path, record: dict) -> list:
+    """fastai's logging callback for each logger, writing into the run folder: TensorBoard event files in
+    out/tensorboard (no model tracing: it fails under mixed precision), a W&B run under out/wandb
+    (WANDB_MODE=offline needs no account). Rank 0 only; fastai's callbacks also log on rank 0 only."""
+    cbs = []
+    if 'tensorboard' in names:
+        from fastai.callback.tensorboard import TensorBoardCallback
+        cbs.append(TensorBoardCallback(log_dir=out/'tensorboard', trace_model=False, log_preds=False))
+    if 'wandb' in names:
+        import wandb
+        from fastai.callback.wandb import WandbCallback
+        try: wandb.init(project=os.environ.get('WANDB_PROJECT', 'recipe'), name=out.name, dir=out,
+                        config={k: v for k, v in record.items() if not isinstance(v, (list, dict))},
+                        resume='allow', id=record.get('wandb_id'))
+        except wandb.errors.UsageError as e:
+            raise RecipeError(f"--log wandb: {e} (or set WANDB_MODE=offline to log to {out/'wandb'} without an account)") from None
+        record['wandb_id'] = wandb.run.id  # a resumed run continues the same W&B run
+        cbs.append(WandbCallback(log_preds=False, log_model=False))
+    return cbs
+
+
+def end_loggers(names):
+    if 'wandb' in names:
+        import wandb
+        if wandb.run is not None: wandb.finish()
+
+
+def check_device(device):
+    "The torch.device for --device (cpu, cuda, cuda:N, mps), refused with the reason when this machine has no such device"
+    if device is None: return None
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError): raise RecipeError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if d.type == 'cuda' and not torch.cuda.is_available(): raise RecipeError(f"device {device!r}: this machine has no CUDA GPU that torch can use")
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise RecipeError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    if d.type == 'mps' and not torch.backends.mps.is_available(): raise RecipeError(f"device {device!r}: MPS is not available here")
+    if d.type not in ('cpu', 'cuda', 'mps'): raise RecipeError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    return d
 
 
 def check_out(out=None) -> Path:
@@ -122,6 +175,10 @@ class RecipeLearner(Learner):
             cbs = self._event_cbs[key] = list(self.cbs.sorted('order')) if event_name == 'after_fit' else self.ordered_cbs(event_name)
         for cb in cbs: cb(event_name)
     def __getstate__(self): return {k: v for k, v in super().__getstate__().items() if k != '_event_cbs'}  # fastai drops its lock
+    def gather_args(self) -> dict:
+        """What fastai's WandbCallback logs as the config: nothing more, since `logger_cbs` gives wandb.init the run's
+        settings. fastai's own walks the Learner's arguments down to every dataset item, and fails on Python 3.11's Paths"""
+        return {}
 
 
 class PlainTensors(Callback):
@@ -150,8 +207,12 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
     cuda = dls.device.type == 'cuda'
-    try: precision, reason = choose_precision(s['precision'], cuda, s['cpu_bf16'])
-    except ValueError as e: raise RecipeError(str(e)) from None
+    if dls.device.type == 'mps':  # not verified on MPS: fp32 there
+        if s['precision'] not in ('auto', 'fp32'): raise RecipeError(f"precision {s['precision']!r} on MPS: the recipe trains in fp32 there (--precision auto or fp32)")
+        precision, reason = 'fp32', 'MPS: fp32 (mixed precision not verified there)'
+    else:
+        try: precision, reason = choose_precision(s['precision'], cuda, s['cpu_bf16'])
+        except ValueError as e: raise RecipeError(str(e)) from None
     if precision == 'bf16' and not cuda: cbs.append(CPUAutocast())
     kw = dict(splitter=splitter) if splitter else {}
     learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), opt_func=opt_func,
@@ -300,10 +361,20 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
                           # ignored, with a warning, when the folder has its own test images)
           max_memory=None,  # the most the decoded images may take in memory ('2GB'; default MEMORY_FRACTION of what is free)
           precision=None, # 'auto' (the profile's), 'fp32', 'bf16', 'fp16' (CUDA): see recipe/config.py
+          cbs=None,       # your fastai callbacks, for the fit (every epoch; not lr_find); in a distributed run on every rank
+          log=None,       # 'tensorboard', 'wandb' or both ('tensorboard,wandb'): per-step loss and LR, per-epoch metrics
+          device=None,    # 'cpu', 'cuda', 'cuda:N', 'mps' (default: fastai's choice; a distributed run: each rank's GPU)
          ) -> Learner:
     "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
+    loggers, device = check_loggers(log), check_device(device)
+    command = (info or {}).get('command') or 'recipe.train(' + ', '.join(f'{k}={v!r}' for k, v in dict(
+        data=data, profile=profile, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out, wd=wd,
+        resume=resume, augment=augment, size=size, precision=precision, log=log, device=device and str(device)).items()
+        if v is not None and not (k == 'profile' and v == 'seed')) + ')'
     p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
+    if p is not None and device is not None:
+        stop(p); raise RecipeError("--device in a distributed run: each process uses the GPU of its LOCAL_RANK; leave --device out")
     try:
         if resume is not None: run = resumed_run(resume, p)
         else: run = new_run(p, profile, settings, dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max,
@@ -312,7 +383,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
                             valid_pct=valid_pct, max_memory=max_memory)
         s, out, seed = run['settings'], run['out'], run['seed']
         if seed is not None: set_seed(seed, reproducible=True)  # the same initial weights on every rank
-        dls = run_dls(run, p, num_workers)
+        dls = run_dls(run, p, num_workers, device)
         learn = make_learner(dls, path=out, settings=s)
         if p is not None:
             if seed is not None: set_seed(seed + p.rank, reproducible=True)  # each rank augments differently
@@ -324,15 +395,18 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         else:
             s.update(on_rank0(p, lambda: pick_lrs(learn, s, out)))
             if rank0(p): print(lr_text(s), flush=True)
-            record = dict(info or {}, **s, seed=seed, device=str(dls.device), git_commit=commit)
+            record = dict(info or {}, **s, seed=seed, device=str(dls.device), git_commit=commit, command=command)
             record.update(precision_asked=s['precision'], precision=learn.precision, precision_reason=learn.precision_reason,
                           world_size=p.size if p else 1, backend=p.backend if p else None, machine=machine_info(),
                           versions=versions(), data=data_info(dls), out=str(out), record_to=run['record_to'])
         config = dict(s, data=str(dls.path), seed=seed, skip_bad=run['skip_bad'], world_size=p.size if p else 1,
                       valid_pct=run['valid_pct'], max_memory=run['max_memory'])  # what a resume needs
-        fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'], p)
+        user_cbs = list(cbs or []) + (logger_cbs(loggers, out, record) if rank0(p) else [])
+        fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'], p, user_cbs)
         return learn
-    finally: stop(p)
+    finally:
+        if rank0(p): end_loggers(loggers)
+        stop(p)
 
 
 def new_run(p, profile, settings, overrides, out, **data) -> dict:
@@ -343,14 +417,15 @@ def new_run(p, profile, settings, overrides, out, **data) -> dict:
     return run
 
 
-def run_dls(run, p, num_workers=None):
-    """The run's DataLoaders: this rank's share of the batch, its own augmentation seed, its device. Rank 0 creates
-    the run folder and, for a random split, saves it there"""
+def run_dls(run, p, num_workers=None, device=None):
+    """The run's DataLoaders: this rank's share of the batch, its own augmentation seed, its device (`device`, else
+    fastai's choice). Rank 0 creates the run folder and, for a random split, saves it there"""
     s, seed = run['settings'], run['seed']
-    if num_workers is None: num_workers = 4 if torch.cuda.is_available() else 0
-    if not torch.cuda.is_available(): keep_freed_memory()
+    device = p.device if p else device or default_device()
+    if num_workers is None: num_workers = 4 if device.type == 'cuda' else 0
+    if device.type == 'cpu': keep_freed_memory()
     dls = image_dls(run['data'], bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
-                    num_workers=num_workers, device=p.device if p else default_device(), skip_bad=run['skip_bad'],
+                    num_workers=num_workers, device=device, skip_bad=run['skip_bad'],
                     augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
                     valid_pct=run['valid_pct'], max_memory=run['max_memory'])
     if rank0(p):
@@ -409,13 +484,14 @@ def pick_lrs(learn, s, out) -> dict:
     return dict(lr_min=lr_min, lr_max=lr_max, lr_find=suggestions)
 
 
-def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None):
-    """Fit with checkpoints and the run record after every epoch; then TTA (if any), weights, plots, the final record.
-    In a distributed run (`p`) every rank fits; rank 0 alone records and, after the fit, does the rest."""
+def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, user_cbs=()):
+    """Fit with checkpoints and the run record after every epoch; then TTA (if any), weights, plots, the final record
+    and the model card. In a distributed run (`p`) every rank fits; rank 0 alone records and, after the fit, does the rest.
+    `user_cbs`: the caller's callbacks and the loggers', for the fit"""
     s, out = config, Path(learn.path)
     checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt, p)
     keep = KeepTestLogits()
-    cbs = [StopOnNaN(p), checkpoint, keep] + ([DDPTrainer(p)] if p else [])
+    cbs = [StopOnNaN(p), checkpoint, keep] + ([DDPTrainer(p)] if p else []) + list(user_cbs)
     if rank0(p):
         run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record['record_to']], t0, start_epoch)
         cbs += [run_record, ExpectedDuration(s['profile'])]
@@ -443,9 +519,12 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None):
             print(f"with TTA (level {s['tta']}{gate}): test accuracy {record['test_accuracy']:.4f} "
                   f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
         mean, std = learn.dls.stats
-        save_weights(learn.model, out/'model', dict(classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
-                                                     tta_below=s['tta_below'], n_out=len(learn.dls.vocab), size=s['size'],
-                                                     mean=mean, std=std))
+        meta = dict(format=MODEL_FORMAT, classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
+                    tta_below=s['tta_below'], n_out=len(learn.dls.vocab), size=s['size'], mean=mean, std=std,
+                    profile=s['profile'], parameters=sum(w.numel() for w in learn.model.parameters()), test_accuracy=record['test_accuracy'], test_accuracy_no_tta=record.get('test_accuracy_no_tta'),
+                    data_sha256=record['data']['file_list_sha256'], git_commit=record['git_commit'])
+        save_weights(learn.model, out/'model', meta)
         save_run_plots(learn, out, logits, targets)
     run_record.save(complete=True, stopped=None)
+    write_model_card(out, record, meta)
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)

@@ -48,7 +48,7 @@ def test_whitening_makes_patch_covariance_the_identity():
 def test_fast_run_writes_the_whole_run_folder_with_and_without_tta(fast_run):
     out, learn = fast_run
     for f in ['metrics.csv', 'results.json', 'checkpoint.pt', 'model.safetensors', 'model.json', 'lr_schedule.png',
-              'loss.png', 'accuracy.png', 'confusion_matrix.png', 'top_losses.png']:
+              'loss.png', 'accuracy.png', 'confusion_matrix.png', 'top_losses.png', 'README.md']:
         assert (out/f).stat().st_size > 0, f
     res = json.loads((out/'results.json').read_text())
     assert res['complete'] and res['profile'] == 'fast' and res['arch'] == 'fast' and res['tta'] == 2
