@@ -19,7 +19,7 @@ from .augment import BatchAugment
 from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
                      SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
 
-__all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'scan_split', 'load_images', 'decode', 'ImageCache',
+__all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'ImageCache',
            'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
            'parse_bytes', 'memory_budget', 'random_split', 'image_dls', 'cifar_dls']
 
@@ -49,19 +49,24 @@ def find_layout(path: Path) -> tuple:
     "The (training, test) folder names of the first of `LAYOUTS` that `path` has; (None, None): class folders to split"
     for train, test in LAYOUTS.values():
         if train and (path/train).is_dir() and (path/test).is_dir(): return train, test
-    if not (path/'train').is_dir() and any(f.suffix.lower() in image_extensions for d in path.iterdir() if d.is_dir()
+    if not (path/'train').is_dir() and any(f.suffix.lower() in image_extensions for d in path.iterdir() if d.is_dir() and not hidden(d)
                                            for f in d.iterdir()): return None, None  # class folders holding images
     raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
                       + (" (it has train/ but no test/, valid/ or val/)" if (path/'train').is_dir() else ""))
+
+
+def hidden(p: Path) -> bool:
+    "A file or folder no one means as data: .ipynb_checkpoints, .DS_Store, macOS's ._* copies, __MACOSX, __pycache__"
+    return p.name.startswith(('.', '__'))
 
 
 def scan_split(split_dir: Path, problem) -> list:
     """Image files in <split>/<class>/. Only one level down, as in fastai's CIFAR layout: fastai's `get_image_files`
     follows symlinked folders, so a symlink loop would list every image again at each level."""
     files = []
-    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not hidden(p)):
         found = 0
-        for f in sorted(class_dir.iterdir()):
+        for f in sorted(f for f in class_dir.iterdir() if not hidden(f)):
             try: st = f.stat()  # follows symlinks: a loop or a dangling link fails here
             except OSError as e: problem(f"{f}: {e.strerror}"); continue
             if stat.S_ISDIR(st.st_mode): problem(f"{f}: a folder inside a class folder (expected {split_dir.name}/<class>/<image>)"); continue

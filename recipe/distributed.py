@@ -160,12 +160,13 @@ class DDPTrainer(DistributedTrainer):
 def on_rank0(p, fn):
     "`fn()` run by rank 0 alone; its result, or the RecipeError it raised, on every rank (so no rank waits for nothing)"
     if p is None: return fn()
-    res = None
+    res = err = None
     if p.rank == 0:
         try: res = fn()
-        except RecipeError as e: res = e
+        except Exception as e:  # any exception: the other ranks must not wait for a result that never comes
+            err, res = e, e if isinstance(e, RecipeError) else RecipeError(f"rank 0 stopped: {type(e).__name__}: {e}")
     res = from_rank0(p, res)
-    if isinstance(res, RecipeError): raise res
+    if isinstance(res, RecipeError): raise err if err is not None else res
     return res
 
 

@@ -163,5 +163,7 @@ class CPUAutocast(Callback):
     order = 10
     def before_batch(self): self.autocast = torch.autocast('cpu', dtype=torch.bfloat16); self.autocast.__enter__()
     def after_pred(self): self.learn.pred = self.pred.float()
-    def after_loss(self): self.autocast.__exit__(None, None, None)
-    def after_cancel_batch(self): self.autocast.__exit__(None, None, None)
+    def after_loss(self): self.leave()
+    def after_cancel_batch(self): self.leave()  # also after any exception in a step (RecipeLearner._do_one_batch)
+    def leave(self):
+        if getattr(self, 'autocast', None) is not None: self.autocast.__exit__(None, None, None); self.autocast = None

@@ -1,17 +1,17 @@
 """Using trained weights: load them without unpickling anything, predict the classes of image files, rebuild a fastai
 `Learner`, export to ONNX."""
-import json
+import json, os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from fastai.vision.all import (CategoryBlock, CrossEntropyLossFlat, DataBlock, FuncSplitter, ImageBlock, Learner, Normalize,
-                               ToTensor, accuracy, get_image_files, parent_label)
+                               ToTensor, accuracy, image_extensions, parent_label)
 from safetensors.torch import load_file
 
 from .config import CROP
-from .data import CachedImage, ImageCache, RecipeError, decode, image_dls
+from .data import CachedImage, ImageCache, RecipeError, decode, hidden, image_dls
 from .model import make_model
 from .record import MODEL_FORMAT
 
@@ -49,14 +49,26 @@ def load(path) -> torch.nn.Module:
 
 
 def image_files(paths) -> list:
-    "Image files named directly, or found (recursively) in the folders named"
+    """Image files named directly, or found (recursively, hidden folders and files left out) in the folders named.
+    Symlinked folders are followed once each: a symlink loop does not list the same images again at every level."""
     if not paths: raise RecipeError("no images given: name image files or folders after the run folder")
     files = []
     for p in map(Path, paths):
-        if p.is_dir(): files += sorted(get_image_files(p))
+        if p.is_dir(): files += folder_images(p)
         elif p.is_file(): files.append(p)
         else: raise RecipeError(f"no such file or folder: {p}")
     if not files: raise RecipeError(f"no images found in {', '.join(map(str, paths))}")
+    return files
+
+
+def folder_images(root: Path) -> list:
+    seen, files = set(), []
+    for d, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen: dirs[:] = []; continue
+        seen.add(real)
+        dirs[:] = sorted(n for n in dirs if not hidden(Path(n)))
+        files += [Path(d)/n for n in sorted(names) if Path(n).suffix.lower() in image_extensions and not hidden(Path(n))]
     return files
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from fastai.vision.all import (Adam, Callback, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device, event,
+from fastai.vision.all import (Adam, Callback, CancelBatchException, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device, event,
                                TensorImage, minimum, noop, set_seed, slide, steep, valley)
 from fastcore.imports import IN_NOTEBOOK
 
@@ -122,10 +122,22 @@ def check_device(device):
 
 
 def check_out(out=None) -> Path:
-    "The run folder (default runs/<timestamp>), refused if it already holds files; created later by `make_out`"
-    out = Path(out) if out is not None else Path('runs')/datetime.now().strftime('%Y%m%d-%H%M%S')
+    """The run folder, refused if it already holds files; created later by `make_out`. The default, runs/<timestamp>, is
+    claimed now by creating it (-2, -3, ... when another run took that second), so parallel runs never share one"""
+    if out is None: return new_timestamp_folder(Path('runs'))
+    out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())): raise RecipeError(f"output folder {out} already exists and is not empty: choose another --out")
     return out
+
+
+def new_timestamp_folder(parent: Path) -> Path:
+    stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
+    make_out(parent)
+    for n in range(1, 1000):
+        out = parent/(stamp if n == 1 else f'{stamp}-{n}')
+        try: out.mkdir(); return out  # atomic: exactly one process creates it
+        except FileExistsError: continue
+    raise RecipeError(f"cannot find a free run folder name under {parent} for {stamp}: give --out")
 
 
 def make_out(out: Path) -> Path:
@@ -175,6 +187,11 @@ class RecipeLearner(Learner):
             cbs = self._event_cbs[key] = list(self.cbs.sorted('order')) if event_name == 'after_fit' else self.ordered_cbs(event_name)
         for cb in cbs: cb(event_name)
     def __getstate__(self): return {k: v for k, v in super().__getstate__().items() if k != '_event_cbs'}  # fastai drops its lock
+    def _do_one_batch(self):
+        try: super()._do_one_batch()
+        except CancelBatchException: raise  # fastai calls after_cancel_batch itself
+        except BaseException:  # a step stopped by the NaN check or Ctrl-C: CPUAutocast must not leave autocast on
+            self('after_cancel_batch'); raise
     def gather_args(self) -> dict:
         """What fastai's WandbCallback logs as the config: nothing more, since `logger_cbs` gives wandb.init the run's
         settings. fastai's own walks the Learner's arguments down to every dataset item, and fails on Python 3.11's Paths"""
@@ -376,7 +393,15 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     if p is not None and device is not None:
         stop(p); raise RecipeError("--device in a distributed run: each process uses the GPU of its LOCAL_RANK; leave --device out")
     try:
-        if resume is not None: run = resumed_run(resume, p)
+        if resume is not None:
+            given = {k: v for k, v in dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out, wd=wd,
+                     augment=augment, settings=settings, size=size, valid_pct=valid_pct, max_memory=max_memory,
+                     precision=precision, num_workers=num_workers).items() if v is not None}
+            if skip_bad: given['skip_bad'] = True
+            if profile != 'seed': given['profile'] = profile
+            if given: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(given)} "
+                                        "(--data may point to the same images moved elsewhere)")
+            run = resumed_run(resume, p, data)
         else: run = new_run(p, profile, settings, dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max,
                                                        wd=wd, augment=augment, size=size, precision=precision),
                             out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to],
@@ -391,7 +416,8 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         if resume is not None:
             restore(learn, run['ckpt'], p.rank if p else 0)
             record = run['record']
-            if rank0(p): print(f"resuming {out} after epoch {run['start_epoch']} of {s['epochs']}: " + lr_text(s), flush=True)
+            left = 'the final stage (TTA, weights, plots)' if run['start_epoch'] >= s['epochs'] else lr_text(s)
+            if rank0(p): print(f"resuming {out} after epoch {run['start_epoch']} of {s['epochs']}: {left}", flush=True)
         else:
             s.update(on_rank0(p, lambda: pick_lrs(learn, s, out)))
             if rank0(p): print(lr_text(s), flush=True)
@@ -399,7 +425,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
             record.update(precision_asked=s['precision'], precision=learn.precision, precision_reason=learn.precision_reason,
                           world_size=p.size if p else 1, backend=p.backend if p else None, machine=machine_info(),
                           versions=versions(), data=data_info(dls), out=str(out), record_to=run['record_to'])
-        config = dict(s, data=str(dls.path), seed=seed, skip_bad=run['skip_bad'], world_size=p.size if p else 1,
+        config = dict(s, data=str(Path(dls.path).resolve()), seed=seed, skip_bad=run['skip_bad'], world_size=p.size if p else 1,
                       valid_pct=run['valid_pct'], max_memory=run['max_memory'])  # what a resume needs
         user_cbs = list(cbs or []) + (logger_cbs(loggers, out, record) if rank0(p) else [])
         fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'], p, user_cbs)
@@ -411,7 +437,8 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
 
 def new_run(p, profile, settings, overrides, out, **data) -> dict:
     "A new run's settings (checked) and folder (chosen by rank 0 for every rank), with its data options"
-    run = dict(settings=settings_for(profile, settings, **overrides), start_epoch=0, ckpt=None, **data)
+    run = dict(settings=settings_for(profile, settings, **overrides), start_epoch=0, ckpt=None, record=None, **data)
+    run['record_to'] = [str(Path(f).resolve()) for f in run['record_to']]  # a resume may start from another folder
     check_seed(run['seed'])
     run['out'] = on_rank0(p, lambda: check_out(out))  # rank 0's timestamp names the folder of all
     return run
@@ -428,9 +455,10 @@ def run_dls(run, p, num_workers=None, device=None):
                     num_workers=num_workers, device=device, skip_bad=run['skip_bad'],
                     augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
                     valid_pct=run['valid_pct'], max_memory=run['max_memory'])
+    if run['record'] is not None: check_same_data(dls, run['record'], run['out'])
     if rank0(p):
         make_out(run['out'])
-        if dls.valid_files: write_json(run['out']/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
+        if dls.valid_files and run['record'] is None: write_json(run['out']/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
                                                                      valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
     return dls
 
@@ -445,8 +473,20 @@ def keep_freed_memory():
     libc.mallopt(-1, 2**30)     # M_TRIM_THRESHOLD = 1 GiB: keep freed heap memory
 
 
-def resumed_run(resume, p=None) -> dict:
-    "A run folder's checkpoint and record, with the run's own settings; lr_find is not run again"
+def check_same_data(dls, record, out):
+    "A resumed run must see the images it started with: the same file list (its fingerprint), hence the same split"
+    was, now = record.get('data') or {}, data_info(dls)
+    if was.get('file_list_sha256') in (None, now['file_list_sha256']): return
+    changes = [f"{k} {was[k]} -> {now[k]}" for k in ('n_train', 'n_test') if was.get(k) != now[k]]
+    changes += [f"classes {was['classes']} -> {now['classes']}"] if was.get('classes') != now['classes'] else []
+    raise RecipeError(f"the data in {dls.path} changed since {out} started ({', '.join(changes) or 'the same counts, other files'}; "
+                      "file list fingerprint differs): resuming would train on other images. Restore the folder, or start a new run")
+
+
+def resumed_run(resume, p=None, data=None) -> dict:
+    """A run folder's checkpoint and record, with the run's own settings; lr_find is not run again. A run whose epochs
+    are all done but whose final stage (TTA, weights, plots, card) was cut short goes on to that stage. `data`: the
+    run's data folder, moved (checked against the run's fingerprint)"""
     ckpt, out = load_checkpoint(resume), Path(resume)
     cfg = ckpt['config']
     size = p.size if p else 1
@@ -455,11 +495,14 @@ def resumed_run(resume, p=None) -> dict:
                           f"resume it with the same number (torchrun --nproc_per_node)")
     s = settings_for(cfg.get('profile', 'seed'), {k: cfg[k] for k in SEED if k in cfg})  # older runs: seed profile
     s['lr_find'] = cfg.get('lr_find', {})
-    if ckpt['epoch'] >= s['epochs']: raise RecipeError(f"{out} finished all {s['epochs']} epochs: nothing to resume")
-    record = json.loads((out/'results.json').read_text())
+    try: record = json.loads((out/'results.json').read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"cannot read {out/'results.json'} ({getattr(e, 'strerror', None) or e}): the run record is needed to "
+                          "resume; the checkpoint alone is not enough") from None
+    if ckpt['epoch'] >= s['epochs'] and record.get('complete'): raise RecipeError(f"{out} is complete (all {s['epochs']} epochs and its final stage): nothing to resume")
     record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [ckpt['epoch']]
     # a benchmark run goes on updating its bench/results/ file
-    return dict(settings=s, out=out, start_epoch=ckpt['epoch'], ckpt=ckpt, data=cfg['data'], seed=cfg['seed'],
+    return dict(settings=s, out=out, start_epoch=ckpt['epoch'], ckpt=ckpt, data=data or cfg['data'], seed=cfg['seed'],
                 skip_bad=cfg['skip_bad'], record=record, record_to=record.get('record_to', []),
                 valid_pct=cfg.get('valid_pct'), max_memory=cfg.get('max_memory'))
 
@@ -525,6 +568,7 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, us
                     data_sha256=record['data']['file_list_sha256'], git_commit=record['git_commit'])
         save_weights(learn.model, out/'model', meta)
         save_run_plots(learn, out, logits, targets)
-    run_record.save(complete=True, stopped=None)
+    run_record.save(stopped=None)  # the wall time, for the card
     write_model_card(out, record, meta)
+    run_record.save(complete=True)  # last: a run cut short before this resumes to finish the stage
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)

@@ -1,0 +1,183 @@
+"""Failures that used to lose a run, hang or end in a traceback (issue 17): each works now, or stops with one message
+naming its cause, and nothing already written is lost. Each test here failed on main at e81376e."""
+import datetime as dt, errno, json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+from fastai.vision.all import Callback
+
+import recipe
+from recipe import RecipeError
+from recipe.checkpoint import CHECKPOINT
+from recipe.record import save_weights, write_json
+
+KW = dict(epochs=2, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
+QUICK = dict(profile='quick', epochs=2, bs=50, width=8, seed=0)
+
+# The command line with the final stage's first step (the test logits, TTA included) replaced by a SIGKILL
+KILL_IN_FINAL_STAGE = """
+import os, signal, sys
+import recipe
+training = sys.modules['recipe.train']  # the module: `recipe.train` is the function
+training.test_logits = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+import runpy; runpy.run_module('recipe', run_name='__main__', alter_sys=True)  # as `python -m recipe`
+"""
+
+
+def as_if_killed_after_epoch(out, epoch):
+    "A finished run's folder turned into one killed after `epoch` (its checkpoint says so, its record is not complete)"
+    ckpt = torch.load(out/CHECKPOINT, weights_only=True); ckpt['epoch'] = epoch; torch.save(ckpt, out/CHECKPOINT)
+    record = json.loads((out/'results.json').read_text()); record['complete'] = False
+    (out/'results.json').write_text(json.dumps(record))
+
+
+def test_a_kill_during_the_final_stage_then_resume_completes_the_run(tiny, tmp_path):
+    out = tmp_path/'run'
+    args = ['train', '--data', tiny, '--out', out, '--profile', 'quick', '--epochs', '2', '--bs', '50', '--width', '8', '--seed', '0']
+    r = subprocess.run([sys.executable, '-c', KILL_IN_FINAL_STAGE, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == -signal.SIGKILL
+    assert not (out/'model.safetensors').exists() and not json.loads((out/'results.json').read_text())['complete']
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f'resuming {out} after epoch 2 of 2: the final stage' in r.stdout and 'with TTA (level 2)' in r.stdout
+    record = json.loads((out/'results.json').read_text())
+    assert record['complete'] and len(record['per_epoch']) == 2 and 'test_accuracy_no_tta' in record
+    for f in ('model.safetensors', 'model.json', 'README.md', 'loss.png', 'confusion_matrix.png', 'top_losses.png'): assert (out/f).exists(), f
+    with pytest.raises(RecipeError, match='is complete .* nothing to resume'): recipe.train(resume=out)
+
+
+def test_resume_refuses_a_changed_data_folder_naming_the_change(tiny_copy, tmp_path):
+    out = tmp_path/'run'
+    recipe.train(tiny_copy, out=out, **KW)
+    as_if_killed_after_epoch(out, 1)
+    cat = tiny_copy/'train'/'cat'
+    shutil.copy(next(cat.iterdir()), cat/'added.png')
+    with pytest.raises(RecipeError, match=rf'the data in {tiny_copy} changed since {out} started \(n_train 200 -> 201'):
+        recipe.train(resume=out)
+    (cat/'added.png').unlink()
+    recipe.train(resume=out)  # the same images again: it resumes
+
+
+def test_resume_works_from_another_working_directory(tiny, tmp_path, monkeypatch):
+    (tmp_path/'a').mkdir(); (tmp_path/'b').mkdir()
+    shutil.copytree(tiny, tmp_path/'a'/'data')
+    monkeypatch.chdir(tmp_path/'a')
+    recipe.train('data', out='run', **KW)  # relative paths, as a user types them
+    as_if_killed_after_epoch(tmp_path/'a'/'run', 1)
+    monkeypatch.chdir(tmp_path/'b')
+    recipe.train(resume=tmp_path/'a'/'run')
+    assert json.loads((tmp_path/'a'/'run'/'results.json').read_text())['complete']
+
+
+def test_resume_without_a_run_record_is_named(tiny, tmp_path):
+    out = tmp_path/'run'
+    recipe.train(tiny, out=out, **KW)
+    as_if_killed_after_epoch(out, 1)
+    (out/'results.json').unlink()
+    with pytest.raises(RecipeError, match=rf"cannot read {out/'results.json'}.*the run record is needed to resume"):
+        recipe.train(resume=out)
+
+
+def test_options_given_with_resume_are_refused_not_ignored(tiny, tmp_path):
+    out = tmp_path/'run'
+    recipe.train(tiny, out=out, **KW)
+    as_if_killed_after_epoch(out, 1)
+    with pytest.raises(RecipeError, match=f'--resume continues {out} with its own settings; leave out epochs, bs'):
+        recipe.train(resume=out, epochs=5, bs=16)
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', out, '--width', '16'], capture_output=True, text=True)
+    assert r.returncode == 1 and 'leave out width' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_autocast_is_left_when_a_step_stops_with_an_exception(tiny, tmp_path):
+    class StopInStep(Callback):  # as StopOnNaN does when the loss is NaN: an exception between the forward pass and backward
+        def after_loss(self):
+            if self.training and self.iter == 1: raise RecipeError('stopped in a step')
+    with pytest.raises(RecipeError, match='stopped in a step'):
+        recipe.train(tiny, out=tmp_path/'run', precision='bf16', cbs=[StopInStep()], **QUICK)
+    assert not torch.is_autocast_enabled('cpu')
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None): return cls(2026, 11, 30, 12, 0, 0)
+    training = sys.modules['recipe.train']
+    monkeypatch.setattr(training, 'datetime', Frozen)
+    monkeypatch.chdir(tmp_path)
+    first, second = training.check_out(), training.check_out()
+    assert (first, second) == (Path('runs/20261130-120000'), Path('runs/20261130-120000-2'))
+    assert first.is_dir() and second.is_dir()
+
+
+def test_hidden_folders_are_not_classes(tiny_copy):
+    for junk in ('.ipynb_checkpoints', '__MACOSX'):
+        (tiny_copy/'train'/junk).mkdir()
+        shutil.copy(next((tiny_copy/'train'/'cat').iterdir()), tiny_copy/'train'/junk/'x.png')
+    (tiny_copy/'train'/'cat'/'._copy.png').write_bytes(b'\0\5\26\7')  # macOS's AppleDouble file: not an image
+    dls = recipe.image_dls(tiny_copy, bs=32)
+    assert len(dls.vocab) == 10 and len(dls.train_ds) == 200
+
+
+def test_predict_lists_each_image_once_through_a_symlink_loop(tiny_run, tmp_path):
+    d = tmp_path/'images'; d.mkdir()
+    shutil.copy(tiny_run[1].dls.valid_ds.items[0], d/'a.png')
+    (d/'loop').symlink_to(d, target_is_directory=True)
+    assert recipe.inference.image_files([d]) == [d/'a.png']
+
+
+def test_a_non_recipe_error_on_rank_0_ends_both_processes_within_60_s(tiny, tmp_path):
+    script = tmp_path/'boom.py'
+    script.write_text("import os, sys\nimport recipe\ntraining = sys.modules['recipe.train']\n"
+                      "def boom(learn): raise ValueError('boom on rank ' + os.environ['RANK'])\n"
+                      "training.find_lrs = boom\n"
+                      f"recipe.train({str(tiny)!r}, epochs=1, bs=40, width=8, seed=0, out={str(tmp_path/'run')!r})\n")
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='', PYTHONUNBUFFERED='1')
+    t = time.time()
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', script],
+                       capture_output=True, text=True, env=env, timeout=180)
+    assert time.time() - t < 60 + 30  # + torchrun's and two imports' start-up
+    assert r.returncode != 0 and 'ValueError: boom on rank 0' in r.stdout + r.stderr
+    assert 'rank 0 stopped: ValueError: boom on rank 0' in r.stdout + r.stderr  # rank 1 got rank 0's error
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB file system (tmpfs) where the machine lets us mount one (root); else a folder where a file written by
+    recipe.record fails with ENOSPC past 16 kB (a simulation: said so in the test's output)"""
+    disk = tmp_path/'disk'; disk.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk)], capture_output=True).returncode == 0
+    if not mounted: print('no tmpfs (not root): a simulated full disk')
+    yield disk, mounted
+    if mounted: subprocess.run(['umount', str(disk)])
+
+
+def fill(disk, mounted, monkeypatch, leave=16_000):
+    "Fill the disk up to `leave` bytes"
+    if mounted:
+        free = shutil.disk_usage(disk).free
+        with open(disk/'filler', 'wb') as f: f.write(b'\0' * max(0, free - leave))
+    else:
+        real_fdopen = os.fdopen
+        class Full:  # the file recipe.record writes through: ENOSPC past `leave` bytes
+            def __init__(self, f): self.f = f
+            def write(self, data):
+                if self.f.tell() + len(data) > leave: raise OSError(errno.ENOSPC, 'No space left on device')
+                return self.f.write(data)
+            def __getattr__(self, name): return getattr(self.f, name)
+            def __enter__(self): return self
+            def __exit__(self, *exc): return self.f.__exit__(*exc)
+        monkeypatch.setattr(os, 'fdopen', lambda *a, **k: Full(real_fdopen(*a, **k)))
+
+
+def test_a_full_disk_during_write_json_and_save_weights_is_named_and_keeps_the_old_files(small_disk, monkeypatch):
+    disk, mounted = small_disk
+    write_json(disk/'results.json', {'epoch': 1})
+    model = recipe.CustomResNet(10, 8)  # 416 kB of weights
+    fill(disk, mounted, monkeypatch)
+    with pytest.raises(RecipeError, match=rf"cannot write {disk/'results.json'}: No space left on device"):
+        write_json(disk/'results.json', {'epoch': 2, 'rows': list(range(20_000))})
+    assert json.loads((disk/'results.json').read_text()) == {'epoch': 1}
+    with pytest.raises(RecipeError, match=rf"cannot write {disk/'model.safetensors'}: No space left on device"):
+        save_weights(model, disk/'model', {'width': 8})
+    assert not (disk/'model.safetensors').exists() and not [p for p in disk.iterdir() if p.name.endswith('.tmp')]
