@@ -49,6 +49,11 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
     if s['flip'] == 'alternate' and s['augment'] != 'batch':
         raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {s['augment']!r}")
+    if s['arch'] != 'fast':  # these need the fast net's whitening conv (net[0].bias)
+        fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
+                                                     ('whiten_bias_epochs', s['whiten_bias_epochs'])) if on]
+        if fast_only: raise RecipeError(f"settings that do not go together: arch {s['arch']!r} with {', '.join(fast_only)} "
+                                        "(the fast net's whitening layer): use arch 'fast', or a seed profile's settings")
     check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
     return dict(s, profile=profile)
 
@@ -245,8 +250,11 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
 
 
 def training_images(dls, n=5000):
-    "The first `n` training images as the model sees them (normalized, no augmentation), for the whitening init"
-    x = TensorImage(dls.train.images[:n]).to(dls.device)
+    """The first `n` training images as the model sees them (normalized, no augmentation), for the whitening init:
+    from the split held in memory, or (the per-item path) decoded from the dataset's first items"""
+    images = getattr(dls.train, 'images', None)
+    if images is None: images = torch.stack([dls.train_ds[i][0] for i in range(min(n, len(dls.train_ds)))])
+    x = TensorImage(images[:n]).to(dls.device)
     for t in dls.train.after_batch.fs:
         if t.split_idx != 0: x = t(x)  # IntToFloatTensor, Normalize; not the training-only augmentation
     return x
@@ -455,6 +463,9 @@ def run_dls(run, p, num_workers=None, device=None):
                     num_workers=num_workers, device=device, skip_bad=run['skip_bad'],
                     augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
                     valid_pct=run['valid_pct'], max_memory=run['max_memory'])
+    if p is not None and len(dls.train_ds) // p.size < dls.train.bs:  # every rank, the same answer: none waits
+        raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
+                          f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
     if run['record'] is not None: check_same_data(dls, run['record'], run['out'])
     if rank0(p):
         make_out(run['out'])

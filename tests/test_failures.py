@@ -181,3 +181,26 @@ def test_a_full_disk_during_write_json_and_save_weights_is_named_and_keeps_the_o
     with pytest.raises(RecipeError, match=rf"cannot write {disk/'model.safetensors'}: No space left on device"):
         save_weights(model, disk/'model', {'width': 8})
     assert not (disk/'model.safetensors').exists() and not [p for p in disk.iterdir() if p.name.endswith('.tmp')]
+
+
+def test_a_global_batch_larger_than_each_processs_share_is_refused(tiny, tmp_path):
+    "200 training images over 2 processes: 100 each, so a global batch of 300 (150 each) would give no batch at all"
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='', PYTHONUNBUFFERED='1')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'recipe',
+                        'train', '--data', tiny, '--bs', '300', '--width', '8', '--epochs', '1', '--lr-max', '0.01', '--out', tmp_path/'run'],
+                       capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode != 0
+    assert 'batch size 300 (150 per process) is larger than the 100 training images each of the 2 processes gets' in r.stdout + r.stderr
+
+
+def test_settings_that_do_not_go_together_are_refused_before_any_work(tiny, tmp_path):
+    with pytest.raises(RecipeError, match="arch 'resnet' with opt 'muon', whiten True, whiten_bias_epochs 3"):
+        recipe.train(tiny, out=tmp_path/'run', profile='fast', settings={'arch': 'resnet'})
+    assert not (tmp_path/'run').exists()
+
+
+def test_the_fast_profile_trains_on_the_per_item_path(tiny, tmp_path):
+    "Over the memory budget the images are decoded per item: the whitening init takes them from the dataset"
+    with pytest.warns(UserWarning, match='decoding them per item'):
+        learn = recipe.train(tiny, out=tmp_path/'run', max_memory='1kB', **QUICK)
+    assert getattr(learn.dls.train, 'images', None) is None and json.loads((tmp_path/'run'/'results.json').read_text())['complete']
