@@ -162,7 +162,7 @@ def find_lrs(learn) -> dict:
 
 def choose_lrs(suggestions: dict, lr_min=None, lr_max=None):
     """LRMAX = 3 x `minimum` (one third of the LR where lr_find's loss was lowest: just below where it stops falling),
-    LRMIN = LRMAX / 10. A given value wins; a single given one fixes the other. Why: README "Choices"."""
+    LRMIN = LRMAX / 10. A given value wins; a single given one fixes the other. Why: docs/choices.md."""
     if lr_max is None: lr_max = lr_min * LR_RATIO if lr_min is not None else suggestions['minimum'] * LRMAX_PER_MINIMUM
     if lr_min is None: lr_min = lr_max / LR_RATIO
     return lr_min, lr_max
@@ -359,7 +359,7 @@ class ExpectedDuration(Callback):
             msg = f"expected duration: about {minutes:.0f} min for {self.n_epoch - self.epoch} epochs (from batches 2-{self.n + 1})"
             if self.dls.device.type == 'cpu' and self.profile.startswith('seed') and minutes > 30:
                 msg += ("; on a CPU, --profile fast reaches 94% and --profile quick 90% in a fraction of that time "
-                        "(README, Results)")
+                        "(README, Headline results)")
             print(msg, flush=True)
             self.t = False  # once per fit
 
