@@ -18,23 +18,23 @@ __all__ = ['run_profile', 'load_results', 'time_to', 'write_report']
 
 
 def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, results='bench/results', runs='runs',
-                ablation=None, augment=None, precision=None):
-    """Train `profile` (with optional width/epochs/bs/augment/precision overrides, and one of ABLATIONS), writing
-    bench JSON after every epoch; returns its path"""
+                ablation=None, augment=None, precision=None, compile=None, command=None):
+    """Train `profile` (with optional width/epochs/bs/augment/precision/compile overrides, and one of ABLATIONS), writing
+    bench JSON after every epoch; returns its path. `command`: the command line, for the record"""
     if profile == 'list':
         for k, v in PROFILES.items(): print(f"{k:10} width {v['width']}, {v['epochs']} epochs, bs {v['bs']}: {v['doc']}")
         return None
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     if ablation is not None and ablation not in ABLATIONS: raise RecipeError(f"unknown ablation {ablation!r}: choose one of {', '.join(ABLATIONS)}")
     from .train import train
-    cfg = {k: v for k, v in dict(width=width, epochs=epochs, bs=bs, augment=augment).items() if v is not None}  # overrides
+    cfg = {k: v for k, v in dict(width=width, epochs=epochs, bs=bs, augment=augment, compile=compile).items() if v is not None}  # overrides
     name = (f"{profile}{'-' + ablation if ablation else ''}-w{cfg.get('width', PROFILES[profile]['width'])}"
             f"-e{cfg.get('epochs', PROFILES[profile]['epochs'])}-s{seed}-{datetime.now():%Y%m%d-%H%M%S}")
     results = Path(results); results.mkdir(parents=True, exist_ok=True)
     path = results/f'{name}.json'
     settings = ABLATIONS.get(ablation, {}) | ({'precision': precision} if precision else {})
     train(data=data, seed=seed, out=Path(runs)/name, record_to=[path], profile=profile, settings=settings or None,
-          info=dict(ablation=ablation) if ablation else None, **cfg)
+          info={k: v for k, v in dict(ablation=ablation, command=command).items() if v} or None, **cfg)
     return path
 
 

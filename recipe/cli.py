@@ -26,12 +26,14 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
           precision: str = None,    # auto (default): bf16/fp16 mixed on CUDA, bf16 on a CPU with bf16 instructions (fast profiles), else fp32; or fp32, bf16, fp16 (CUDA)
           log: str = None,       # tensorboard, wandb, or tensorboard,wandb: log to the run folder (pip install -e ".[tensorboard]" / ".[wandb]")
           device: str = None,    # cpu, cuda, cuda:N or mps (default: fastai's choice: the first GPU if any)
+          compile: bool = False, # torch.compile the net: a compile at the start for faster steps (bench/compile_speed.py)
           resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
     "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10 or any image folder; writes metrics, checkpoints, weights and plots to the run folder"
     from .train import train as _train
     _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
            skip_bad=skip_bad, resume=resume, profile=profile, augment=augment, size=size, valid_pct=valid_pct,
-           max_memory=max_memory, precision=precision, log=log, device=device, info=dict(command=command_line()))
+           max_memory=max_memory, precision=precision, log=log, device=device, compile=compile or None,
+           info=dict(command=command_line()))
 
 
 def command_line() -> str:
@@ -49,12 +51,13 @@ def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'lis
           ablation: str = None,  # remove one ingredient of a fast profile (ABLATIONS in recipe/config.py)
           augment: str = None,   # override the profile's augmentation path: albumentations or batch
           precision: str = None, # auto, fp32, bf16 or fp16 (CUDA only); default auto (see `train`)
+          compile: bool = False, # torch.compile the net
           results: str = 'bench/results',  # folder for the result JSON
           runs: str = 'runs'):   # folder under which the run folder goes
     "Train a named profile on the full data and record the result as JSON in bench/results/"
     from .bench import run_profile
     run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, bs=bs, results=results, runs=runs, ablation=ablation,
-                augment=augment, precision=precision)
+                augment=augment, precision=precision, compile=compile or None, command=command_line())
 
 
 @call_parse

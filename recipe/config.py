@@ -56,6 +56,8 @@ SEED = dict(
     precision='auto',       # 'fp32', 'bf16', 'fp16' (CUDA) or 'auto': bf16 (else fp16) mixed on CUDA; on a CPU, bf16 where it has
                             # bf16 instructions and `cpu_bf16` allows it, else fp32 (recipe/fast.py, choose_precision)
     cpu_bf16=False,         # whether 'auto' may pick bf16 on a CPU (the seed's accuracy in bf16 is not shown yet)
+    compile=False,          # torch.compile the net (Inductor): it costs a compile at the start; bench/compile_speed.py
+                            # measures when it pays back
 )
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 # After airbench94 (Keller Jordan, github.com/KellerJordan/cifar10-airbench): his hyperparameters, turned from his

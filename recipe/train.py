@@ -242,6 +242,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts
     learn.to_channelslast(use_amp=cuda and precision != 'fp32', amp_mode=precision if cuda and precision != 'fp32' else 'fp16')
     if cuda: torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution once
+    if s['compile']: model.compile()  # in place: the weights keep their names (checkpoints, safetensors)
     learn.precision = f"{precision} mixed (CUDA)" if cuda and precision != 'fp32' else {'bf16': 'bf16 autocast (CPU)', 'fp32': 'fp32'}[precision]
     learn.precision_reason = reason
     if not (IN_NOTEBOOK or sys.stdout.isatty()):
@@ -389,13 +390,14 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           cbs=None,       # your fastai callbacks, for the fit (every epoch; not lr_find); in a distributed run on every rank
           log=None,       # 'tensorboard', 'wandb' or both ('tensorboard,wandb'): per-step loss and LR, per-epoch metrics
           device=None,    # 'cpu', 'cuda', 'cuda:N', 'mps' (default: fastai's choice; a distributed run: each rank's GPU)
+          compile=None,   # torch.compile the net (default: the profile's, off): pays on long runs; bench/compile_speed.py
          ) -> Learner:
     "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
     loggers, device = check_loggers(log), check_device(device)
     command = (info or {}).get('command') or 'recipe.train(' + ', '.join(f'{k}={v!r}' for k, v in dict(
         data=data, profile=profile, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out, wd=wd,
-        resume=resume, augment=augment, size=size, precision=precision, log=log, device=device and str(device)).items()
+        resume=resume, augment=augment, size=size, precision=precision, compile=compile, log=log, device=device and str(device)).items()
         if v is not None and not (k == 'profile' and v == 'seed')) + ')'
     p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
     if p is not None and device is not None:
@@ -404,14 +406,14 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         if resume is not None:
             given = {k: v for k, v in dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out, wd=wd,
                      augment=augment, settings=settings, size=size, valid_pct=valid_pct, max_memory=max_memory,
-                     precision=precision, num_workers=num_workers).items() if v is not None}
+                     precision=precision, num_workers=num_workers, compile=compile).items() if v is not None}
             if skip_bad: given['skip_bad'] = True
             if profile != 'seed': given['profile'] = profile
             if given: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(given)} "
                                         "(--data may point to the same images moved elsewhere)")
             run = resumed_run(resume, p, data)
         else: run = new_run(p, profile, settings, dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max,
-                                                       wd=wd, augment=augment, size=size, precision=precision),
+                                                       wd=wd, augment=augment, size=size, precision=precision, compile=compile),
                             out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to],
                             valid_pct=valid_pct, max_memory=max_memory)
         s, out, seed = run['settings'], run['out'], run['seed']

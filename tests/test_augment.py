@@ -84,6 +84,10 @@ def test_batch_loader_augments_training_batches_only(tiny):
     assert len(dls.train) == 4 and sum(len(b[0]) for b in dls.valid) == 50      # drop_last on training only
     x, _ = dls.train.one_batch()
     assert x.shape == (50, 3, 32, 32) and x.dtype == torch.float32
+    # training batches are augmented: few images come out as they are (no shift and no flip: 1 in 50)
+    raw = (dls.train.images.float() / 255 - mean) / std
+    as_they_are = ((x.cpu()[:, None] - raw[None]).abs().amax(dim=(2, 3, 4)) < 1e-5).any(1)
+    assert as_they_are.sum() <= 10
 
 
 def test_unknown_augment_is_refused(tiny):

@@ -1,6 +1,7 @@
-import json
+import json, os, subprocess, sys
 
 from recipe.bench import run_profile, write_report
+from conftest import ROOT
 
 FIELDS = ['profile', 'width', 'epochs', 'bs', 'seed', 'lr_min', 'lr_max', 'test_accuracy', 'test_loss', 'per_epoch',
           'wall_seconds', 'git_commit', 'machine', 'versions', 'data', 'complete']
@@ -95,3 +96,14 @@ def test_gpu_check_dry_run_on_the_cpu(tiny, tmp_path):
     with tarfile.open(out/'results.tar.gz') as t:
         assert len([n for n in t.getnames() if n.endswith('.json')]) == 3
     assert not (out/'results').exists()
+
+
+def test_compile_speed_tiny_mode_measures_both_ways(tmp_path):
+    "bench/compile_speed.py on a tiny net: eager and compiled steps timed, the compile's cost, where it pays (if ever)"
+    out = tmp_path/'compile.json'
+    r = subprocess.run([sys.executable, 'bench/compile_speed.py', '--profile', 'fast', '--steps', '2', '--bs', '8', '--width', '8',
+                        '--json', out], capture_output=True, text=True, cwd=ROOT, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res['eager_ms_per_step'] > 0 and res['compiled_ms_per_step'] > 0 and res['compile_s'] > 0
+    assert res['precision'] in ('bf16', 'fp32') and ('pays after' in r.stdout or 'never pays' in r.stdout)

@@ -102,9 +102,16 @@ def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(small, tmp_path, 
 
 
 def test_nan_loss_stops_with_advice_and_keeps_no_broken_checkpoint(tiny, tmp_path):
-    with pytest.raises(RecipeError, match=r'(?s)loss became (nan|inf).*lower --lr-max'):
-        recipe.train(tiny, out=tmp_path/'run', epochs=3, bs=32, width=8, lr_min=1e6, lr_max=1e8, seed=0)
+    from fastai.vision.all import Callback
+    class NaNInEpoch2(Callback):  # the loss of epoch 2's third batch becomes NaN, as a diverging run's does
+        order = -10  # before StopOnNaN looks at it
+        def after_loss(self):
+            if self.training and self.epoch == 1 and self.iter == 2: self.learn.loss = self.loss * float('nan')
+    with pytest.raises(RecipeError, match=r'(?s)loss became nan in epoch 2 \(batch 3\).*lower --lr-max'):
+        recipe.train(tiny, out=tmp_path/'run', epochs=3, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0, cbs=[NaNInEpoch2()])
     assert json.loads((tmp_path/'run'/'results.json').read_text())['complete'] is False
+    ckpt = load_checkpoint(tmp_path/'run')  # epoch 1's, whole: it loads, and every weight in it is finite
+    assert ckpt['epoch'] == 1 and all(torch.isfinite(t).all() for t in ckpt['model'].values() if t.is_floating_point())
 
 
 def test_full_disk_leaves_the_previous_checkpoint_whole(tiny, tmp_path, monkeypatch):
