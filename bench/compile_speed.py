@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from recipe.config import PROFILES
-from recipe.fast import choose_precision
+from recipe.run import choose_precision
 from recipe.model import make_model
 from recipe.record import machine_info, versions
 

@@ -13,7 +13,7 @@ from fastcore.script import call_parse
 
 import recipe
 from recipe.augment import batch_augment
-from recipe.train import keep_freed_memory
+from recipe.run import keep_freed_memory
 
 
 def sync():

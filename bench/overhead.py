@@ -15,9 +15,10 @@ from fastai.vision.all import Callback, CrossEntropyLossFlat, DataLoader, DataLo
 from fastcore.script import call_parse
 
 import recipe
-from recipe.fast import CPUAutocast, NesterovSGD, choose_precision, param_groups
+from recipe.callbacks import CPUAutocast
+from recipe.fast import NesterovSGD, param_groups
 from recipe.model import FastNet, init_whitening
-from recipe.train import keep_freed_memory, training_images
+from recipe.run import choose_precision, keep_freed_memory, training_images
 
 LR, MOM, SMOOTH = 0.3, 0.85, 0.2  # a constant LR: the schedule is not what is measured
 

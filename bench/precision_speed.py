@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 
-from recipe.fast import BF16_FLAGS, choose_precision, cpu_flags
+from recipe.run import BF16_FLAGS, choose_precision, cpu_flags
 from recipe.model import FastNet
-from recipe.train import keep_freed_memory
+from recipe.run import keep_freed_memory
 
 
 def step_seconds(bf16, steps, bs=1024):

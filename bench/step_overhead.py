@@ -9,7 +9,7 @@ time over its steps. Per epoch: the rest of the epoch (the test pass, the record
     python bench/step_overhead.py                       # 300 training / 100 test images of noise, batch 32, 1 thread
     python bench/step_overhead.py --model fast --data DIR --bs 2000 --epochs 3   # the real fast net (e.g. on a GPU)
 """
-import json, tempfile, time
+import json, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +20,21 @@ from fastcore.script import call_parse
 from PIL import Image
 
 import recipe
-from recipe.checkpoint import CHECKPOINT, Checkpoint
+from recipe.checkpoint import CHECKPOINT
 from recipe.config import PROFILES, SEED
 from recipe.model import make_model
-from recipe.record import RunRecord
-from recipe.train import ExpectedDuration, StopOnNaN, fit_fast, fit_recipe, make_learner, settings_for
-try: from recipe.train import fit_muon
-except ImportError: fit_muon = None  # commits before Muon: the script also measures them ("before" in the README)
+try:  # the package's shape since issue 17
+    from recipe.callbacks import Checkpoint, ExpectedDuration, RunRecord, StopOnNaN
+    from recipe.run import make_learner, recipe_of, settings_for
+    fit = lambda learn, s, cbs: recipe_of(s).fit(learn, s, cbs)
+except ImportError:  # older commits: the script also measures them ("before" in the README)
+    from recipe.checkpoint import Checkpoint
+    from recipe.record import RunRecord
+    from recipe.train import ExpectedDuration, StopOnNaN, fit_fast, fit_recipe, make_learner, settings_for
+    def fit(learn, s, cbs):
+        if s['opt'] == 'adam': fit_recipe(learn, s['epochs'], s['lr_min'], s['lr_max'], cbs=cbs)
+        elif s['opt'] == 'muon': sys.modules['recipe.train'].fit_muon(learn, s['epochs'], s, cbs=cbs)
+        else: fit_fast(learn, s['epochs'], s['lr_max'], s, cbs=cbs)
 FP32 = dict(precision='fp32') if 'precision' in SEED else dict(cpu_bf16=False)
 
 
@@ -95,9 +103,7 @@ def learner_loop(dls, model, profile, epochs, out):
            ExpectedDuration(profile), phases]
     import contextlib, io
     with contextlib.redirect_stdout(io.StringIO()):  # the per-epoch table
-        if s['opt'] == 'adam': fit_recipe(learn, epochs, s['lr_min'], s['lr_max'], cbs=cbs)
-        elif s['opt'] == 'muon': fit_muon(learn, epochs, s, cbs=cbs)
-        else: fit_fast(learn, epochs, s['lr_max'], s, cbs=cbs)
+        fit(learn, s, cbs)
     return phases.train_s / phases.steps, phases.fixed_s / epochs
 
 

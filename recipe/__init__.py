@@ -7,6 +7,8 @@ from .config import *
 from .model import CustomResNet, FastNet
 from .augment import BatchAugment, batch_augment
 from .data import RecipeError, cifar_dls, image_dls, train_augs
-from .train import choose_lrs, find_lrs, fit_fast, fit_muon, fit_recipe, make_learner, settings_for, train
+from .seed import choose_lrs, find_lrs, fit_recipe
+from .fast import fit_fast, fit_muon
+from .run import make_learner, settings_for, train
 from .plots import plot_lr_find
 from .inference import export_onnx, load, load_learner, predict

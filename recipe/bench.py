@@ -26,7 +26,7 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
         return None
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     if ablation is not None and ablation not in ABLATIONS: raise RecipeError(f"unknown ablation {ablation!r}: choose one of {', '.join(ABLATIONS)}")
-    from .train import train
+    from .run import train
     cfg = {k: v for k, v in dict(width=width, epochs=epochs, bs=bs, augment=augment, compile=compile).items() if v is not None}  # overrides
     name = (f"{profile}{'-' + ablation if ablation else ''}-w{cfg.get('width', PROFILES[profile]['width'])}"
             f"-e{cfg.get('epochs', PROFILES[profile]['epochs'])}-s{seed}-{datetime.now():%Y%m%d-%H%M%S}")

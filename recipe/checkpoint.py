@@ -4,13 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastai.vision.all import L, Callback, Recorder
+from fastai.vision.all import L
 
 from .data import AlbumentationsTransform, RecipeError
-from .distributed import gather, rank0, unwrap
+from .distributed import unwrap
 from .record import atomic_write
 
-__all__ = ['CHECKPOINT', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'restore']
+__all__ = ['CHECKPOINT', 'save_checkpoint', 'load_checkpoint', 'restore']
 
 CHECKPOINT = 'checkpoint.pt'
 
@@ -75,21 +75,3 @@ def restore(learn, ckpt: dict, rank=0):
     np.random.set_state((rng['numpy'][0], np.array(rng['numpy'][1], dtype=np.uint32), *rng['numpy'][2:]))
     for o, (gen, py) in zip(augment_rngs(learn.dls), rng['augment'], strict=True):
         o.random_generator.bit_generator.state = gen; o.py_random.setstate(py)
-
-
-class Checkpoint(Callback):
-    """Saves a checkpoint after every epoch (epochs skipped on resume excepted), after the epoch's record. In a
-    distributed run (`process`) every rank sends its random streams and rank 0 writes them all"""
-    order = Recorder.order + 2
-    def __init__(self, path, config: dict, resumed: dict = None, process=None):
-        self.path, self.config, self.resumed, self.process = Path(path), config, resumed, process
-        self.start_epoch = self.saved_epoch = resumed['epoch'] if resumed else 0
-
-    def before_fit(self):
-        "The Recorder has just reset its smoothed train loss: on resume, continue it"
-        if self.resumed: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = self.resumed['smooth_loss'].values()
-    def after_epoch(self):
-        if self.epoch < self.start_epoch: return
-        rng = gather(self.process, rng_states(self.dls)) if self.process else None
-        if rank0(self.process): save_checkpoint(self.path, self.learn, self.epoch + 1, self.config, rng)
-        self.saved_epoch = self.epoch + 1

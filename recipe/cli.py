@@ -29,7 +29,7 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
           compile: bool = False, # torch.compile the net: a compile at the start for faster steps (bench/compile_speed.py)
           resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
     "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10 or any image folder; writes metrics, checkpoints, weights and plots to the run folder"
-    from .train import train as _train
+    from .run import train as _train
     _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
            skip_bad=skip_bad, resume=resume, profile=profile, augment=augment, size=size, valid_pct=valid_pct,
            max_memory=max_memory, precision=precision, log=log, device=device, compile=compile or None,
@@ -78,7 +78,7 @@ def predict(run: str,            # run folder (or its model.safetensors)
     import csv as csvlib
     from .data import RecipeError
     from .inference import image_files, load, predict as _predict
-    from .train import check_device
+    from .run import check_device
     if isinstance(top, bool) or not isinstance(top, int) or top < 1: raise RecipeError(f"top must be a positive integer, got {top!r}")
     device = check_device(device)
     model, files = load(run).to(device or 'cpu'), image_files(images)

@@ -1,18 +1,21 @@
-"""The fast profiles' training pieces, after airbench94 and airbench94_muon: Muon for the conv filters with Nesterov
-SGD for the rest (or Nesterov SGD alone), their LR schedules, lookahead, a whitening bias trained only at first,
-the alternating flip, and bf16 autocast on CPUs that have bf16 instructions. All are fastai optimizer steps or
-callbacks around an ordinary `Learner.fit`."""
+"""The fast recipe, after airbench94 and airbench94_muon: the fast net (recipe/model.py: FastNet, its whitening
+init), Muon for the conv filters with Nesterov SGD for the rest (or Nesterov SGD alone), and their fixed LR
+schedules; its callbacks (lookahead, the whitening bias, the alternating flip) are in recipe/callbacks.py and TTA in
+recipe/inference.py. All are fastai optimizer steps and schedulers around an ordinary `Learner.fit`.
+
+Its interface, the same as recipe/seed.py's: `optimizer(s)`, `pick_lrs(learn, s, out)`, `lr_text(s)`, `fit(learn, s, cbs, start_epoch)`.
+"""
 import math
 import numpy as np
 import torch
-from fastai.vision.all import Callback, Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg
+from fastai.vision.all import Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg
 
-from .config import PRECISIONS
+from .config import TRIANGLE
 from .distributed import unwrap
+from .record import TABLE_HEADER, print_row
 
 __all__ = ['nesterov_step', 'NesterovSGD', 'param_groups', 'triangle', 'orthogonalize', 'muon_step', 'MuonSGD',
-           'muon_groups', 'linear_decay', 'Lookahead', 'WhitenBias', 'AlternatingFlip', 'CPUAutocast', 'BF16_FLAGS', 'cpu_flags',
-           'choose_precision']
+           'muon_groups', 'linear_decay', 'optimizer', 'pick_lrs', 'lr_text', 'fit_muon', 'fit_fast', 'fit']
 
 
 def nesterov_step(p, lr, mom, grad_avg, **kwargs):
@@ -93,77 +96,46 @@ def linear_decay(lrs, zero_at):
     return ParamScheduler({'lr': lambda pct: lrs * np.clip(1 - pct / zero_at, 0, 1)})
 
 
-class Lookahead(Callback):
-    """Every `k` steps the net is pulled towards slow weights and the slow weights follow it (Zhang et al. 2019,
-    "Lookahead Optimizer"; airbench94's schedule): slow = slow + (1 - d)(net - slow), net = slow, with
-    d = base**k x (progress)**3, so it only bites late in training. At the end of the last epoch's training the net
-    becomes the slow weights. The slow weights restart from the net at each epoch's end, so checkpoints need nothing more."""
-    order = 15  # after the optimizer step
-    def __init__(self, k=5, base=0.95): self.k, self.base = k, base
-    def before_fit(self): self.reset()
-    def reset(self): self.slow = [t.detach().clone() for t in self.floats()]
-    def floats(self): return [t for t in self.learn.model.state_dict().values() if t.is_floating_point()]
-    @torch.no_grad()
-    def pull(self, decay):
-        for net, slow in zip(self.floats(), self.slow): slow.lerp_(net, 1 - decay); net.copy_(slow)
-    def after_step(self):
-        step = self.epoch * self.n_iter + self.iter + 1  # not fastai's train_iter: it restarts at 0 on resume
-        if step % self.k == 0: self.pull(self.base ** self.k * self.pct_train ** 3)
-    def after_train(self):
-        if self.epoch == self.n_epoch - 1: self.pull(1.0)
-    def after_epoch(self): self.reset()
+def optimizer(s) -> dict:
+    """The Learner's optimizer: Muon with its four groups (`muon_groups`), or Nesterov SGD with two; weight decay on
+    BatchNorm and biases too (airbench's)"""
+    if s['opt'] == 'muon':
+        return dict(opt_func=lambda params, lr: MuonSGD(params, lr, moms=[s['sgd_mom']] * 3 + [s['mom']]), splitter=muon_groups, wd_bn_bias=True)
+    return dict(opt_func=lambda params, lr: NesterovSGD(params, lr, mom=s['mom']), splitter=param_groups, wd_bn_bias=True)
 
 
-class WhitenBias(Callback):
-    """The whitening conv's bias is trained for the first `epochs` epochs only, then frozen (airbench94: 3). Its
-    gradient is dropped before each step rather than switched off: DDP needs the same trained parameters throughout"""
-    def __init__(self, epochs=3): self.epochs = epochs
-    def before_step(self):
-        if self.epoch >= self.epochs: unwrap(self.learn.model)[0].bias.grad = None  # fastai's optimizer skips it
+def pick_lrs(learn, s, out) -> dict:
+    "The LRs are the profile's (tuned by airbench): no lr_find"
+    return dict(lr_min=s['lr_min'], lr_max=s['lr_max'], lr_find={})
 
 
-class AlternatingFlip(Callback):
-    """airbench's alternating flip (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU", section 3.6):
-    each training image is flipped at random once, then every other epoch all are mirrored, so consecutive epochs see
-    both sides of every image. The loader (`InMemoryDL`, flip='alternate') flips; this tells it the epoch's parity."""
-    order = -10  # before the epoch's batches are drawn
-    def before_train(self):
-        dl = self.dls.train
-        getattr(dl, 'dl', dl).flip_parity = self.epoch % 2  # a DistributedDL draws its batches from the DataLoader it wraps
+def lr_text(s) -> str:
+    if s['opt'] == 'muon': return (f"LR (fixed, decaying linearly to 0): filters {s['lr_max']:.2e} (Muon), biases {s['sgd_lr']:.3g}, "
+                                   f"head {s['head_lr']:.3g} (Nesterov SGD)")
+    return f"LR {TRIANGLE[0]*s['lr_max']:.2e} -> {s['lr_max']:.2e} -> {TRIANGLE[2]*s['lr_max']:.2e} (fixed)"
 
 
-# CPU flags of bf16 instructions that oneDNN uses for bf16 convolutions and matrix products: AMX (Intel Sapphire
-# Rapids and later), AVX512_BF16 (Intel Cooper Lake; AMD Zen 4 and Zen 5), AVX-NE-CONVERT (newer Intel cores).
-# Without them (Ice Lake, Skylake, Zen 3) oneDNN emulates bf16 and autocast is slower than fp32.
-BF16_FLAGS = ('amx_bf16', 'avx512_bf16', 'avx_ne_convert')
+def fit_muon(learn, epochs, settings, cbs=None, start_epoch=0):
+    """The Muon profiles: each group's LR (`muon_groups`: whitening bias, BatchNorm biases, head, filters) decays
+    linearly to 0, the whitening bias's by the end of its `whiten_bias_epochs`, the rest by the end of training. The
+    SGD groups get coupled L2 of wd / (group's LR); the filters none (Muon rescales them instead)."""
+    if learn.logger is print_row: print_row(TABLE_HEADER)
+    s = settings
+    lrs = [s['sgd_lr'], s['sgd_lr'], s['head_lr'], s['lr_max']]
+    zero_at = [min(1, s['whiten_bias_epochs'] / epochs) if s['whiten_bias_epochs'] else 1, 1, 1, 1]
+    learn.fit(epochs, lr=lrs, wd=[s['wd'] / lr for lr in lrs[:3]] + [0], cbs=[linear_decay(lrs, zero_at)] + (cbs or []),
+              start_epoch=start_epoch)
 
 
-def cpu_flags() -> set:
-    "The CPU's feature flags, from /proc/cpuinfo (empty where there is none)"
-    try: return {f for l in open('/proc/cpuinfo') if l.startswith('flags') for f in l.split(':', 1)[1].split()}
-    except OSError: return set()
+def fit_fast(learn, epochs, lr_max, settings, cbs=None, start_epoch=0):
+    """The fast profiles: `TRIANGLE` x lr_max per param group (the BatchNorm biases x bias_lr), coupled L2 of
+    wd / (group's peak LR), so every weight shrinks by `wd` per step at the peak."""
+    if learn.logger is print_row: print_row(TABLE_HEADER)
+    lrs = [lr_max * settings['bias_lr'], lr_max]  # the groups of `param_groups`
+    learn.fit(epochs, lr=lrs, wd=[settings['wd'] / lr for lr in lrs], cbs=[triangle(lrs, *TRIANGLE)] + (cbs or []),
+              start_epoch=start_epoch)
 
 
-def choose_precision(precision='auto', cuda=False, cpu_bf16=True, flags=None) -> tuple:
-    """('bf16'|'fp16'|'fp32', reason). A `precision` other than 'auto' is taken as given (fp16 only on CUDA). 'auto':
-    on CUDA, bf16 mixed precision where the GPU has it (no loss scaling, so no host-device synchronisation per step),
-    else fp16; on a CPU, bf16 autocast if it has one of BF16_FLAGS and the profile allows it (`cpu_bf16`), else fp32."""
-    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == 'fp16' and not cuda: raise ValueError("precision fp16 needs a CUDA GPU: on a CPU choose bf16 or fp32")
-    if precision != 'auto': return precision, 'chosen (--precision)'
-    if cuda: return ('bf16', 'CUDA GPU with bf16') if torch.cuda.is_bf16_supported() else ('fp16', 'CUDA GPU without bf16')
-    found = [f for f in BF16_FLAGS if f in (cpu_flags() if flags is None else flags)]
-    if not cpu_bf16: return 'fp32', 'this profile trains in fp32 on a CPU (its accuracy in bf16 is not shown)'
-    if found: return 'bf16', f"the CPU has {', '.join(found)}: bf16 autocast"
-    return 'fp32', f"the CPU has none of {', '.join(BF16_FLAGS)}: bf16 would be emulated, slower than fp32"
-
-
-class CPUAutocast(Callback):
-    "bf16 autocast of the forward pass and loss on the CPU: fastai's MixedPrecision autocasts on CUDA only"
-    order = 10
-    def before_batch(self): self.autocast = torch.autocast('cpu', dtype=torch.bfloat16); self.autocast.__enter__()
-    def after_pred(self): self.learn.pred = self.pred.float()
-    def after_loss(self): self.leave()
-    def after_cancel_batch(self): self.leave()  # also after any exception in a step (RecipeLearner._do_one_batch)
-    def leave(self):
-        if getattr(self, 'autocast', None) is not None: self.autocast.__exit__(None, None, None); self.autocast = None
+def fit(learn, s, cbs=None, start_epoch=0):
+    if s['opt'] == 'muon': fit_muon(learn, s['epochs'], s, cbs, start_epoch)
+    else: fit_fast(learn, s['epochs'], s['lr_max'], s, cbs, start_epoch)

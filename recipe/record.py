@@ -1,14 +1,13 @@
 """What a run leaves behind: per-epoch metrics (CSV + JSON written as it goes), weights, and where it ran."""
-import csv, hashlib, json, os, platform, subprocess, sys, tempfile, time
+import csv, hashlib, json, os, platform, subprocess, tempfile
 from pathlib import Path
 
 import torch
-from fastai.vision.all import Callback, Recorder
 from safetensors.torch import save
 
 from .data import RecipeError
 
-__all__ = ['MODEL_FORMAT', 'model_card', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'RunRecord', 'save_weights']
+__all__ = ['MODEL_FORMAT', 'model_card', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
 MODEL_FORMAT = 2  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit
 
@@ -74,43 +73,13 @@ def write_csv(path, header, rows):
     atomic_write(path, write)
 
 
-class RunRecord(Callback):
-    "After every epoch: a row in metrics.csv and the whole run record rewritten (atomically) to each JSON file"
-    order = Recorder.order + 1  # after the Recorder has the epoch's values, before the checkpoint (resume trims extra rows)
-    COLUMNS = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'seconds']
-    def __init__(self, record: dict, csv_path, json_paths, t0, start_epoch=0):
-        self.record, self.csv_path, self.json_paths = record, Path(csv_path), [Path(p) for p in json_paths]
-        self.start_epoch, self.t0 = start_epoch, t0 - (record.get('wall_seconds', 0) if start_epoch else 0)
+TABLE_HEADER = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'time']
 
-    def before_fit(self):
-        "Start the CSV and JSON; on resume, keep the epochs the checkpoint holds and continue after them"
-        self.record.update(complete=False, per_epoch=self.record.get('per_epoch', [])[:self.start_epoch],
-                           per_epoch_wall=self.record.get('per_epoch_wall', [])[:self.start_epoch])
-        write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])
-        self.save()  # a run cut short in its first epoch still leaves its record
 
-    def before_epoch(self): self.t_epoch = time.perf_counter()
-
-    def after_epoch(self):
-        if self.epoch < self.start_epoch: return  # skipped on resume
-        train_loss, test_loss, acc = (float(v) for v in self.recorder.values[-1][:3])
-        row = dict(epoch=self.epoch + 1, train_loss=train_loss, test_loss=test_loss, test_accuracy=acc,
-                   seconds=round(time.perf_counter() - self.t_epoch, 2))
-        self.record['per_epoch'].append(row)
-        write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])  # whole: a full disk leaves the old file
-        self.record['per_epoch_wall'].append(round(time.perf_counter() - self.t0, 1))  # since the run started: time-to-accuracy
-        self.record.update(test_accuracy=acc, test_loss=test_loss)
-        self.save()
-
-    def after_fit(self):
-        "The Recorder has nothing for epochs skipped on resume: give it the recorded ones, for the plots"
-        self.recorder.values = [[r['train_loss'], r['test_loss'], r['test_accuracy']] for r in self.record['per_epoch']]
-
-    def save(self, **updates):
-        "Rewrite the JSON files; `wall_seconds` counts from the start of the run (data loading and lr_find included)"
-        self.record.update(updates, wall_seconds=round(time.perf_counter() - self.t0, 1))
-        for p in self.json_paths: write_json(p, self.record)
-
+def print_row(row):
+    "One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns)"
+    if len(row) < 3: return  # an epoch skipped on resume has no metrics
+    print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
 
 def save_weights(model, path, meta: dict):
     "Weights as safetensors (loading them never unpickles anything) plus a JSON of what is needed to use them"

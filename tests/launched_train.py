@@ -8,21 +8,22 @@ from pathlib import Path
 import torch
 
 import recipe
-train_module = sys.modules["recipe.train"]  # the module (recipe.train is also the function)
+import recipe.run as run_module, recipe.seed as seed_module
+from recipe.callbacks import StopOnNaN
 
 data, out = sys.argv[1], Path(sys.argv[2])
 nan_rank = int(sys.argv[3]) if len(sys.argv) > 3 else None
 rank = int(os.environ['RANK'])
 calls, lrs = [], []
-find_lrs, save_run_plots = train_module.find_lrs, train_module.save_run_plots
-train_module.find_lrs = lambda learn: calls.append(1) or find_lrs(learn)
-train_module.save_run_plots = lambda learn, out, *a: lrs.extend(learn.recorder.lrs) or save_run_plots(learn, out, *a)  # the plots reset them
+find_lrs, save_run_plots = seed_module.find_lrs, run_module.save_run_plots
+seed_module.find_lrs = lambda learn: calls.append(1) or find_lrs(learn)
+run_module.save_run_plots = lambda learn, out, *a: lrs.extend(learn.recorder.lrs) or save_run_plots(learn, out, *a)  # the plots reset them
 if nan_rank == rank:
-    check = train_module.StopOnNaN.after_loss
+    check = StopOnNaN.after_loss
     def poisoned(self):
         if self.training and self.iter == 1: self.learn.loss = self.learn.loss * float('nan')
         check(self)
-    train_module.StopOnNaN.after_loss = poisoned
+    StopOnNaN.after_loss = poisoned
 
 learn = recipe.train(data, epochs=2, bs=40, width=8, seed=0, out=out)
 report = dict(lr_find_calls=len(calls), torch_seed=torch.initial_seed())

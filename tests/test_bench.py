@@ -24,7 +24,7 @@ def test_harness_one_epoch_writes_a_complete_result_and_report(tiny, tmp_path):
 
 def test_a_stopped_bench_run_resumes_into_its_result_file(tiny, tmp_path, monkeypatch):
     import pytest, recipe
-    from recipe.checkpoint import Checkpoint
+    from recipe.callbacks import Checkpoint
     save = Checkpoint.after_epoch
     def stop_after_first_epoch(self):
         save(self)

@@ -29,12 +29,12 @@ KILL_IN_EPOCH_3 = """
 import os, signal, sys
 from fastai.vision.all import Callback
 import recipe
-training = sys.modules['recipe.train']  # the module: `recipe.train` is the function
+import recipe.seed as seed
 class KillMidEpoch3(Callback):
     def after_batch(self):
         if self.training and self.epoch == 2 and self.iter == self.n_iter // 2: os.kill(os.getpid(), signal.SIGKILL)
-fit_recipe = training.fit_recipe
-training.fit_recipe = lambda learn, *a, cbs=None, **k: fit_recipe(learn, *a, cbs=cbs + [KillMidEpoch3()], **k)
+fit_recipe = seed.fit_recipe
+seed.fit_recipe = lambda learn, *a, cbs=None, **k: fit_recipe(learn, *a, cbs=cbs + [KillMidEpoch3()], **k)
 import runpy; runpy.run_module('recipe', run_name='__main__', alter_sys=True)  # as `python -m recipe`
 """
 
@@ -155,15 +155,15 @@ def test_resume_without_checkpoint_is_named(tmp_path):
 def test_nan_read_every_few_steps_still_names_the_batch_it_happened_in(tiny, tmp_path, monkeypatch):
     "On a GPU StopOnNaN reads the device only every 16 steps (no wait each step); the same logic, here every 4"
     import sys
-    train_module = sys.modules['recipe.train']
-    init, check = train_module.StopOnNaN.__init__, train_module.StopOnNaN.after_loss
-    monkeypatch.setattr(train_module.StopOnNaN, '__init__', lambda self, process=None, every=None: init(self, process, 4))
+    from recipe.callbacks import StopOnNaN
+    init, check = StopOnNaN.__init__, StopOnNaN.after_loss
+    monkeypatch.setattr(StopOnNaN, '__init__', lambda self, process=None, every=None: init(self, process, 4))
     seen = []
     def poisoned(self):
         if self.training and self.epoch == 1 and self.iter == 1: self.learn.loss = self.learn.loss * float('nan')
         if self.training: seen.append((self.epoch, self.iter))
         check(self)
-    monkeypatch.setattr(train_module.StopOnNaN, 'after_loss', poisoned)
+    monkeypatch.setattr(StopOnNaN, 'after_loss', poisoned)
     with pytest.raises(RecipeError, match=r'loss became nan in epoch 2 \(batch 2\)'):
         recipe.train(tiny, out=tmp_path/'run', epochs=3, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
     assert seen[-1] == (1, 3)  # noticed at the 4th batch of epoch 2, where the device was read

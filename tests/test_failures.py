@@ -19,8 +19,8 @@ QUICK = dict(profile='quick', epochs=2, bs=50, width=8, seed=0)
 KILL_IN_FINAL_STAGE = """
 import os, signal, sys
 import recipe
-training = sys.modules['recipe.train']  # the module: `recipe.train` is the function
-training.test_logits = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+import recipe.run
+recipe.run.test_logits = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 import runpy; runpy.run_module('recipe', run_name='__main__', alter_sys=True)  # as `python -m recipe`
 """
 
@@ -102,7 +102,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     class Frozen(dt.datetime):
         @classmethod
         def now(cls, tz=None): return cls(2026, 11, 30, 12, 0, 0)
-    training = sys.modules['recipe.train']
+    training = recipe.run
     monkeypatch.setattr(training, 'datetime', Frozen)
     monkeypatch.chdir(tmp_path)
     first, second = training.check_out(), training.check_out()
@@ -128,9 +128,9 @@ def test_predict_lists_each_image_once_through_a_symlink_loop(tiny_run, tmp_path
 
 def test_a_non_recipe_error_on_rank_0_ends_both_processes_within_60_s(tiny, tmp_path):
     script = tmp_path/'boom.py'
-    script.write_text("import os, sys\nimport recipe\ntraining = sys.modules['recipe.train']\n"
+    script.write_text("import os, sys\nimport recipe\nimport recipe.seed\n"
                       "def boom(learn): raise ValueError('boom on rank ' + os.environ['RANK'])\n"
-                      "training.find_lrs = boom\n"
+                      "recipe.seed.find_lrs = boom\n"
                       f"recipe.train({str(tiny)!r}, epochs=1, bs=40, width=8, seed=0, out={str(tmp_path/'run')!r})\n")
     env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='', PYTHONUNBUFFERED='1')
     t = time.time()

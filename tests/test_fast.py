@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import recipe
+import recipe, recipe.run
 from recipe import RecipeError
 from recipe.config import FAST, TRIANGLE
-from recipe.fast import Lookahead, MuonSGD, choose_precision, muon_groups, orthogonalize
+from recipe.callbacks import Lookahead
+from recipe.fast import MuonSGD, muon_groups, orthogonalize
+from recipe.run import choose_precision
 from recipe.model import FastNet, init_whitening
 
 FAST_KW = dict(profile='fast', epochs=4, bs=50, width=8, seed=0)  # 4 batches an epoch on `tiny`
@@ -90,7 +92,7 @@ def test_loaded_fast_model_predicts_with_the_run_tta(fast_run, tiny):
 
 
 def test_fast_run_stopped_after_epoch_2_resumes_to_the_same_metrics(tiny, tmp_path, fast_run, monkeypatch):
-    from recipe.checkpoint import Checkpoint
+    from recipe.callbacks import Checkpoint
     save = Checkpoint.after_epoch
     def stop_after_epoch_2(self):
         save(self)
@@ -214,11 +216,11 @@ def test_auto_precision_follows_the_cpu_flags(flags, expected):
 
 
 def test_the_fast_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(tiny, monkeypatch):
-    from recipe.fast import CPUAutocast
+    from recipe.callbacks import CPUAutocast
     dls = recipe.image_dls(tiny, bs=50, seed=0, augment='batch', device='cpu')
     s = recipe.settings_for('fast')
     for flags, precision in ((ICE_LAKE, 'fp32'), (ICE_LAKE | {'avx512_bf16'}, 'bf16 autocast (CPU)')):
-        monkeypatch.setattr(recipe.fast, 'cpu_flags', lambda: flags)
+        monkeypatch.setattr(recipe.run, 'cpu_flags', lambda: flags)
         learn = recipe.make_learner(dls, settings=s)
         assert learn.precision == precision and any(isinstance(c, CPUAutocast) for c in learn.cbs) == (precision != 'fp32')
     learn = recipe.make_learner(dls, settings=s | dict(precision='fp32'))  # --precision fp32 wins
@@ -248,7 +250,7 @@ def test_tta_below_a_confidence_gives_the_views_to_the_unsure_images_only():
 def test_final_stage_reuses_the_last_epochs_test_logits_and_plots_from_the_tta_logits(tiny, tmp_path, monkeypatch):
     import sys
     from recipe.plots import TestInterpretation
-    train_module = sys.modules['recipe.train']  # the module (recipe.train is also the function)
+    import recipe.run as train_module
     calls, real = [], train_module.test_logits
     monkeypatch.setattr(train_module, 'test_logits', lambda *a: calls.append(a) or real(*a))
     learn = recipe.train(tiny, out=tmp_path/'run', **FAST_KW | dict(epochs=2))

@@ -2,7 +2,7 @@ import json
 import numpy as np, pytest
 import recipe
 from recipe.config import PEAK_AT
-from recipe.train import choose_lrs
+from recipe.seed import choose_lrs
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +49,7 @@ def test_recipe_learner_calls_the_callbacks_fastai_would_in_its_order(tiny):
     "RecipeLearner keeps a list of callbacks per event: the same calls as fastai's Learner, with callbacks added by fit"
     import torch
     from fastai.vision.all import Callback, Learner, CrossEntropyLossFlat
-    from recipe.train import RecipeLearner
+    from recipe.run import RecipeLearner
     log = []
     class Log(Callback):
         def __init__(self, name, order): self.name_, self.order = name, order

@@ -1,7 +1,7 @@
-"""Training: a fastai `Learner` for a profile's settings (recipe/config.py), fitted with its schedule.
-
-The seed profile: the custom ResNet, Adam, LRMIN/LRMAX from `lr_find`, `fit_one_cycle` peaking at 5/24.
-The fast profiles: the airbench94-style net, Nesterov SGD on a triangular schedule, lookahead, TTA (recipe/fast.py).
+"""A run, from its settings to its run folder: `train()` checks the options, starts or resumes the run (its folder,
+its config, its record), builds the DataLoaders and the `Learner`, fits it with its recipe (recipe/seed.py or
+recipe/fast.py, by the optimizer of its settings) and its callbacks (recipe/callbacks.py), then does the final stage:
+TTA, weights, plots, the record and the model card.
 
     import recipe
     learn = recipe.train(data='path/to/cifar10', width=32, seed=0)   # returns the fitted fastai Learner
@@ -15,25 +15,33 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from fastai.vision.all import (Adam, Callback, CancelBatchException, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device, event,
-                               TensorImage, minimum, noop, set_seed, slide, steep, valley)
+from fastai.vision.all import (CancelBatchException, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
+                               event, TensorImage, noop, set_seed)
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT, PRECISIONS, PROFILES, SEED, SPLIT_SEED, TRIANGLE
-from .checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore
+from . import fast, seed
+from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, KeepTestLogits, Lookahead, PlainTensors,
+                        RunRecord, StopOnNaN, WhitenBias)
+from .checkpoint import CHECKPOINT, load_checkpoint, restore
+from .config import PRECISIONS, PROFILES, SEED, SPLIT_SEED
 from .data import RecipeError, image_dls
-from .distributed import (DDPTrainer, alone, first_bad, global_batch, lost_process, on_rank0, per_rank_bs, rank0,
-                          start, stop)
-from .fast import (AlternatingFlip, CPUAutocast, Lookahead, MuonSGD, NesterovSGD, WhitenBias, choose_precision,
-                   linear_decay, muon_groups, param_groups, triangle)
+from .distributed import DDPTrainer, alone, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
 from .model import default_init, init_whitening, make_model
-from .plots import plot_lr_find, save_fig, save_run_plots
-from .record import MODEL_FORMAT, RunRecord, data_info, git_commit, machine_info, save_weights, versions, write_json, write_model_card
+from .plots import save_run_plots
+from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, versions, write_json,
+                     write_model_card)
 
-__all__ = ['train', 'settings_for', 'RecipeLearner', 'PlainTensors', 'make_learner', 'fit_recipe', 'fit_fast', 'fit_muon', 'test_logits',
-           'KeepTestLogits', 'StopOnNaN', 'check_options', 'LOGGERS', 'check_loggers', 'logger_cbs', 'check_device',
-           'check_out', 'make_out', 'choose_lrs', 'find_lrs', 'print_row']
+__all__ = ['train', 'settings_for', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits', 'check_options',
+           'LOGGERS', 'check_loggers', 'logger_cbs', 'check_device', 'check_out', 'make_out', 'BF16_FLAGS', 'cpu_flags',
+           'choose_precision']
+
+RECIPES = {'adam': seed, 'nesterov': fast, 'muon': fast}  # the recipe of a run, by the optimizer of its settings
+
+
+def recipe_of(s):
+    "The module that builds and fits a run with settings `s`: recipe/seed.py or recipe/fast.py"
+    return RECIPES[s['opt']]
 
 
 def settings_for(profile='seed', settings=None, **overrides) -> dict:
@@ -153,30 +161,6 @@ def make_out(out: Path) -> Path:
     return out
 
 
-def find_lrs(learn) -> dict:
-    "Run fastai's lr_find (a short run with the LR rising exponentially) and return all four suggestions"
-    names = ('minimum', 'steep', 'valley', 'slide')
-    found = learn.lr_find(suggest_funcs=(minimum, steep, valley, slide), show_plot=False)
-    return {n: float(v) for n, v in zip(names, found)}
-
-
-def choose_lrs(suggestions: dict, lr_min=None, lr_max=None):
-    """LRMAX = 3 x `minimum` (one third of the LR where lr_find's loss was lowest: just below where it stops falling),
-    LRMIN = LRMAX / 10. A given value wins; a single given one fixes the other. Why: docs/choices.md."""
-    if lr_max is None: lr_max = lr_min * LR_RATIO if lr_min is not None else suggestions['minimum'] * LRMAX_PER_MINIMUM
-    if lr_min is None: lr_min = lr_max / LR_RATIO
-    return lr_min, lr_max
-
-
-TABLE_HEADER = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'time']
-
-
-def print_row(row):
-    "One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns)"
-    if len(row) < 3: return  # an epoch skipped on resume has no metrics
-    print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
-
-
 class RecipeLearner(Learner):
     """fastai's `Learner`, calling at each event only the callbacks that handle it, in the same order: fastai sorts
     every callback and looks up each one's method at every event (about 10 a step), which costs about a millisecond a
@@ -203,12 +187,30 @@ class RecipeLearner(Learner):
         return {}
 
 
-class PlainTensors(Callback):
-    "Training batches as plain tensors: fastai's tensor types cost a Python call for every op of the forward pass"
-    order, run_valid = 11, False  # after ChannelsLast and the autocast callbacks; test batches keep their types (plots)
-    def before_batch(self):
-        self.learn.xb = tuple(x.as_subclass(torch.Tensor) for x in self.xb)
-        self.learn.yb = tuple(y.as_subclass(torch.Tensor) for y in self.yb)
+# CPU flags of bf16 instructions that oneDNN uses for bf16 convolutions and matrix products: AMX (Intel Sapphire
+# Rapids and later), AVX512_BF16 (Intel Cooper Lake; AMD Zen 4 and Zen 5), AVX-NE-CONVERT (newer Intel cores).
+# Without them (Ice Lake, Skylake, Zen 3) oneDNN emulates bf16 and autocast is slower than fp32.
+BF16_FLAGS = ('amx_bf16', 'avx512_bf16', 'avx_ne_convert')
+
+
+def cpu_flags() -> set:
+    "The CPU's feature flags, from /proc/cpuinfo (empty where there is none)"
+    try: return {f for l in open('/proc/cpuinfo') if l.startswith('flags') for f in l.split(':', 1)[1].split()}
+    except OSError: return set()
+
+
+def choose_precision(precision='auto', cuda=False, cpu_bf16=True, flags=None) -> tuple:
+    """('bf16'|'fp16'|'fp32', reason). A `precision` other than 'auto' is taken as given (fp16 only on CUDA). 'auto':
+    on CUDA, bf16 mixed precision where the GPU has it (no loss scaling, so no host-device synchronisation per step),
+    else fp16; on a CPU, bf16 autocast if it has one of BF16_FLAGS and the profile allows it (`cpu_bf16`), else fp32."""
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == 'fp16' and not cuda: raise ValueError("precision fp16 needs a CUDA GPU: on a CPU choose bf16 or fp32")
+    if precision != 'auto': return precision, 'chosen (--precision)'
+    if cuda: return ('bf16', 'CUDA GPU with bf16') if torch.cuda.is_bf16_supported() else ('fp16', 'CUDA GPU without bf16')
+    found = [f for f in BF16_FLAGS if f in (cpu_flags() if flags is None else flags)]
+    if not cpu_bf16: return 'fp32', 'this profile trains in fp32 on a CPU (its accuracy in bf16 is not shown)'
+    if found: return 'bf16', f"the CPU has {', '.join(found)}: bf16 autocast"
+    return 'fp32', f"the CPU has none of {', '.join(BF16_FLAGS)}: bf16 would be emulated, slower than fp32"
 
 
 def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
@@ -222,9 +224,6 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     elif s['arch'] == 'fast': model[0].weight.requires_grad_(True)  # an ordinary trained conv (for ablations)
     if s['arch'] == 'fast' and not s['identity_init']: default_init(model)
     cbs = [PlainTensors()]
-    if s['opt'] == 'adam': opt_func, splitter = Adam, None
-    elif s['opt'] == 'muon': opt_func, splitter = (lambda params, lr: MuonSGD(params, lr, moms=[s['sgd_mom']] * 3 + [s['mom']])), muon_groups
-    else: opt_func, splitter = (lambda params, lr: NesterovSGD(params, lr, mom=s['mom'])), param_groups
     if s['lookahead']: cbs.append(Lookahead())
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
@@ -236,9 +235,8 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
         try: precision, reason = choose_precision(s['precision'], cuda, s['cpu_bf16'])
         except ValueError as e: raise RecipeError(str(e)) from None
     if precision == 'bf16' and not cuda: cbs.append(CPUAutocast())
-    kw = dict(splitter=splitter) if splitter else {}
-    learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), opt_func=opt_func,
-                    metrics=accuracy, wd=s['wd'], wd_bn_bias=s['opt'] != 'adam', path=path, model_dir='.', cbs=cbs, **kw)
+    learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), metrics=accuracy,
+                          wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s))
     # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts
     learn.to_channelslast(use_amp=cuda and precision != 'fp32', amp_mode=precision if cuda and precision != 'fp32' else 'fp16')
     if cuda: torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution once
@@ -261,35 +259,6 @@ def training_images(dls, n=5000):
     return x
 
 
-def fit_recipe(learn, epochs, lr_min, lr_max, cbs=None, start_epoch=0):
-    """fit_one_cycle: LRMIN -> LRMAX at 5/24 of the steps -> back to LRMIN (div_final = div: no annihilation).
-    `start_epoch` continues a resumed run at its place in the schedule (fastai skips the epochs before it)."""
-    if learn.logger is print_row: print_row(TABLE_HEADER)
-    learn.fit_one_cycle(epochs, lr_max, div=lr_max/lr_min, div_final=lr_max/lr_min, pct_start=PEAK_AT, cbs=cbs,
-                        start_epoch=start_epoch)
-
-
-def fit_muon(learn, epochs, settings, cbs=None, start_epoch=0):
-    """The Muon profiles: each group's LR (`muon_groups`: whitening bias, BatchNorm biases, head, filters) decays
-    linearly to 0, the whitening bias's by the end of its `whiten_bias_epochs`, the rest by the end of training. The
-    SGD groups get coupled L2 of wd / (group's LR); the filters none (Muon rescales them instead)."""
-    if learn.logger is print_row: print_row(TABLE_HEADER)
-    s = settings
-    lrs = [s['sgd_lr'], s['sgd_lr'], s['head_lr'], s['lr_max']]
-    zero_at = [min(1, s['whiten_bias_epochs'] / epochs) if s['whiten_bias_epochs'] else 1, 1, 1, 1]
-    learn.fit(epochs, lr=lrs, wd=[s['wd'] / lr for lr in lrs[:3]] + [0], cbs=[linear_decay(lrs, zero_at)] + (cbs or []),
-              start_epoch=start_epoch)
-
-
-def fit_fast(learn, epochs, lr_max, settings, cbs=None, start_epoch=0):
-    """The fast profiles: `TRIANGLE` x lr_max per param group (the BatchNorm biases x bias_lr), coupled L2 of
-    wd / (group's peak LR), so every weight shrinks by `wd` per step at the peak."""
-    if learn.logger is print_row: print_row(TABLE_HEADER)
-    lrs = [lr_max * settings['bias_lr'], lr_max]  # the groups of `param_groups`
-    learn.fit(epochs, lr=lrs, wd=[settings['wd'] / lr for lr in lrs], cbs=[triangle(lrs, *TRIANGLE)] + (cbs or []),
-              start_epoch=start_epoch)
-
-
 @torch.no_grad()
 def test_logits(learn, level=0, below=None, plain=None) -> tuple:
     """(logits, targets) of the whole test set with `tta_logits` at `level` (and `below`), in the loader's order.
@@ -303,66 +272,6 @@ def test_logits(learn, level=0, below=None, plain=None) -> tuple:
         with autocast: logits.append(tta_logits(learn.model, x, level, below, known).float())
         targets.append(y); seen += len(y)
     return torch.cat(logits), torch.cat(targets)
-
-
-class KeepTestLogits(Callback):
-    """Keeps the last epoch's test logits, so that the final stage (TTA, the confusion matrix, the top losses) needs no
-    second pass over the test set: on a CPU a pass over CIFAR-10's test set costs as much as 1/6 of an epoch"""
-    order, run_train = 20, False  # after the autocast callbacks' after_pred (fp32 logits)
-    def before_validate(self): self.logits = [] if self.epoch == self.n_epoch - 1 else None
-    def after_pred(self):
-        if self.logits is not None: self.logits.append(self.pred.detach().float())
-    def result(self, n):
-        "The logits, if they cover the `n` test images (a distributed run's ranks each see part of them)"
-        found = torch.cat(self.logits) if getattr(self, 'logits', None) else None
-        return found if found is not None and len(found) == n else None
-
-
-class StopOnNaN(Callback):
-    """A loss that is NaN or infinite stops the run with a message; the last checkpoint stays as it was. The check
-    reads the loss on the host, which waits for the GPU: on CUDA the first bad step is noted on the device and read
-    every `every` steps and at the end of each epoch's training (before its checkpoint), so the GPU is not held up
-    each step; on a CPU every step. In a distributed run every rank sees every rank's loss, so all stop together."""
-    order = -5
-    def __init__(self, process=None, every=None): self.process, self.every = process, every
-    def before_fit(self):
-        self.n = self.every or (16 if self.dls.device.type == 'cuda' else 1)
-        self.first = torch.full((2,), float('nan'), device=self.dls.device)  # (step, loss) of the first bad loss
-    def after_loss(self):
-        if not self.training: return
-        loss = self.loss.detach().float()
-        new = ~torch.isfinite(loss) & torch.isnan(self.first[0])
-        step = torch.full((), float(self.epoch * self.n_iter + self.iter), device=self.first.device)  # no host copy
-        self.first = torch.where(new, torch.stack([step, loss]), self.first)
-        if (self.iter + 1) % self.n == 0: self.check()
-    def after_train(self): self.check()
-    def check(self):
-        bad = first_bad(self.process, self.first)
-        if bad:
-            where = f" on rank {bad[0]}" if self.process else ""
-            epoch, batch = divmod(int(bad[1]), self.n_iter)
-            raise RecipeError(f"the training loss became {bad[2]} in epoch {epoch + 1} (batch {batch + 1}){where}: "
-                              f"training diverged; try a lower --lr-max than {self.opt.hypers[-1]['lr']:.2e} (the LR at that step)")
-
-
-class ExpectedDuration(Callback):
-    """After the first few training batches, print how long the fit will take; on a CPU, point the seed profiles
-    to the fast ones. Batch 1 is left out (warm-up); a test image is counted as a third of a training image."""
-    def __init__(self, profile, n=5): self.profile, self.n = profile, n
-    def before_fit(self): self.t = None
-    def after_batch(self):
-        if not self.training or self.t is False or self.n_iter < self.n + 2: return
-        if self.iter == 0: self.t = time.perf_counter()
-        elif self.iter == self.n and self.t:
-            per_image = (time.perf_counter() - self.t) / (self.n * self.dls.train.bs)
-            images = len(self.dls.train) * self.dls.train.bs + len(self.dls.valid_ds) / 3
-            minutes = per_image * images * (self.n_epoch - self.epoch) / 60
-            msg = f"expected duration: about {minutes:.0f} min for {self.n_epoch - self.epoch} epochs (from batches 2-{self.n + 1})"
-            if self.dls.device.type == 'cpu' and self.profile.startswith('seed') and minutes > 30:
-                msg += ("; on a CPU, --profile fast reaches 94% and --profile quick 90% in a fraction of that time "
-                        "(README, Headline results)")
-            print(msg, flush=True)
-            self.t = False  # once per fit
 
 
 def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DATA, else fastai's download
@@ -426,11 +335,11 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         if resume is not None:
             restore(learn, run['ckpt'], p.rank if p else 0)
             record = run['record']
-            left = 'the final stage (TTA, weights, plots)' if run['start_epoch'] >= s['epochs'] else lr_text(s)
+            left = 'the final stage (TTA, weights, plots)' if run['start_epoch'] >= s['epochs'] else recipe_of(s).lr_text(s)
             if rank0(p): print(f"resuming {out} after epoch {run['start_epoch']} of {s['epochs']}: {left}", flush=True)
         else:
-            s.update(on_rank0(p, lambda: pick_lrs(learn, s, out)))
-            if rank0(p): print(lr_text(s), flush=True)
+            s.update(on_rank0(p, lambda: recipe_of(s).pick_lrs(learn, s, out)))
+            if rank0(p): print(recipe_of(s).lr_text(s), flush=True)
             record = dict(info or {}, **s, seed=seed, device=str(dls.device), git_commit=commit, command=command)
             record.update(precision_asked=s['precision'], precision=learn.precision, precision_reason=learn.precision_reason,
                           world_size=p.size if p else 1, backend=p.backend if p else None, machine=machine_info(),
@@ -520,26 +429,6 @@ def resumed_run(resume, p=None, data=None) -> dict:
                 valid_pct=cfg.get('valid_pct'), max_memory=cfg.get('max_memory'))
 
 
-def lr_text(s) -> str:
-    if s['opt'] == 'adam': return f"LRMIN {s['lr_min']:.2e}  LRMAX {s['lr_max']:.2e}"
-    if s['opt'] == 'muon': return (f"LR (fixed, decaying linearly to 0): filters {s['lr_max']:.2e} (Muon), biases {s['sgd_lr']:.3g}, "
-                                   f"head {s['head_lr']:.3g} (Nesterov SGD)")
-    return f"LR {TRIANGLE[0]*s['lr_max']:.2e} -> {s['lr_max']:.2e} -> {TRIANGLE[2]*s['lr_max']:.2e} (fixed)"
-
-
-def pick_lrs(learn, s, out) -> dict:
-    """Seed profiles: lr_find unless both LRs are given (with the global batch, outside DDP: in a distributed run
-    rank 0 alone runs it), then `choose_lrs`. Returns lr_min, lr_max and lr_find's suggestions"""
-    suggestions, lr_min, lr_max = {}, s['lr_min'], s['lr_max']
-    if s['opt'] == 'adam':
-        if lr_min is None and lr_max is None:
-            with alone(), global_batch(learn, s['bs']): suggestions = find_lrs(learn)
-            print('lr_find suggestions: ' + ', '.join(f'{k} {v:.2e}' for k, v in suggestions.items()), flush=True)
-        lr_min, lr_max = choose_lrs(suggestions, lr_min, lr_max)
-        if suggestions: plot_lr_find(learn.recorder, suggestions, lr_min, lr_max); save_fig(out/'lr_find.png')
-    return dict(lr_min=lr_min, lr_max=lr_max, lr_find=suggestions)
-
-
 def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, user_cbs=()):
     """Fit with checkpoints and the run record after every epoch; then TTA (if any), weights, plots, the final record
     and the model card. In a distributed run (`p`) every rank fits; rank 0 alone records and, after the fit, does the rest.
@@ -551,10 +440,7 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, us
     if rank0(p):
         run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record['record_to']], t0, start_epoch)
         cbs += [run_record, ExpectedDuration(s['profile'])]
-    try:
-        if s['opt'] == 'adam': fit_recipe(learn, s['epochs'], s['lr_min'], s['lr_max'], start_epoch=start_epoch, cbs=cbs)
-        elif s['opt'] == 'muon': fit_muon(learn, s['epochs'], s, start_epoch=start_epoch, cbs=cbs)
-        else: fit_fast(learn, s['epochs'], s['lr_max'], s, start_epoch=start_epoch, cbs=cbs)
+    try: recipe_of(s).fit(learn, s, cbs=cbs, start_epoch=start_epoch)
     except (KeyboardInterrupt, RecipeError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise
         why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else

@@ -1,0 +1,201 @@
+"""Every callback of a run, side by side with its `order` (fastai calls them in this order at each event):
+
+| callback | order | what |
+|---|---|---|
+| `AlternatingFlip` | -10 | tells the loader the epoch's flip parity (fast profiles) |
+| `StopOnNaN` | -5 | stops the run on a NaN or infinite training loss, naming the batch |
+| `ExpectedDuration`, `WhitenBias` | 0 | prints the expected duration; trains the whitening bias for its first epochs only |
+| `CPUAutocast` | 10 | bf16 autocast of the forward pass on a CPU |
+| `PlainTensors` | 11 | training batches as plain tensors (after the autocast and channels_last callbacks) |
+| `Lookahead` | 15 | pulls the net towards slow weights, after the optimizer step |
+| `KeepTestLogits` | 20 | keeps the last epoch's test logits for the final stage |
+| `RunRecord` | Recorder + 1 | metrics.csv and results.json after every epoch |
+| `Checkpoint` | Recorder + 2 | checkpoint.pt after every epoch, after the record |
+"""
+import time
+from pathlib import Path
+
+import torch
+from fastai.vision.all import Callback, Recorder
+
+from .checkpoint import rng_states, save_checkpoint
+from .data import RecipeError
+from .distributed import first_bad, gather, rank0, unwrap
+from .record import write_csv, write_json
+
+__all__ = ['AlternatingFlip', 'StopOnNaN', 'ExpectedDuration', 'WhitenBias', 'CPUAutocast', 'PlainTensors', 'Lookahead',
+           'KeepTestLogits', 'RunRecord', 'Checkpoint']
+
+
+class AlternatingFlip(Callback):
+    """airbench's alternating flip (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU", section 3.6):
+    each training image is flipped at random once, then every other epoch all are mirrored, so consecutive epochs see
+    both sides of every image. The loader (`InMemoryDL`, flip='alternate') flips; this tells it the epoch's parity."""
+    order = -10  # before the epoch's batches are drawn
+    def before_train(self):
+        dl = self.dls.train
+        getattr(dl, 'dl', dl).flip_parity = self.epoch % 2  # a DistributedDL draws its batches from the DataLoader it wraps
+
+
+class StopOnNaN(Callback):
+    """A loss that is NaN or infinite stops the run with a message; the last checkpoint stays as it was. The check
+    reads the loss on the host, which waits for the GPU: on CUDA the first bad step is noted on the device and read
+    every `every` steps and at the end of each epoch's training (before its checkpoint), so the GPU is not held up
+    each step; on a CPU every step. In a distributed run every rank sees every rank's loss, so all stop together."""
+    order = -5
+    def __init__(self, process=None, every=None): self.process, self.every = process, every
+    def before_fit(self):
+        self.n = self.every or (16 if self.dls.device.type == 'cuda' else 1)
+        self.first = torch.full((2,), float('nan'), device=self.dls.device)  # (step, loss) of the first bad loss
+    def after_loss(self):
+        if not self.training: return
+        loss = self.loss.detach().float()
+        new = ~torch.isfinite(loss) & torch.isnan(self.first[0])
+        step = torch.full((), float(self.epoch * self.n_iter + self.iter), device=self.first.device)  # no host copy
+        self.first = torch.where(new, torch.stack([step, loss]), self.first)
+        if (self.iter + 1) % self.n == 0: self.check()
+    def after_train(self): self.check()
+    def check(self):
+        bad = first_bad(self.process, self.first)
+        if bad:
+            where = f" on rank {bad[0]}" if self.process else ""
+            epoch, batch = divmod(int(bad[1]), self.n_iter)
+            raise RecipeError(f"the training loss became {bad[2]} in epoch {epoch + 1} (batch {batch + 1}){where}: "
+                              f"training diverged; try a lower --lr-max than {self.opt.hypers[-1]['lr']:.2e} (the LR at that step)")
+
+
+class ExpectedDuration(Callback):
+    """After the first few training batches, print how long the fit will take; on a CPU, point the seed profiles
+    to the fast ones. Batch 1 is left out (warm-up); a test image is counted as a third of a training image."""
+    def __init__(self, profile, n=5): self.profile, self.n = profile, n
+    def before_fit(self): self.t = None
+    def after_batch(self):
+        if not self.training or self.t is False or self.n_iter < self.n + 2: return
+        if self.iter == 0: self.t = time.perf_counter()
+        elif self.iter == self.n and self.t:
+            per_image = (time.perf_counter() - self.t) / (self.n * self.dls.train.bs)
+            images = len(self.dls.train) * self.dls.train.bs + len(self.dls.valid_ds) / 3
+            minutes = per_image * images * (self.n_epoch - self.epoch) / 60
+            msg = f"expected duration: about {minutes:.0f} min for {self.n_epoch - self.epoch} epochs (from batches 2-{self.n + 1})"
+            if self.dls.device.type == 'cpu' and self.profile.startswith('seed') and minutes > 30:
+                msg += ("; on a CPU, --profile fast reaches 94% and --profile quick 90% in a fraction of that time "
+                        "(README, Headline results)")
+            print(msg, flush=True)
+            self.t = False  # once per fit
+
+
+class WhitenBias(Callback):
+    """The whitening conv's bias is trained for the first `epochs` epochs only, then frozen (airbench94: 3). Its
+    gradient is dropped before each step rather than switched off: DDP needs the same trained parameters throughout"""
+    def __init__(self, epochs=3): self.epochs = epochs
+    def before_step(self):
+        if self.epoch >= self.epochs: unwrap(self.learn.model)[0].bias.grad = None  # fastai's optimizer skips it
+
+
+class CPUAutocast(Callback):
+    "bf16 autocast of the forward pass and loss on the CPU: fastai's MixedPrecision autocasts on CUDA only"
+    order = 10
+    def before_batch(self): self.autocast = torch.autocast('cpu', dtype=torch.bfloat16); self.autocast.__enter__()
+    def after_pred(self): self.learn.pred = self.pred.float()
+    def after_loss(self): self.leave()
+    def after_cancel_batch(self): self.leave()  # also after any exception in a step (RecipeLearner._do_one_batch)
+    def leave(self):
+        if getattr(self, 'autocast', None) is not None: self.autocast.__exit__(None, None, None); self.autocast = None
+
+
+class PlainTensors(Callback):
+    "Training batches as plain tensors: fastai's tensor types cost a Python call for every op of the forward pass"
+    order, run_valid = 11, False  # after ChannelsLast and the autocast callbacks; test batches keep their types (plots)
+    def before_batch(self):
+        self.learn.xb = tuple(x.as_subclass(torch.Tensor) for x in self.xb)
+        self.learn.yb = tuple(y.as_subclass(torch.Tensor) for y in self.yb)
+
+
+class Lookahead(Callback):
+    """Every `k` steps the net is pulled towards slow weights and the slow weights follow it (Zhang et al. 2019,
+    "Lookahead Optimizer"; airbench94's schedule): slow = slow + (1 - d)(net - slow), net = slow, with
+    d = base**k x (progress)**3, so it only bites late in training. At the end of the last epoch's training the net
+    becomes the slow weights. The slow weights restart from the net at each epoch's end, so checkpoints need nothing more."""
+    order = 15  # after the optimizer step
+    def __init__(self, k=5, base=0.95): self.k, self.base = k, base
+    def before_fit(self): self.reset()
+    def reset(self): self.slow = [t.detach().clone() for t in self.floats()]
+    def floats(self): return [t for t in self.learn.model.state_dict().values() if t.is_floating_point()]
+    @torch.no_grad()
+    def pull(self, decay):
+        for net, slow in zip(self.floats(), self.slow): slow.lerp_(net, 1 - decay); net.copy_(slow)
+    def after_step(self):
+        step = self.epoch * self.n_iter + self.iter + 1  # not fastai's train_iter: it restarts at 0 on resume
+        if step % self.k == 0: self.pull(self.base ** self.k * self.pct_train ** 3)
+    def after_train(self):
+        if self.epoch == self.n_epoch - 1: self.pull(1.0)
+    def after_epoch(self): self.reset()
+
+
+class KeepTestLogits(Callback):
+    """Keeps the last epoch's test logits, so that the final stage (TTA, the confusion matrix, the top losses) needs no
+    second pass over the test set: on a CPU a pass over CIFAR-10's test set costs as much as 1/6 of an epoch"""
+    order, run_train = 20, False  # after the autocast callbacks' after_pred (fp32 logits)
+    def before_validate(self): self.logits = [] if self.epoch == self.n_epoch - 1 else None
+    def after_pred(self):
+        if self.logits is not None: self.logits.append(self.pred.detach().float())
+    def result(self, n):
+        "The logits, if they cover the `n` test images (a distributed run's ranks each see part of them)"
+        found = torch.cat(self.logits) if getattr(self, 'logits', None) else None
+        return found if found is not None and len(found) == n else None
+
+
+class RunRecord(Callback):
+    "After every epoch: a row in metrics.csv and the whole run record rewritten (atomically) to each JSON file"
+    order = Recorder.order + 1  # after the Recorder has the epoch's values, before the checkpoint (resume trims extra rows)
+    COLUMNS = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'seconds']
+    def __init__(self, record: dict, csv_path, json_paths, t0, start_epoch=0):
+        self.record, self.csv_path, self.json_paths = record, Path(csv_path), [Path(p) for p in json_paths]
+        self.start_epoch, self.t0 = start_epoch, t0 - (record.get('wall_seconds', 0) if start_epoch else 0)
+
+    def before_fit(self):
+        "Start the CSV and JSON; on resume, keep the epochs the checkpoint holds and continue after them"
+        self.record.update(complete=False, per_epoch=self.record.get('per_epoch', [])[:self.start_epoch],
+                           per_epoch_wall=self.record.get('per_epoch_wall', [])[:self.start_epoch])
+        write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])
+        self.save()  # a run cut short in its first epoch still leaves its record
+
+    def before_epoch(self): self.t_epoch = time.perf_counter()
+
+    def after_epoch(self):
+        if self.epoch < self.start_epoch: return  # skipped on resume
+        train_loss, test_loss, acc = (float(v) for v in self.recorder.values[-1][:3])
+        row = dict(epoch=self.epoch + 1, train_loss=train_loss, test_loss=test_loss, test_accuracy=acc,
+                   seconds=round(time.perf_counter() - self.t_epoch, 2))
+        self.record['per_epoch'].append(row)
+        write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])  # whole: a full disk leaves the old file
+        self.record['per_epoch_wall'].append(round(time.perf_counter() - self.t0, 1))  # since the run started: time-to-accuracy
+        self.record.update(test_accuracy=acc, test_loss=test_loss)
+        self.save()
+
+    def after_fit(self):
+        "The Recorder has nothing for epochs skipped on resume: give it the recorded ones, for the plots"
+        self.recorder.values = [[r['train_loss'], r['test_loss'], r['test_accuracy']] for r in self.record['per_epoch']]
+
+    def save(self, **updates):
+        "Rewrite the JSON files; `wall_seconds` counts from the start of the run (data loading and lr_find included)"
+        self.record.update(updates, wall_seconds=round(time.perf_counter() - self.t0, 1))
+        for p in self.json_paths: write_json(p, self.record)
+
+
+class Checkpoint(Callback):
+    """Saves a checkpoint after every epoch (epochs skipped on resume excepted), after the epoch's record. In a
+    distributed run (`process`) every rank sends its random streams and rank 0 writes them all"""
+    order = Recorder.order + 2
+    def __init__(self, path, config: dict, resumed: dict = None, process=None):
+        self.path, self.config, self.resumed, self.process = Path(path), config, resumed, process
+        self.start_epoch = self.saved_epoch = resumed['epoch'] if resumed else 0
+
+    def before_fit(self):
+        "The Recorder has just reset its smoothed train loss: on resume, continue it"
+        if self.resumed: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = self.resumed['smooth_loss'].values()
+    def after_epoch(self):
+        if self.epoch < self.start_epoch: return
+        rng = gather(self.process, rng_states(self.dls)) if self.process else None
+        if rank0(self.process): save_checkpoint(self.path, self.learn, self.epoch + 1, self.config, rng)
+        self.saved_epoch = self.epoch + 1

@@ -1,0 +1,38 @@
+"""The code's shape changes, not what it does: the same seed gives the same per-epoch metrics as the code of commit
+0ed9eb3 (before the restructuring of issue 17: recipes, callbacks and the run in modules of their own), for the seed
+profile (lr_find included) and the fast profile, on a subset, run on this machine both ways."""
+import csv, json, os, subprocess, sys
+
+import pytest
+
+from conftest import ROOT
+
+BEFORE = '0ed9eb3'
+RUNS = {'seed': dict(epochs=2, bs=32, width=8, seed=0),
+        'quick': dict(profile='quick', epochs=2, bs=50, width=8, seed=0)}
+
+
+def code_at(commit, dest):
+    "The package as it was at `commit` (git archive), in dest/recipe"
+    dest.mkdir()
+    r = subprocess.run(f"git archive --format=tar {commit} recipe | tar -x -C {dest}", shell=True, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode: pytest.fail(f"commit {commit} is not in this clone ({r.stderr.strip()}): the comparison needs the project's history")
+    return dest
+
+
+def run(src, data, out, kw):
+    "recipe.train with the package from `src`, in a process of its own, one thread (the same arithmetic both times)"
+    code = f"import recipe; recipe.train({str(data)!r}, out={str(out)!r}, **{kw!r})"
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS='1')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=src, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = [{k: v for k, v in row.items() if k != 'seconds'} for row in csv.DictReader(open(out/'metrics.csv'))]
+    record = json.loads((out/'results.json').read_text())
+    return rows, {k: record.get(k) for k in ('lr_min', 'lr_max', 'lr_find', 'test_accuracy', 'test_loss', 'precision')}
+
+
+@pytest.mark.parametrize('name', RUNS)
+def test_the_same_seed_gives_the_same_metrics_as_before_the_restructuring(name, tiny, tmp_path):
+    before = run(code_at(BEFORE, tmp_path/'before'), tiny, tmp_path/'run-before', RUNS[name])
+    now = run(ROOT, tiny, tmp_path/'run-now', RUNS[name])
+    assert now == before
