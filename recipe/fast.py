@@ -137,5 +137,5 @@ def fit_fast(learn, epochs, lr_max, settings, cbs=None, start_epoch=0):
 
 
 def fit(learn, s, cbs=None, start_epoch=0):
-    if s['opt'] == 'muon': fit_muon(learn, s['epochs'], s, cbs, start_epoch)
-    else: fit_fast(learn, s['epochs'], s['lr_max'], s, cbs, start_epoch)
+    if s['opt'] == 'muon': fit_muon(learn, s['epochs'], s, cbs=cbs, start_epoch=start_epoch)
+    else: fit_fast(learn, s['epochs'], s['lr_max'], s, cbs=cbs, start_epoch=start_epoch)

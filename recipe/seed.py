@@ -57,4 +57,4 @@ def fit_recipe(learn, epochs, lr_min, lr_max, cbs=None, start_epoch=0):
                         start_epoch=start_epoch)
 
 
-def fit(learn, s, cbs=None, start_epoch=0): fit_recipe(learn, s['epochs'], s['lr_min'], s['lr_max'], cbs, start_epoch)
+def fit(learn, s, cbs=None, start_epoch=0): fit_recipe(learn, s['epochs'], s['lr_min'], s['lr_max'], cbs=cbs, start_epoch=start_epoch)
