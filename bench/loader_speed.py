@@ -55,7 +55,7 @@ def main(data: str = None,   # data folder; default $RECIPE_DATA
     if device.type == 'cpu': keep_freed_memory()
     for augment in ('albumentations', 'batch'):
         t = time.perf_counter()
-        dls = recipe.cifar_dls(data, bs=bs, seed=0, augment=augment, device=device)
+        dls = recipe.image_dls(data, bs=bs, seed=0, augment=augment, device=device)
         decode = time.perf_counter() - t
         res[augment] = loader_speed(dls.train, batches)
         print(f'{augment:>14}: {res[augment]:>9,.0f} img/s  (training DataLoader, num_workers=0, bs {bs}, on {dls.device}; '

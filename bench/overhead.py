@@ -67,7 +67,7 @@ def main(data: str = None,    # data folder; default $RECIPE_DATA
          json_out: str = None):  # also write the numbers to this JSON file
     "Print the time of a plain PyTorch loop and of Learner.fit on the same batches, and their ratio"
     torch.manual_seed(0)
-    dls = recipe.cifar_dls(data, bs=1024, seed=0, augment='batch', pad=2, cutout=0)
+    dls = recipe.image_dls(data, bs=1024, seed=0, augment='batch', pad=2, cutout=0)
     keep_freed_memory()
     model = FastNet(len(dls.vocab), width).to(memory_format=torch.channels_last)
     init_whitening(model, training_images(dls))

@@ -21,7 +21,8 @@ from PIL import Image
 
 import recipe
 from recipe.checkpoint import CHECKPOINT
-from recipe.config import PROFILES, SEED
+from recipe.config import PROFILES
+SEED = PROFILES['seed']  # the seed profile's settings, at any commit
 from recipe.model import make_model
 try:  # the package's shape since issue 17
     from recipe.callbacks import Checkpoint, ExpectedDuration, RunRecord, StopOnNaN

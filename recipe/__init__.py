@@ -6,7 +6,7 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  #
 from .config import *
 from .model import CustomResNet, FastNet
 from .augment import BatchAugment, batch_augment
-from .data import RecipeError, cifar_dls, image_dls, train_augs
+from .data import RecipeError, image_dls, train_augs
 from .seed import choose_lrs, find_lrs, fit_recipe
 from .fast import fit_fast, fit_muon
 from .run import make_learner, settings_for, train

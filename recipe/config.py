@@ -1,8 +1,8 @@
 """Every default of the recipe in one place, each with its unit or source."""
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
            'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED',
-           'STATS_SAMPLE', 'MEMORY_FRACTION',
-           'SEED', 'FAST_SGD', 'FAST', 'TRIANGLE', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
+           'STATS_SAMPLE', 'MEMORY_FRACTION', 'PEAK_COPIES',
+           'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
 BS = 512                # images per batch (the original write-up)
@@ -20,7 +20,10 @@ STATS_SAMPLE = 10_000   # images: at most this many training images (drawn at ra
 VALID_PCT = 0.2         # fraction of the images held out for validation when a folder has only class folders
 SPLIT_SEED = 42         # seed of that random split: the same for every rank, every run and every resume
 MEMORY_FRACTION = 0.5   # of the memory available at the start: the most the decoded images may take in memory;
-                        # above it (or `--max-memory`) images are decoded per item by worker processes instead
+                        # above it (or `--max-memory`) images are decoded per item by worker processes instead. Each
+                        # process of a distributed run on one machine gets its share (LOCAL_WORLD_SIZE)
+PEAK_COPIES = 3         # the decoded images are held up to 3 times while loading: the decoded list, np.stack, the
+                        # split tensors; the budget is checked against that peak
 PAD_TO = 40             # pixels: training images are padded (reflect) to PAD_TO x PAD_TO ...
 CROP = 32               # ... then randomly cropped back to CROP x CROP; also the default image size (--size)
 CUTOUT = 8              # pixels: side of the one square hole, filled with the dataset mean
@@ -31,7 +34,7 @@ DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective
 
 # Profiles: every setting of a run, by name (`train --profile NAME`, `bench NAME`); options given on the command
 # line or to `recipe.train` override them. 'lr_min'/'lr_max' None: from lr_find.
-SEED = dict(
+SEED_PROFILE = dict(
     arch='resnet',          # the custom ResNet (recipe/model.py)
     width=WIDTH, epochs=EPOCHS, bs=BS,
     size=CROP,              # pixels: images are resized to size x size; pad and cutout below are at 32 and scale with it
@@ -62,7 +65,7 @@ SEED = dict(
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 # After airbench94 (Keller Jordan, github.com/KellerJordan/cifar10-airbench): his hyperparameters, turned from his
 # summed loss into fastai's mean loss. LRs are fixed: they were tuned there; lr_find is not run.
-FAST_SGD = SEED | dict(
+FAST_SGD = SEED_PROFILE | dict(
     arch='fast',            # the airbench94-style net (recipe/model.py): widths 64/256/256
     width=64, epochs=12,    # airbench94 trains 9.9 epochs for 94.0% on average; 12 for a margin over 3 seeds
     bs=1024,                # airbench94's batch
@@ -96,8 +99,8 @@ FAST = FAST_SGD | dict(
 )
 TRIANGLE = (0.2, 0.23, 0.07)  # Nesterov LR schedule: from 0.2 x lr_max up to lr_max at 23% of training, down to 0.07 x
 PROFILES = {
-    'seed':     SEED | dict(doc='the original recipe exactly (width 64: a GPU configuration, ~5 h per run on 2 CPU cores)'),
-    'seed-w32': SEED | dict(width=32, doc='the original recipe at width 32: a quarter of the compute'),
+    'seed':     SEED_PROFILE | dict(doc='the original recipe exactly (width 64: a GPU configuration, ~5 h per run on 2 CPU cores)'),
+    'seed-w32': SEED_PROFILE | dict(width=32, doc='the original recipe at width 32: a quarter of the compute'),
     'fast':     FAST | dict(doc='airbench94_muon-style net and training (Muon) in fastai, for 94%'),
     'quick':    FAST | dict(epochs=3, doc='the fast profile for 3 epochs, for 90% as soon as possible'),
     'fast-sgd': FAST_SGD | dict(doc='the fast profile before Muon: airbench94-style Nesterov SGD, 12 epochs'),

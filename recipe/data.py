@@ -17,11 +17,11 @@ from PIL import Image
 
 from .augment import BatchAugment
 from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
-                     SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
+                     PEAK_COPIES, SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
 
 __all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'ImageCache',
            'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
-           'parse_bytes', 'memory_budget', 'random_split', 'image_dls', 'cifar_dls']
+           'parse_bytes', 'memory_budget', 'random_split', 'image_dls']
 
 
 class RecipeError(CliError):
@@ -85,38 +85,38 @@ def decode(fn, size=CROP) -> np.ndarray:
     except Exception as e: raise RecipeError(f"cannot read image {fn}: {e}") from None
 
 
-def check_image(fn):
-    "Read an image's header only (the per-item path): a non-image or empty file is found before training starts"
-    try:
-        with Image.open(fn) as im: im.size
-    except Exception as e: raise RecipeError(f"cannot read image {fn}: {e}") from None
-
-
 def decode_or_error(args):
     "decode(fn, size) or, for a file that cannot be read, the error's message (picklable, for a worker process)"
     try: return decode(*args)
     except RecipeError as e: return str(e)
 
 
-def decode_all(files, size=CROP) -> list:
-    """Each file decoded (an array) or its error message, in order. Large sets are shared among forked processes,
-    one per core: decoding the 60,000 CIFAR-10 PNGs takes ~20 s on one core."""
-    procs = min(os.cpu_count() or 1, len(files) // 2000)
-    if procs < 2: return [decode_or_error((f, size)) for f in files]
+def check_or_error(args):
+    "None if the file decodes whole (the per-item path keeps nothing), else the error's message"
+    res = decode_or_error(args)
+    return res if isinstance(res, str) else None
+
+
+def decode_all(files, size=CROP, keep=True) -> list:
+    """Each file decoded (an array; `keep=False`: None) or its error message, in order. Large sets are shared among
+    forked processes, one per core: decoding the 60,000 CIFAR-10 PNGs takes ~20 s on one core."""
+    fn, procs = decode_or_error if keep else check_or_error, min(os.cpu_count() or 1, len(files) // 2000)
+    if procs < 2: return [fn((f, size)) for f in files]
     with multiprocessing.get_context('fork').Pool(procs) as pool:
-        return pool.map(decode_or_error, [(f, size) for f in files], chunksize=500)
+        return pool.map(fn, [(f, size) for f in files], chunksize=500)
 
 
 class ImageCache:
     """Maps an image path to its decoded (size, size, 3) array. `cache=True`: every file is decoded once up front;
-    `cache=False`: each file's header is checked up front and the image decoded on every call (the per-item path)."""
+    `cache=False` (the per-item path): every file is decoded once up front to check it, whole (a truncated file is
+    found before training, not in the middle of an epoch), then decoded again on every call."""
     def __init__(self, files, size=CROP, on_error=None, cache=True):
         arrays, self.files, self.size, self.cached = [], [], size, cache
-        results = decode_all(files, size) if cache else files
-        for f, res in zip(files, results):
+        for f, res in zip(files, decode_all(files, size, keep=cache)):
             try:
-                if isinstance(res, str) and cache: raise RecipeError(res)
-                arrays.append(res if cache else check_image(f)); self.files.append(f)
+                if isinstance(res, str): raise RecipeError(res)
+                if cache: arrays.append(res)
+                self.files.append(f)
             except RecipeError as e:
                 if on_error is None: raise
                 on_error(str(e))
@@ -138,11 +138,12 @@ def parse_bytes(v) -> int:
 
 
 def memory_budget(max_memory=None) -> int:
-    "Bytes the decoded images may take: `max_memory`, else MEMORY_FRACTION of the memory available now"
+    """Bytes the decoded images may take in this process: `max_memory`, else MEMORY_FRACTION of the memory available
+    now, shared among the processes of a distributed run on this machine (each decodes its own copy)"""
     if max_memory is not None: return parse_bytes(max_memory)
     try: avail = next(int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:'))
     except (OSError, StopIteration): avail = 8 * 2**30  # not Linux: assume 8 GiB
-    return int(MEMORY_FRACTION * avail)
+    return int(MEMORY_FRACTION * avail / int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
 
 
 def load_images(path: Path, skip_bad=False, size=CROP, max_memory=None) -> ImageCache:
@@ -155,10 +156,11 @@ def load_images(path: Path, skip_bad=False, size=CROP, max_memory=None) -> Image
         skipped.append(msg)
     train, test = find_layout(path)
     files = [f for split in ((train, test) if train else ('.',)) for f in scan_split(path/split, problem)]
-    need, budget = len(files) * size * size * 3, memory_budget(max_memory)
+    need, budget = PEAK_COPIES * len(files) * size * size * 3, memory_budget(max_memory)
     if need > budget:
-        warnings.warn(f"the {len(files):,} images at {size}x{size} would take {need/1e6:,.1f} MB in memory, more than the "
-                      f"budget of {budget/1e6:,.1f} MB (--max-memory): decoding them per item with worker processes instead (slower)")
+        warnings.warn(f"the {len(files):,} images at {size}x{size} would take {need/1e6:,.1f} MB in memory while loading "
+                      f"({PEAK_COPIES} copies at the peak), more than the budget of {budget/1e6:,.1f} MB (--max-memory): "
+                      "decoding them per item with worker processes instead (slower)")
     cache = ImageCache(files, size, problem, cache=need <= budget)
     cache.layout = train, test
     if skipped: warnings.warn(f"skipped {len(skipped)} bad {'file or folder' if len(skipped) == 1 else 'files or folders'} in {path}:\n  " + "\n  ".join(skipped[:20]))
@@ -174,10 +176,13 @@ def load_images(path: Path, skip_bad=False, size=CROP, max_memory=None) -> Image
 
 
 def random_split(files, valid_pct=VALID_PCT, seed=None) -> set:
-    "The files held out for validation: `valid_pct` of them, drawn with `seed` (default SPLIT_SEED), the same on resume"
-    files = sorted(files)
-    n = max(1, round(valid_pct * len(files)))
-    return set(random.Random(SPLIT_SEED if seed is None else seed).sample(files, n))
+    """The files held out for validation: `valid_pct` of each class's, at least 1 and never all (stratified: every
+    class with 2 images or more is in both splits), drawn with `seed` (default SPLIT_SEED): the same every time"""
+    rng, by_class, valid = random.Random(SPLIT_SEED if seed is None else seed), {}, set()
+    for f in sorted(files): by_class.setdefault(f.parent.name, []).append(f)
+    for c, fs in sorted(by_class.items()):
+        valid |= set(rng.sample(fs, min(len(fs) - 1, max(1, round(valid_pct * len(fs))))))
+    return valid
 
 
 def image_stats(cache: ImageCache, files, classes) -> tuple:
@@ -283,14 +288,17 @@ def split_tensors(dset, cache: ImageCache):
 
 
 def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
-              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None, stats=None):
+              pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None, stats=None,
+              valid_files=None):
     """fastai `DataLoaders` over a folder in one of `LAYOUTS`: the training images (augmented) and the test images
     (the validation set), resized to `size`; `pad` and `cutout` are pixels at 32x32, scaled in proportion.
     The test batches are twice as large as the training batches (no gradients are kept for them).
     `augment='albumentations'`: per item, on the CPU, `train_augs`; `augment='batch'`: `BatchAugment` on each
     batch's device, over the split held in memory as one tensor. `valid_pct` (default VALID_PCT): for a folder of
     class folders only. The loaders also carry `size`, `stats` (the normalization's mean and std) and, for a random
-    split, `valid_files` and `valid_pct`. `stats`: the normalization's (mean, std), default `image_stats`'s."""
+    split, `valid_files` and `valid_pct`. `stats`: the normalization's (mean, std), default `image_stats`'s.
+    `valid_files`: for a folder of class folders, the held-out files (relative paths, as a run's split.json has them)
+    instead of a new random split: a resumed run keeps its own."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if flip == 'alternate' and augment != 'batch': raise RecipeError(f"flip 'alternate' needs augment 'batch', got {augment!r}")
@@ -306,7 +314,11 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
         warnings.warn("the alternating flip needs the images in memory: each image is flipped at random instead"); flip = True
     if train and valid_pct is not None: warnings.warn(f"valid_pct {valid_pct} is ignored: {path} has its test images in {test}/")
     if not train: valid_pct = VALID_PCT if valid_pct is None else valid_pct
-    valid = {f for f in files if f.parent.parent.name == test} if train else random_split(files, valid_pct)
+    if train: valid = {f for f in files if f.parent.parent.name == test}
+    elif valid_files is not None:
+        valid = {path/f for f in valid_files}
+        if not valid <= set(files): raise RecipeError(f"the saved split names files that are not in {path}: {', '.join(sorted(map(str, valid - set(files))))[:300]}")
+    else: valid = random_split(files, valid_pct)
     n_train = len(files) - len(valid)
     if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}")
     stats = stats or image_stats(cache, [f for f in files if f not in valid], {f.parent.name for f in files})
@@ -332,5 +344,3 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     dls.size, dls.stats, dls.valid_files, dls.valid_pct = size, stats, None if train else sorted(valid), None if train else valid_pct
     return dls
 
-
-cifar_dls = image_dls  # its name before the recipe read any image folder

@@ -57,5 +57,6 @@ def save_run_plots(learn, out, logits=None, targets=None):
     plot_accuracy(learn.recorder); save_fig(out/'accuracy.png')
     interp = ClassificationInterpretation.from_learner(learn) if logits is None else TestInterpretation(learn, logits, targets)
     interp.plot_confusion_matrix(figsize=(7, 7)); save_fig(out/'confusion_matrix.png')
-    interp.plot_top_losses(9, nrows=3); save_fig(out/'top_losses.png')
+    k = min(9, len(learn.dls.valid_ds))  # a small validation set of your own has fewer than 9 images
+    interp.plot_top_losses(k, nrows=-(-k // 3)); save_fig(out/'top_losses.png')
     return interp

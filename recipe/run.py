@@ -23,7 +23,7 @@ from . import fast, seed
 from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, KeepTestLogits, Lookahead, PlainTensors,
                         RunRecord, StopOnNaN, WhitenBias)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
-from .config import PRECISIONS, PROFILES, SEED, SPLIT_SEED
+from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED
 from .data import RecipeError, image_dls
 from .distributed import DDPTrainer, alone, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
@@ -50,7 +50,7 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     s = ({k: v for k, v in PROFILES[profile].items() if k != 'doc'} | (settings or {}) |
          {k: v for k, v in overrides.items() if v is not None})
-    unknown = set(s) - set(SEED)
+    unknown = set(s) - set(SEED_PROFILE)
     if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
     if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
         raise RecipeError(f"profile {profile!r} has no LRMIN (its LRs follow a fixed schedule from lr_max): give --lr-max only")
@@ -218,7 +218,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     the net, loss, optimizer and callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16
     mixed on CUDA; bf16 autocast on CPUs with bf16 instructions if the profile allows it). The fast net's whitening conv is
     initialised from the training images."""
-    s = dict(settings or SEED) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
+    s = dict(settings or SEED_PROFILE) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
     model = make_model(s['arch'], len(dls.vocab), s['width'])
     if s['arch'] == 'fast' and s['whiten']: init_whitening(model, training_images(dls))
     elif s['arch'] == 'fast': model[0].weight.requires_grad_(True)  # an ordinary trained conv (for ablations)
@@ -370,10 +370,12 @@ def run_dls(run, p, num_workers=None, device=None):
     device = p.device if p else device or default_device()
     if num_workers is None: num_workers = 4 if device.type == 'cuda' else 0
     if device.type == 'cpu': keep_freed_memory()
+    split = run['out']/'split.json' if run['record'] is not None else None  # a resumed run keeps its own split
+    valid_files = json.loads(split.read_text())['valid'] if split is not None and split.is_file() else None
     dls = image_dls(run['data'], bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
                     num_workers=num_workers, device=device, skip_bad=run['skip_bad'],
                     augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
-                    valid_pct=run['valid_pct'], max_memory=run['max_memory'])
+                    valid_pct=run['valid_pct'], max_memory=run['max_memory'], valid_files=valid_files)
     if p is not None and len(dls.train_ds) // p.size < dls.train.bs:  # every rank, the same answer: none waits
         raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
                           f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
@@ -415,7 +417,7 @@ def resumed_run(resume, p=None, data=None) -> dict:
     if cfg.get('world_size', 1) != size:
         raise RecipeError(f"{out} was trained by {cfg.get('world_size', 1)} process(es) and this is {size}: "
                           f"resume it with the same number (torchrun --nproc_per_node)")
-    s = settings_for(cfg.get('profile', 'seed'), {k: cfg[k] for k in SEED if k in cfg})  # older runs: seed profile
+    s = settings_for(cfg.get('profile', 'seed'), {k: cfg[k] for k in SEED_PROFILE if k in cfg})  # older runs: seed profile
     s['lr_find'] = cfg.get('lr_find', {})
     try: record = json.loads((out/'results.json').read_text())
     except (OSError, ValueError) as e:

@@ -72,7 +72,7 @@ def test_batch_augmentation_is_repeatable_with_a_seed_and_varies_without():
 
 
 def test_batch_loader_augments_training_batches_only(tiny):
-    dls = recipe.cifar_dls(tiny, bs=50, seed=0, augment='batch', pad=2, cutout=0)
+    dls = recipe.image_dls(tiny, bs=50, seed=0, augment='batch', pad=2, cutout=0)
     images, labels = dls.train.images, dls.train.labels
     assert images.shape == (200, 3, 32, 32) and images.dtype == torch.uint8
     assert [dls.vocab[int(y)] for y in labels[:3]] == [f.parent.name for f in dls.train_ds.items[:3]]
@@ -92,7 +92,7 @@ def test_batch_loader_augments_training_batches_only(tiny):
 
 def test_unknown_augment_is_refused(tiny):
     with pytest.raises(recipe.RecipeError, match="augment must be one of albumentations, batch, got 'gpu'"):
-        recipe.cifar_dls(tiny, augment='gpu')
+        recipe.image_dls(tiny, augment='gpu')
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU: run by bench/gpu_check.sh')

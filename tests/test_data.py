@@ -1,10 +1,10 @@
 import numpy as np, pytest, torch
 from fastai.vision.all import TensorImage
-from recipe.data import AlbumentationsTransform, ImageCache, cifar_dls, decode, train_augs
+from recipe.data import AlbumentationsTransform, ImageCache, image_dls, decode, train_augs
 
 
 @pytest.fixture(scope='module')
-def dls(tiny): return cifar_dls(tiny, bs=16, seed=0)
+def dls(tiny): return image_dls(tiny, bs=16, seed=0)
 
 
 def test_datablock_finds_classes_and_splits(dls):

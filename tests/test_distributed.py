@@ -61,7 +61,7 @@ def test_reported_test_metrics_equal_a_single_process_evaluation_of_the_saved_we
     out = launched[0]
     res = json.loads((out/'results.json').read_text())
     model = recipe.load(out)
-    dls = recipe.cifar_dls(odd, bs=64, augment='batch', device='cpu')
+    dls = recipe.image_dls(odd, bs=64, augment='batch', device='cpu')
     with torch.no_grad():
         logits = torch.cat([model(x) for x, _ in dls.valid]); y = dls.valid.labels
     assert len(y) == 99

@@ -4,7 +4,7 @@ import os
 import pytest, torch
 from PIL import Image
 
-from recipe import RecipeError, cifar_dls
+from recipe import RecipeError, image_dls
 
 
 def test_gray_rgba_and_other_sizes_are_converted(tiny_copy):
@@ -12,7 +12,7 @@ def test_gray_rgba_and_other_sizes_are_converted(tiny_copy):
     Image.new('L', (48, 48), 90).save(d/'gray.png')
     Image.new('RGBA', (32, 32), (1, 2, 3, 4)).save(d/'rgba.png')
     Image.new('RGB', (100, 20), (9, 9, 9)).save(d/'wide.jpg')
-    dls = cifar_dls(tiny_copy, bs=16)
+    dls = image_dls(tiny_copy, bs=16)
     assert len(dls.train_ds) == 203
     for name in ('gray.png', 'rgba.png', 'wide.jpg'):
         x, _ = dls.train_ds[dls.train_ds.items.index(d/name)]
@@ -34,13 +34,13 @@ CASES = [zero_byte, truncated, not_an_image, empty_class, dir_loop, file_loop]
 @pytest.mark.parametrize('make_bad', CASES, ids=[c.__name__ for c in CASES])
 def test_bad_file_is_named(tiny_copy, make_bad):
     bad = make_bad(tiny_copy/'train'/'dog')
-    with pytest.raises(RecipeError, match=str(bad)): cifar_dls(tiny_copy, bs=16)
+    with pytest.raises(RecipeError, match=str(bad)): image_dls(tiny_copy, bs=16)
 
 
 @pytest.mark.parametrize('make_bad', CASES, ids=[c.__name__ for c in CASES])
 def test_bad_file_is_skipped_and_counted_with_skip_bad(tiny_copy, make_bad):
     bad = make_bad(tiny_copy/'train'/'dog')
     with pytest.warns(UserWarning, match=r'skipped 1 bad'):
-        dls = cifar_dls(tiny_copy, bs=16, skip_bad=True)
+        dls = image_dls(tiny_copy, bs=16, skip_bad=True)
     assert bad not in dls.train_ds.items
     assert len(dls.train_ds) == (199 if make_bad is truncated else 200)  # no image is listed twice

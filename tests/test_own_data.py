@@ -104,7 +104,7 @@ def test_one_class_is_refused(tmp_path):
 
 def test_data_over_the_memory_budget_trains_per_item_with_a_warning(tmp_path):
     data = own(tmp_path/'data', 'valid')
-    with pytest.warns(UserWarning, match=r'would take 0\.1 MB in memory, more than the budget of 0\.0 MB'):
+    with pytest.warns(UserWarning, match=r'would take 0\.3 MB in memory while loading \(3 copies at the peak\), more than the budget of 0\.0 MB'):
         learn = recipe.train(data, out=tmp_path/'run', max_memory='10KB', augment='batch', **FAST)
     # fastai's per-item loader, not the in-memory one (which holds the split as `images`)
     assert type(learn.dls.train).__name__ == 'TfmdDL' and getattr(learn.dls.train, 'images', None) is None
