@@ -194,8 +194,19 @@ class Checkpoint(Callback):
     def before_fit(self):
         "The Recorder has just reset its smoothed train loss: on resume, continue it"
         if self.resumed: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = self.resumed['smooth_loss'].values()
+        # each epoch's per-step train losses and LRs (the Recorder's), the epochs before a resume included
+        self.history = list((self.resumed or {}).get('history', []))[:self.start_epoch]
+    def before_epoch(self): self.step = len(self.recorder.losses)
     def after_epoch(self):
         if self.epoch < self.start_epoch: return
+        self.history.append(dict(loss=[float(v) for v in self.recorder.losses[self.step:]], lr=[float(v) for v in self.recorder.lrs[self.step:]]))
         rng = gather(self.process, rng_states(self.dls)) if self.process else None
-        if rank0(self.process): save_checkpoint(self.path, self.learn, self.epoch + 1, self.config, rng)
+        if rank0(self.process): save_checkpoint(self.path, self.learn, self.epoch + 1, self.config, rng, self.history)
         self.saved_epoch = self.epoch + 1
+    def whole_history(self, recorder):
+        """After a resumed fit: the Recorder's train losses and LR schedule from the run's first step, for loss.png and
+        lr_schedule.png (it holds only the steps since the resume)"""
+        if not self.start_epoch or len(self.history) != len(recorder.values): return
+        recorder.losses = [torch.tensor(v) for e in self.history for v in e['loss']]
+        recorder.hps = {'lr': [v for e in self.history for v in e['lr']]}
+        recorder.iters = [sum(len(e['loss']) for e in self.history[:i + 1]) for i in range(len(self.history))]

@@ -43,15 +43,16 @@ def plain(o):
     return o
 
 
-def save_checkpoint(path, learn, epoch: int, config: dict, rng=None):
+def save_checkpoint(path, learn, epoch: int, config: dict, rng=None, history=()):
     """torch.save to a temporary file, then rename: a kill at any instant leaves the old checkpoint or the new one.
-    `rng`: the random streams (default this process's; a list of every rank's in a distributed run)"""
+    `rng`: the random streams (default this process's; a list of every rank's in a distributed run). `history`: each
+    epoch's per-step train losses and LRs, for the plots of a resumed run"""
     path = Path(path)
     opt = learn.opt.state_dict()
     smooth = learn.recorder.smooth_loss  # the reported train_loss: a moving average that runs across epochs
     state = plain(dict(epoch=epoch, config=config, model=unwrap(learn.model).state_dict(), rng=rng or rng_states(learn.dls),
                        opt={'state': opt['state'], 'hypers': opt['hypers']},
-                       smooth_loss={'val': smooth.val, 'count': smooth.count}))
+                       smooth_loss={'val': smooth.val, 'count': smooth.count}, history=list(history)))
     try: atomic_write(path, lambda f: torch.save(state, f), 'wb')
     except RecipeError as e: raise RecipeError(f"{e}; the previous checkpoint is intact") from None
 

@@ -468,6 +468,7 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, us
                     profile=s['profile'], parameters=sum(w.numel() for w in learn.model.parameters()), test_accuracy=record['test_accuracy'], test_accuracy_no_tta=record.get('test_accuracy_no_tta'),
                     data_sha256=record['data']['file_list_sha256'], git_commit=record['git_commit'])
         save_weights(learn.model, out/'model', meta)
+        checkpoint.whole_history(learn.recorder)
         save_run_plots(learn, out, logits, targets)
     run_record.save(stopped=None)  # the wall time, for the card
     write_model_card(out, record, meta)

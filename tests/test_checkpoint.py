@@ -76,16 +76,23 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_run(small, tmp_pa
     assert (killed/'model.safetensors').exists() and (killed/'accuracy.png').exists()
 
 
-def test_lr_after_resume_equals_the_uninterrupted_schedule(tiny, tmp_path):
+def test_lr_after_resume_equals_the_uninterrupted_schedule(tiny, tmp_path, monkeypatch):
+    import recipe.run
+    plotted, save_run_plots = [], recipe.run.save_run_plots  # what the plots are drawn from
+    monkeypatch.setattr(recipe.run, 'save_run_plots', lambda learn, *a: plotted.append(
+        ([float(v) for v in learn.recorder.losses], list(learn.recorder.iters))) or save_run_plots(learn, *a))
     kw = dict(epochs=3, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
     whole = recipe.train(tiny, out=tmp_path/'whole', **kw)
     recipe.train(tiny, out=tmp_path/'part', **kw | dict(epochs=3))
     ckpt = tmp_path/'part'/CHECKPOINT
     state = torch.load(ckpt, weights_only=True); state['epoch'] = 1; torch.save(state, ckpt)  # as if killed in epoch 2
     resumed = recipe.train(resume=tmp_path/'part')
-    n = len(resumed.recorder.hps['lr'])
-    assert n == 2 * len(whole.recorder.hps['lr']) // 3
-    assert np.allclose(resumed.recorder.hps['lr'], whole.recorder.hps['lr'][-n:], rtol=1e-12)
+    # the plots of the resumed run show the whole run: its LR schedule and train losses from the first step
+    assert len(resumed.recorder.hps['lr']) == len(whole.recorder.hps['lr']) == 18  # 6 steps an epoch
+    assert np.allclose(resumed.recorder.hps['lr'], whole.recorder.hps['lr'], rtol=1e-12)
+    (whole_losses, whole_iters), _, (losses, iters) = plotted
+    # epoch 1's train losses come from the checkpoint's history (the weights resumed here are epoch 3's, relabelled)
+    assert len(losses) == 18 and np.allclose(losses[:6], whole_losses[:6], rtol=1e-6) and iters == whole_iters == [6, 12, 18]
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
