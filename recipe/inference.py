@@ -190,9 +190,11 @@ def export_onnx(run, path, check=None, n=100) -> dict:
     except Exception as e: raise RecipeError(f"ONNX export of {run} failed: {type(e).__name__}: {e}") from None
     if not check: return {}
     files = image_files(check)[:n]
-    x = torch.stack([torch.from_numpy(decode(f, size)).permute(2, 0, 1) for f in files]).float().div_(255)
-    with torch.no_grad(): expected = wrapped(x).softmax(1)
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    got = torch.from_numpy(session.run(['logits'], {'image': x.numpy()})[0]).softmax(1)
-    return dict(images=len(files), same_top1=int((got.argmax(1) == expected.argmax(1)).sum()),
-                max_prob_diff=float((got - expected).abs().max()))
+    same, diff = 0, 0.
+    for i in range(0, len(files), 256):
+        x = torch.stack([torch.from_numpy(decode(f, size)).permute(2, 0, 1) for f in files[i:i + 256]]).float().div_(255)
+        with torch.no_grad(): expected = wrapped(x).softmax(1)
+        got = torch.from_numpy(session.run(['logits'], {'image': x.numpy()})[0]).softmax(1)
+        same += int((got.argmax(1) == expected.argmax(1)).sum()); diff = max(diff, float((got - expected).abs().max()))
+    return dict(images=len(files), same_top1=same, max_prob_diff=diff)
