@@ -40,6 +40,9 @@ class CustomResNet(nn.Sequential):
             nn.AdaptiveMaxPool2d(1), nn.Flatten(),  #    (B, 8w): MaxPool(4) at 32x32
             nn.Linear(8*w, n_out))
 
+    def initialize(self, s, images):
+        "PyTorch's default init, as the write-up: nothing to do (the same call as FastNet's)"
+
 
 # The fast net, after Keller Jordan's airbench94 (github.com/KellerJordan/cifar10-airbench, and "94% on CIFAR-10 in
 # 3.29 seconds on a single GPU", 2024): the ideas are his, this code is ours.
@@ -82,6 +85,14 @@ class FastNet(nn.Sequential):
                          conv_group(4*width, 4*width),  # (B, 4w, 3, 3)
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(),  # (B, 4w)
                          nn.Linear(4*width, n_out, bias=False), Mul(1/9))
+
+    def initialize(self, s, images):
+        """The init of settings `s`: the first conv whitens `images()` (the training images, normalized; a function,
+        called only here) and stays frozen, or (whiten=False, an ablation) is trained from random; identity_init=False
+        (an ablation): PyTorch's default init for every trained conv"""
+        if s['whiten']: init_whitening(self, images())
+        else: self[0].weight.requires_grad_(True)
+        if not s['identity_init']: default_init(self)
 
 
 @torch.no_grad()

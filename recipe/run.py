@@ -11,6 +11,7 @@ Launched with more than one process (`torchrun --nproc_per_node N -m recipe trai
 model with DDP and rank 0 writes the run folder (recipe/distributed.py).
 """
 import ctypes, importlib, json, os, sys, time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED
 from .data import RecipeError, image_dls
 from .distributed import DDPTrainer, alone, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
-from .model import default_init, init_whitening, make_model
+from .model import make_model
 from .plots import save_run_plots
 from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, versions, write_json,
                      write_model_card)
@@ -135,11 +136,12 @@ def check_device(device):
 
 
 def check_out(out=None) -> Path:
-    """The run folder, refused if it already holds files; created later by `make_out`. The default, runs/<timestamp>, is
-    claimed now by creating it (-2, -3, ... when another run took that second), so parallel runs never share one"""
+    """The run folder, claimed before any work (`claim`), so parallel runs never share one: the default is
+    runs/<timestamp> (-2, -3, ... when another run took that second); a given folder must be empty or new"""
     if out is None: return new_timestamp_folder(Path('runs'))
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())): raise RecipeError(f"output folder {out} already exists and is not empty: choose another --out")
+    if not claim(make_out(out)): raise RecipeError(f"output folder {out} was just taken by another run: choose another --out")
     return out
 
 
@@ -148,9 +150,28 @@ def new_timestamp_folder(parent: Path) -> Path:
     make_out(parent)
     for n in range(1, 1000):
         out = parent/(stamp if n == 1 else f'{stamp}-{n}')
-        try: out.mkdir(); return out  # atomic: exactly one process creates it
+        try: out.mkdir()  # atomic: exactly one process creates it
         except FileExistsError: continue
+        if claim(out): return out
     raise RecipeError(f"cannot find a free run folder name under {parent} for {stamp}: give --out")
+
+
+def claim(out: Path) -> bool:
+    """Take a run folder by creating its results.json, exclusively (only one process can): a first record that the
+    run rewrites after every epoch. False if another run holds it"""
+    try: fd = os.open(out/'results.json', os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError: return False
+    except OSError as e: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
+    with os.fdopen(fd, 'w') as f: json.dump(dict(out=str(out), started=datetime.now().isoformat(timespec='seconds'), complete=False), f)
+    return True
+
+
+def release(out: Path):
+    """Give back the folder of a new run stopped before its first epoch (bad data, lr_find): its first record and
+    split are removed, and the folder too if nothing else is in it, so the same --out can be used again"""
+    for name in ('results.json', 'split.json'): (out/name).unlink(missing_ok=True)
+    try: out.rmdir()
+    except OSError: pass  # something else is in it: keep it
 
 
 def make_out(out: Path) -> Path:
@@ -215,14 +236,12 @@ def choose_precision(precision='auto', cuda=False, cpu_bf16=True, flags=None) ->
 
 def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     """A fastai `Learner` for a profile's `settings` (default: the seed profile's) with the given width and wd:
-    the net, loss, optimizer and callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16
-    mixed on CUDA; bf16 autocast on CPUs with bf16 instructions if the profile allows it). The fast net's whitening conv is
-    initialised from the training images."""
+    the net (initialised by its own `initialize`: the fast net whitens the training images), loss, optimizer and
+    callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16 mixed on CUDA; bf16 autocast on
+    CPUs with bf16 instructions if the profile allows it)."""
     s = dict(settings or SEED_PROFILE) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
     model = make_model(s['arch'], len(dls.vocab), s['width'])
-    if s['arch'] == 'fast' and s['whiten']: init_whitening(model, training_images(dls))
-    elif s['arch'] == 'fast': model[0].weight.requires_grad_(True)  # an ordinary trained conv (for ablations)
-    if s['arch'] == 'fast' and not s['identity_init']: default_init(model)
+    model.initialize(s, lambda: training_images(dls))
     cbs = [PlainTensors()]
     if s['lookahead']: cbs.append(Lookahead())
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
@@ -302,70 +321,101 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           compile=None,   # torch.compile the net (default: the profile's, off): pays on long runs; bench/compile_speed.py
          ) -> Learner:
     "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
+    given = given_options(locals())  # first, while the arguments are all there is: for the record and the --resume check
     t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
     loggers, device = check_loggers(log), check_device(device)
-    command = (info or {}).get('command') or 'recipe.train(' + ', '.join(f'{k}={v!r}' for k, v in dict(
-        data=data, profile=profile, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out, wd=wd,
-        resume=resume, augment=augment, size=size, precision=precision, compile=compile, log=log, device=device and str(device)).items()
-        if v is not None and not (k == 'profile' and v == 'seed')) + ')'
     p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
     if p is not None and device is not None:
         stop(p); raise RecipeError("--device in a distributed run: each process uses the GPU of its LOCAL_RANK; leave --device out")
     try:
-        if resume is not None:
-            given = {k: v for k, v in dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out, wd=wd,
-                     augment=augment, settings=settings, size=size, valid_pct=valid_pct, max_memory=max_memory,
-                     precision=precision, num_workers=num_workers, compile=compile).items() if v is not None}
-            if skip_bad: given['skip_bad'] = True
-            if profile != 'seed': given['profile'] = profile
-            if given: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(given)} "
-                                        "(--data may point to the same images moved elsewhere)")
-            run = resumed_run(resume, p, data)
-        else: run = new_run(p, profile, settings, dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max,
-                                                       wd=wd, augment=augment, size=size, precision=precision, compile=compile),
-                            out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=[str(f) for f in record_to],
-                            valid_pct=valid_pct, max_memory=max_memory)
-        s, out, seed = run['settings'], run['out'], run['seed']
-        if seed is not None: set_seed(seed, reproducible=True)  # the same initial weights on every rank
-        dls = run_dls(run, p, num_workers, device)
-        learn = make_learner(dls, path=out, settings=s)
-        if p is not None:
-            if seed is not None: set_seed(seed + p.rank, reproducible=True)  # each rank augments differently
-            if p.rank: learn.remove_cb(ProgressCallback); learn.logger = noop  # rank 0 speaks for the run
-        if resume is not None:
-            restore(learn, run['ckpt'], p.rank if p else 0)
-            record = run['record']
-            left = 'the final stage (TTA, weights, plots)' if run['start_epoch'] >= s['epochs'] else recipe_of(s).lr_text(s)
-            if rank0(p): print(f"resuming {out} after epoch {run['start_epoch']} of {s['epochs']}: {left}", flush=True)
-        else:
-            s.update(on_rank0(p, lambda: recipe_of(s).pick_lrs(learn, s, out)))
-            if rank0(p): print(recipe_of(s).lr_text(s), flush=True)
-            record = dict(info or {}, **s, seed=seed, device=str(dls.device), git_commit=commit, command=command)
-            record.update(precision_asked=s['precision'], precision=learn.precision, precision_reason=learn.precision_reason,
-                          world_size=p.size if p else 1, backend=p.backend if p else None, machine=machine_info(),
-                          versions=versions(), data=data_info(dls), out=str(out), record_to=run['record_to'])
-        config = dict(s, data=str(Path(dls.path).resolve()), seed=seed, skip_bad=run['skip_bad'], world_size=p.size if p else 1,
-                      valid_pct=run['valid_pct'], max_memory=run['max_memory'])  # what a resume needs
-        user_cbs = list(cbs or []) + (logger_cbs(loggers, out, record) if rank0(p) else [])
-        fit_and_save(learn, config, record, t0, run['start_epoch'], run['ckpt'], p, user_cbs)
+        run = (resumed_run(resume, given, p, data) if resume is not None else
+               new_run(p, profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
+                       valid_pct=valid_pct, max_memory=max_memory))
+        with released_on_failure(run, p):
+            learn = run_learner(run, p, num_workers, device)
+            record = run['record'] or first_record(learn, run, p, dict(info or {}, git_commit=commit, command=command_of(given, info)))
+        user_cbs = list(cbs or []) + (logger_cbs(loggers, run['out'], record) if rank0(p) else [])
+        fit_and_save(learn, run_config(run, learn.dls, p), record, t0, run['start_epoch'], run['ckpt'], p, user_cbs)
         return learn
     finally:
         if rank0(p): end_loggers(loggers)
         stop(p)
 
 
-def new_run(p, profile, settings, overrides, out, **data) -> dict:
+NOT_OPTIONS = ('record_to', 'info', 'cbs')  # train()'s arguments that are not options of the run
+
+
+def given_options(args: dict) -> dict:
+    "The options a train() call was given (not None, not a default), in the order of its arguments"
+    return {k: str(v) if k == 'device' else v for k, v in args.items()
+            if k not in NOT_OPTIONS and v is not None and v is not False and not (k == 'profile' and v == 'seed')}
+
+
+def command_of(given, info=None) -> str:
+    "The call that made a run, for its record and card: the command line as typed (info['command']), else recipe.train(...)"
+    return (info or {}).get('command') or 'recipe.train(' + ', '.join(f'{k}={v!r}' for k, v in given.items()) + ')'
+
+
+# train()'s arguments that override a profile's settings (the rest are about the data, the run folder and the process)
+OVERRIDES = ('epochs', 'bs', 'width', 'lr_min', 'lr_max', 'wd', 'augment', 'size', 'precision', 'compile')
+
+
+def new_run(p, profile, settings, given, out, **data) -> dict:
     "A new run's settings (checked) and folder (chosen by rank 0 for every rank), with its data options"
-    run = dict(settings=settings_for(profile, settings, **overrides), start_epoch=0, ckpt=None, record=None, **data)
+    run = dict(settings=settings_for(profile, settings, **{k: given[k] for k in OVERRIDES if k in given}), start_epoch=0,
+               ckpt=None, record=None, **data)
     run['record_to'] = [str(Path(f).resolve()) for f in run['record_to']]  # a resume may start from another folder
     check_seed(run['seed'])
     run['out'] = on_rank0(p, lambda: check_out(out))  # rank 0's timestamp names the folder of all
     return run
 
 
+@contextmanager
+def released_on_failure(run, p):
+    "A new run stopped while it is set up (decoding, the Learner, lr_find) leaves no folder behind: `release`"
+    try: yield
+    except BaseException:
+        if run['record'] is None and rank0(p): release(run['out'])
+        raise
+
+
+def run_learner(run, p, num_workers=None, device=None) -> Learner:
+    """The run's DataLoaders and Learner, seeded (the same initial weights on every rank, then each rank's own
+    augmentation); a resumed run's weights, optimizer state and place in the schedule from its checkpoint"""
+    s, seed = run['settings'], run['seed']
+    if seed is not None: set_seed(seed, reproducible=True)
+    learn = make_learner(run_dls(run, p, num_workers, device), path=run['out'], settings=s)
+    if p is not None:
+        if seed is not None: set_seed(seed + p.rank, reproducible=True)
+        if p.rank: learn.remove_cb(ProgressCallback); learn.logger = noop  # rank 0 speaks for the run
+    if run['ckpt'] is not None:
+        restore(learn, run['ckpt'], p.rank if p else 0)
+        left = 'the final stage (TTA, weights, plots)' if run['start_epoch'] >= s['epochs'] else recipe_of(s).lr_text(s)
+        if rank0(p): print(f"resuming {run['out']} after epoch {run['start_epoch']} of {s['epochs']}: {left}", flush=True)
+    return learn
+
+
+def first_record(learn, run, p, fields) -> dict:
+    """A new run's LRs (its recipe's `pick_lrs`: lr_find for the seed recipe, on rank 0 alone) and the record that
+    starts its results.json: `fields`, the settings, the precision and why, the machine, the versions and the data"""
+    s = run['settings']
+    s.update(on_rank0(p, lambda: recipe_of(s).pick_lrs(learn, s, run['out'])))
+    if rank0(p): print(recipe_of(s).lr_text(s), flush=True)
+    return dict(fields, **s) | dict(seed=run['seed'], device=str(learn.dls.device), precision_asked=s['precision'],
+                precision=learn.precision, precision_reason=learn.precision_reason, world_size=p.size if p else 1,
+                backend=p.backend if p else None, machine=machine_info(), versions=versions(), data=data_info(learn.dls),
+                out=str(run['out']), record_to=run['record_to'])
+
+
+def run_config(run, dls, p) -> dict:
+    "What a resume needs, kept in the checkpoint: the settings (with the LRs) and the data options, the data as an absolute path"
+    return dict(run['settings'], data=str(Path(dls.path).resolve()), seed=run['seed'], skip_bad=run['skip_bad'],
+                world_size=p.size if p else 1, valid_pct=run['valid_pct'], max_memory=run['max_memory'])
+
+
 def run_dls(run, p, num_workers=None, device=None):
     """The run's DataLoaders: this rank's share of the batch, its own augmentation seed, its device (`device`, else
-    fastai's choice). Rank 0 creates the run folder and, for a random split, saves it there"""
+    fastai's choice). Rank 0 saves a new run's random split (split.json) in the run folder"""
     s, seed = run['settings'], run['seed']
     device = p.device if p else device or default_device()
     if num_workers is None: num_workers = 4 if device.type == 'cuda' else 0
@@ -380,10 +430,9 @@ def run_dls(run, p, num_workers=None, device=None):
         raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
                           f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
     if run['record'] is not None: check_same_data(dls, run['record'], run['out'])
-    if rank0(p):
-        make_out(run['out'])
-        if dls.valid_files and run['record'] is None: write_json(run['out']/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
-                                                                     valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
+    if rank0(p) and dls.valid_files and run['record'] is None:
+        write_json(run['out']/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
+                                                 valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
     return dls
 
 
@@ -407,10 +456,17 @@ def check_same_data(dls, record, out):
                       "file list fingerprint differs): resuming would train on other images. Restore the folder, or start a new run")
 
 
-def resumed_run(resume, p=None, data=None) -> dict:
+# train()'s options that go with --resume: the run's own data moved elsewhere, and how to watch it
+RESUME_OPTIONS = ('resume', 'data', 'log', 'device')
+
+
+def resumed_run(resume, given=None, p=None, data=None) -> dict:
     """A run folder's checkpoint and record, with the run's own settings; lr_find is not run again. A run whose epochs
-    are all done but whose final stage (TTA, weights, plots, card) was cut short goes on to that stage. `data`: the
-    run's data folder, moved (checked against the run's fingerprint)"""
+    are all done but whose final stage (TTA, weights, plots, card) was cut short goes on to that stage. Other options
+    `given` are refused. `data`: the run's data folder, moved (checked against the run's fingerprint)"""
+    refused = [k for k in (given or {}) if k not in RESUME_OPTIONS]
+    if refused: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(refused)} "
+                                  "(--data may point to the same images moved elsewhere)")
     ckpt, out = load_checkpoint(resume), Path(resume)
     cfg = ckpt['config']
     size = p.size if p else 1
@@ -432,8 +488,8 @@ def resumed_run(resume, p=None, data=None) -> dict:
 
 
 def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, user_cbs=()):
-    """Fit with checkpoints and the run record after every epoch; then TTA (if any), weights, plots, the final record
-    and the model card. In a distributed run (`p`) every rank fits; rank 0 alone records and, after the fit, does the rest.
+    """Fit with checkpoints and the run record after every epoch, then `final_stage`. In a distributed run (`p`) every
+    rank fits; rank 0 alone records and, after the fit, does the final stage.
     `user_cbs`: the caller's callbacks and the loggers', for the fit"""
     s, out = config, Path(learn.path)
     checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt, p)
@@ -451,9 +507,15 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, us
         if rank0(p): run_record.save(stopped=why)
         raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
                           f"resume with: {launch} -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
-    if not rank0(p): return
+    if rank0(p): final_stage(learn, s, record, run_record, checkpoint, keep)
+
+
+def final_stage(learn, s, record, run_record, checkpoint, keep):
+    """After the fit, on rank 0 alone: the test logits with TTA (part of the reported accuracy and of the wall time),
+    the weights, the plots, the record and the model card. `complete` is written last: a run cut short before it
+    resumes to finish this stage"""
+    out = Path(learn.path)
     with alone():  # rank 0 by itself from here: fastai must not gather
-        # the final test logits, TTA included (part of the reported accuracy and of the wall time), give the plots too
         logits, targets = test_logits(learn, s['tta'], s['tta_below'], keep.result(len(learn.dls.valid_ds)))
         if s['tta']:
             record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])

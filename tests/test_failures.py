@@ -110,6 +110,46 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     assert first.is_dir() and second.is_dir()
 
 
+class Decoding(Exception): "raised where a run would start decoding its images"
+
+
+def test_a_given_out_is_claimed_before_decoding_so_a_second_run_cannot_share_it(tiny, tmp_path, monkeypatch):
+    out, seen = tmp_path/'new'/'run', []
+    def image_dls(*a, **k):  # the first run, about to decode, meets a second run given the same --out
+        seen.append(json.loads((out/'results.json').read_text()))
+        with pytest.raises(RecipeError, match=f'output folder {out} already exists and is not empty'): recipe.train(tiny, out=out, **KW)
+        raise Decoding
+    monkeypatch.setattr(recipe.run, 'image_dls', image_dls)
+    with pytest.raises(Decoding): recipe.train(tiny, out=out, **KW)
+    assert seen and seen[0]['out'] == str(out) and seen[0]['complete'] is False
+    # two claims of one folder (a race of two runs both finding it empty): only the first holds
+    (tmp_path/'empty').mkdir()
+    assert recipe.run.claim(tmp_path/'empty') and not recipe.run.claim(tmp_path/'empty')
+
+
+def test_an_unwritable_out_is_refused_before_decoding(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe.run, 'image_dls', lambda *a, **k: (_ for _ in ()).throw(Decoding()))
+    (tmp_path/'file').write_text('not a folder')
+    with pytest.raises(RecipeError, match=f"cannot write to output folder {tmp_path/'file'/'run'}"):
+        recipe.train(tiny, out=tmp_path/'file'/'run', **KW)
+
+
+def test_a_run_stopped_while_set_up_leaves_no_folder_and_its_out_can_be_used_again(tiny, tmp_path, monkeypatch):
+    empty = tmp_path/'no-images'; (empty/'train'/'cat').mkdir(parents=True); (empty/'test'/'cat').mkdir(parents=True)
+    out = tmp_path/'run'
+    with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, out=out, **KW)
+    assert not out.exists()
+    monkeypatch.chdir(tmp_path)  # the default folder, runs/<timestamp>, is given back too
+    with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, **KW)
+    assert list((tmp_path/'runs').iterdir()) == []
+    # lr_find stopped by Ctrl-C: the same
+    monkeypatch.setattr(recipe.seed, 'find_lrs', lambda learn: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt): recipe.train(tiny, out=out, **dict(KW, lr_min=None, lr_max=None))
+    assert not out.exists()
+    recipe.train(tiny, out=out, **dict(KW, epochs=1))  # the same --out again
+    assert json.loads((out/'results.json').read_text())['complete']
+
+
 def test_hidden_folders_are_not_classes(tiny_copy):
     for junk in ('.ipynb_checkpoints', '__MACOSX'):
         (tiny_copy/'train'/junk).mkdir()
