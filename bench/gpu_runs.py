@@ -5,7 +5,9 @@ would end past the deadline (judged by the last run of its kind) is skipped and 
 2. the seed profile exactly as the write-up has it (width 64, 24 epochs, lr_find; batched augmentation: the same
    pad/crop/flip/cutout on the GPU), seed 0;
 3. bench/step_overhead.py with the real fast net: a plain PyTorch loop against the recipe's Learner, img/s;
-4. more seeds and epoch counts of the fast and quick profiles, the fast profile before Muon, and ablations.
+4. bench/compile_speed.py (eager against `torch.compile`d training steps of the fast net, and the compile's cost),
+   then the fast profile with `--compile`, seed 0: whether compiling pays on this GPU;
+5. more seeds and epoch counts of the fast and quick profiles, the fast profile before Muon, and ablations.
 
 Every run's bench JSON goes to OUT/results/; OUT/gpu_check.json (the summary) is rewritten after every run.
 
@@ -25,6 +27,8 @@ FULL = [  # (name, profile, seed, overrides)
     ('fast-s0', 'fast', 0, {}),
     ('seed-w64-s0', 'seed', 0, dict(augment='batch')),
     ('step-overhead', None, None, {}),
+    ('compile-speed', None, None, {}),
+    ('fast-compile-s0', 'fast', 0, dict(compile=True)),
     *[(f'fast-s{s}', 'fast', s, {}) for s in (1, 2, 3, 4)],
     *[(f'quick-s{s}', 'quick', s, {}) for s in (0, 1)],
     *[(f'fast-e7-s{s}', 'fast', s, dict(epochs=7)) for s in (0, 1, 2, 3, 4)],
@@ -36,7 +40,7 @@ FULL = [  # (name, profile, seed, overrides)
     *[(f'fast-s{s}', 'fast', s, {}) for s in (5, 6, 7, 8, 9)],
 ]
 DRY = [('fast-s0', 'fast', 0, dict(epochs=2, bs=50)), ('seed-w64-s0', 'seed', 0, dict(augment='batch', epochs=1, width=8, bs=50)),
-       ('step-overhead', None, None, {}), ('quick-s0', 'quick', 0, dict(epochs=1, bs=50))]
+       ('step-overhead', None, None, {}), ('compile-speed', None, None, {}), ('quick-s0', 'quick', 0, dict(epochs=1, bs=50))]
 
 
 class Utilisation:
@@ -77,13 +81,17 @@ def main(out: str = 'gpu_check',  # folder for gpu_check.json and results/
                    dry_run=dry_run, budget_s=budget, runs={}, skipped=[], failed={})
     took = {}  # kind of run -> seconds its last one took
     for name, profile, seed, o in DRY if dry_run else FULL:
-        kind = (profile, o.get('epochs'), o.get('ablation'))
+        kind = (name if profile is None else profile, o.get('epochs'), o.get('ablation'), o.get('compile'))
         left = budget - (time.time() - t0)
         if took.get(kind, 0) * 1.1 > left or left < 5: summary['skipped'].append(name); continue
         print(f'== {name} ({left:.0f} s left)', flush=True)
         t = time.time()
         try:
-            if profile is None:
+            if name == 'compile-speed':
+                import compile_speed
+                summary['runs'][name] = compile_speed.measure('fast', **(dict(steps=2, bs=8, width=8) if dry_run else dict(steps=20)))
+                print(json.dumps({k: v for k, v in summary['runs'][name].items() if k not in ('machine', 'versions')}), flush=True)
+            elif name == 'step-overhead':
                 import step_overhead
                 f = out/'step_overhead.json'
                 step_overhead.main.__wrapped__(data=data, bs=2000 if not dry_run else 32, epochs=3 if not dry_run else 2,

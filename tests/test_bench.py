@@ -90,7 +90,8 @@ def test_gpu_check_dry_run_on_the_cpu(tiny, tmp_path):
     assert '200 training and 50 test files' in p.stdout
     summary = json.loads((out/'gpu_check.json').read_text())
     assert summary['dry_run'] and not summary['failed'] and not summary['skipped']
-    assert set(summary['runs']) == {'fast-s0', 'seed-w64-s0', 'step-overhead', 'quick-s0'}
+    assert set(summary['runs']) == {'fast-s0', 'seed-w64-s0', 'step-overhead', 'compile-speed', 'quick-s0'}
+    assert summary['runs']['compile-speed']['eager_ms_per_step'] > 0 and summary['runs']['compile-speed']['compiled_ms_per_step'] > 0
     fast = summary['runs']['fast-s0']
     assert fast['complete'] and fast['epochs'] == 2 and fast['n_train'] == 200 and len(fast['epoch_seconds']) == 2
     with tarfile.open(out/'results.tar.gz') as t:
@@ -98,12 +99,23 @@ def test_gpu_check_dry_run_on_the_cpu(tiny, tmp_path):
     assert not (out/'results').exists()
 
 
+def bench_script(script, *args, json_out) -> tuple:
+    "Run bench/<script> with `args` from the project root on one thread, writing --json `json_out`: (its JSON, its stdout)"
+    r = subprocess.run([sys.executable, f'bench/{script}', *map(str, args), '--json', json_out], capture_output=True, text=True,
+                       cwd=ROOT, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr
+    return json.loads(json_out.read_text()), r.stdout
+
+
 def test_compile_speed_tiny_mode_measures_both_ways(tmp_path):
     "bench/compile_speed.py on a tiny net: eager and compiled steps timed, the compile's cost, where it pays (if ever)"
-    out = tmp_path/'compile.json'
-    r = subprocess.run([sys.executable, 'bench/compile_speed.py', '--profile', 'fast', '--steps', '2', '--bs', '8', '--width', '8',
-                        '--json', out], capture_output=True, text=True, cwd=ROOT, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert r.returncode == 0, r.stderr
-    res = json.loads(out.read_text())
+    res, stdout = bench_script('compile_speed.py', '--profile', 'fast', '--steps', 2, '--bs', 8, '--width', 8, json_out=tmp_path/'compile.json')
     assert res['eager_ms_per_step'] > 0 and res['compiled_ms_per_step'] > 0 and res['compile_s'] > 0
-    assert res['precision'] in ('bf16', 'fp32') and ('pays after' in r.stdout or 'never pays' in r.stdout)
+    assert res['precision'] in ('bf16', 'fp32') and ('pays after' in stdout or 'never pays' in stdout)
+
+
+def test_precision_speed_times_the_seed_net_in_fp32_and_bf16(tmp_path):
+    "bench/precision_speed.py --arch resnet (the seed recipe's net, Adam), tiny: both precisions timed, the JSON written"
+    res, stdout = bench_script('precision_speed.py', '--arch', 'resnet', '--steps', 1, '--bs', 8, '--width', 8, json_out=tmp_path/'precision.json')
+    assert res['arch'] == 'resnet' and res['bs'] == 8 and res['fp32_s_per_step'] > 0 and res['bf16_s_per_step'] > 0
+    assert f"bf16 is {res['bf16_speedup']:.2f}x as fast" in stdout
