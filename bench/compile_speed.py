@@ -39,7 +39,7 @@ def timed(step, x, y, n, device) -> float:
 def measure(profile='fast', steps=10, bs=None, width=None, device=None) -> dict:
     s = PROFILES[profile]
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    precision, reason = choose_precision('auto', device.type == 'cuda', s['cpu_bf16'])
+    precision, reason = choose_precision('auto', device.type == 'cuda')
     bs, width = bs or s['bs'], width or s['width']
     x = torch.randn(bs, 3, s['size'], s['size'], device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (bs,), device=device)

@@ -45,7 +45,7 @@ def main(steps: int = 6,    # timed steps of each (after two warm-up steps)
     fp32, bf16 = step_seconds(arch, False, steps, bs, width), step_seconds(arch, True, steps, bs, width)
     flags = ', '.join(f for f in BF16_FLAGS if f in cpu_flags()) or 'none'
     print(f"{arch} net, width {width}, batch {bs:,}, {torch.get_num_threads()} threads, bf16 flags: {flags} (auto picks "
-          f"{choose_precision('auto', False)[0]} for the fast profiles): fp32 {fp32:.2f} s/step, "
+          f"{choose_precision('auto', False)[0]}): fp32 {fp32:.2f} s/step, "
           f"bf16 autocast {bf16:.2f} s/step: bf16 is {fp32/bf16:.2f}x as fast")
     if json:
         Path(json).parent.mkdir(parents=True, exist_ok=True)

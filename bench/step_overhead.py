@@ -28,6 +28,7 @@ try:  # the package's shape since issue 17
     from recipe.callbacks import Checkpoint, ExpectedDuration, RunRecord, StopOnNaN
     from recipe.run import make_learner, recipe_of, settings_for
     fit = lambda learn, s, cbs: recipe_of(s).fit(learn, s, cbs)
+    expected_duration = lambda s: ExpectedDuration(recipe_of(s).CPU_ADVICE)
 except ImportError:  # older commits: the script also measures them ("before" in the README)
     from recipe.checkpoint import Checkpoint
     from recipe.record import RunRecord
@@ -36,6 +37,7 @@ except ImportError:  # older commits: the script also measures them ("before" in
         if s['opt'] == 'adam': fit_recipe(learn, s['epochs'], s['lr_min'], s['lr_max'], cbs=cbs)
         elif s['opt'] == 'muon': sys.modules['recipe.train'].fit_muon(learn, s['epochs'], s, cbs=cbs)
         else: fit_fast(learn, s['epochs'], s['lr_max'], s, cbs=cbs)
+    expected_duration = lambda s: ExpectedDuration(s['profile'])
 FP32 = dict(precision='fp32') if 'precision' in SEED else dict(cpu_bf16=False)
 
 
@@ -101,7 +103,7 @@ def learner_loop(dls, model, profile, epochs, out):
     record = dict(profile=profile, record_to=[])
     phases = Phases()
     cbs = [StopOnNaN(), Checkpoint(Path(out)/CHECKPOINT, s), RunRecord(record, Path(out)/'metrics.csv', [Path(out)/'results.json'], time.perf_counter()),
-           ExpectedDuration(profile), phases]
+           expected_duration(s), phases]
     import contextlib, io
     with contextlib.redirect_stdout(io.StringIO()):  # the per-epoch table
         fit(learn, s, cbs)

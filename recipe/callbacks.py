@@ -65,9 +65,9 @@ class StopOnNaN(Callback):
 
 
 class ExpectedDuration(Callback):
-    """After the first few training batches, print how long the fit will take; on a CPU, point the seed profiles
-    to the fast ones. Batch 1 is left out (warm-up); a test image is counted as a third of a training image."""
-    def __init__(self, profile, n=5): self.profile, self.n = profile, n
+    """After the first few training batches, print how long the fit will take, and on a CPU the recipe's `advice` (if
+    any) when that is over half an hour. Batch 1 is left out (warm-up); a test image counts as a third of a training image."""
+    def __init__(self, advice=None, n=5): self.advice, self.n = advice, n
     def before_fit(self): self.t = None
     def after_batch(self):
         if not self.training or self.t is False or self.n_iter < self.n + 2: return
@@ -77,9 +77,7 @@ class ExpectedDuration(Callback):
             images = len(self.dls.train) * self.dls.train.bs + len(self.dls.valid_ds) / 3
             minutes = per_image * images * (self.n_epoch - self.epoch) / 60
             msg = f"expected duration: about {minutes:.0f} min for {self.n_epoch - self.epoch} epochs (from batches 2-{self.n + 1})"
-            if self.dls.device.type == 'cpu' and self.profile.startswith('seed') and minutes > 30:
-                msg += ("; on a CPU, --profile fast reaches 94% and --profile quick 90% in a fraction of that time "
-                        "(README, Headline results)")
+            if self.dls.device.type == 'cpu' and self.advice and minutes > 30: msg += f"; {self.advice}"
             print(msg, flush=True)
             self.t = False  # once per fit
 

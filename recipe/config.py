@@ -56,9 +56,10 @@ SEED_PROFILE = dict(
     identity_init=True,     # (fast net only) its convs start as the identity (Dirac); False: PyTorch's default init
     tta=0,                  # test-time augmentation level of the reported accuracy (0 none, 1 mirror, 2 + translate)
     tta_below=None,         # only images whose top class has a probability below this get TTA (None: every image)
-    precision='auto',       # 'fp32', 'bf16', 'fp16' (CUDA) or 'auto': bf16 (else fp16) mixed on CUDA; on a CPU, bf16 where it has
-                            # bf16 instructions and `cpu_bf16` allows it, else fp32 (recipe/fast.py, choose_precision)
-    cpu_bf16=False,         # whether 'auto' may pick bf16 on a CPU (the seed's accuracy in bf16 is not shown yet)
+    precision='auto',       # 'fp32', 'bf16', 'fp16' (CUDA) or 'auto': bf16 (else fp16) mixed on CUDA; on a CPU, bf16 autocast
+                            # where it has bf16 instructions, else fp32 (recipe/run.py, choose_precision). Measured on a
+                            # bf16 CPU (bench/results/precision/): an epoch of the seed profile 1.94x, a step of the fast
+                            # net 1.75x as fast as fp32; the seed profile's 24 epochs in bf16 reached 92.70%
     compile=False,          # torch.compile the net (Inductor): it costs a compile at the start; bench/compile_speed.py
                             # measures when it pays back
 )
@@ -79,7 +80,6 @@ FAST_SGD = SEED_PROFILE | dict(
     lookahead=True,         # every 5 steps, decay 0.95^5 x progress^3
     whiten=True, whiten_bias_epochs=3,
     tta=2,                  # mirror + 1-pixel translates, in the reported accuracy and wall time
-    cpu_bf16=True,          # 1.7x to 3.6x faster than fp32 for this net on bf16 CPUs here: bench/precision_speed.py
 )
 # After airbench94_muon (the same repository): Muon for the conv filters, Nesterov SGD for the rest, linear decay to 0,
 # the alternating flip, no lookahead. LRs turned from its summed loss over 2,000 images into fastai's mean loss (SGD

@@ -14,7 +14,9 @@ from .config import TRIANGLE
 from .distributed import unwrap
 from .record import TABLE_HEADER, print_row
 
-__all__ = ['nesterov_step', 'NesterovSGD', 'param_groups', 'triangle', 'orthogonalize', 'muon_step', 'MuonSGD',
+CPU_ADVICE = None  # the fast recipe is the advice: nothing to add to its expected duration
+
+__all__ = ['CPU_ADVICE', 'nesterov_step', 'NesterovSGD', 'param_groups', 'triangle', 'orthogonalize', 'muon_step', 'MuonSGD',
            'muon_groups', 'linear_decay', 'optimizer', 'pick_lrs', 'lr_text', 'fit_muon', 'fit_fast', 'fit']
 
 

@@ -220,16 +220,15 @@ def cpu_flags() -> set:
     except OSError: return set()
 
 
-def choose_precision(precision='auto', cuda=False, cpu_bf16=True, flags=None) -> tuple:
+def choose_precision(precision='auto', cuda=False, flags=None) -> tuple:
     """('bf16'|'fp16'|'fp32', reason). A `precision` other than 'auto' is taken as given (fp16 only on CUDA). 'auto':
     on CUDA, bf16 mixed precision where the GPU has it (no loss scaling, so no host-device synchronisation per step),
-    else fp16; on a CPU, bf16 autocast if it has one of BF16_FLAGS and the profile allows it (`cpu_bf16`), else fp32."""
+    else fp16; on a CPU, bf16 autocast if it has one of BF16_FLAGS, else fp32 (bf16 would be emulated there)."""
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == 'fp16' and not cuda: raise ValueError("precision fp16 needs a CUDA GPU: on a CPU choose bf16 or fp32")
     if precision != 'auto': return precision, 'chosen (--precision)'
     if cuda: return ('bf16', 'CUDA GPU with bf16') if torch.cuda.is_bf16_supported() else ('fp16', 'CUDA GPU without bf16')
     found = [f for f in BF16_FLAGS if f in (cpu_flags() if flags is None else flags)]
-    if not cpu_bf16: return 'fp32', 'this profile trains in fp32 on a CPU (its accuracy in bf16 is not shown)'
     if found: return 'bf16', f"the CPU has {', '.join(found)}: bf16 autocast"
     return 'fp32', f"the CPU has none of {', '.join(BF16_FLAGS)}: bf16 would be emulated, slower than fp32"
 
@@ -238,7 +237,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     """A fastai `Learner` for a profile's `settings` (default: the seed profile's) with the given width and wd:
     the net (initialised by its own `initialize`: the fast net whitens the training images), loss, optimizer and
     callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16 mixed on CUDA; bf16 autocast on
-    CPUs with bf16 instructions if the profile allows it)."""
+    CPUs with bf16 instructions)."""
     s = dict(settings or SEED_PROFILE) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
     model = make_model(s['arch'], len(dls.vocab), s['width'])
     model.initialize(s, lambda: training_images(dls))
@@ -251,7 +250,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
         if s['precision'] not in ('auto', 'fp32'): raise RecipeError(f"precision {s['precision']!r} on MPS: the recipe trains in fp32 there (--precision auto or fp32)")
         precision, reason = 'fp32', 'MPS: fp32 (mixed precision not verified there)'
     else:
-        try: precision, reason = choose_precision(s['precision'], cuda, s['cpu_bf16'])
+        try: precision, reason = choose_precision(s['precision'], cuda)
         except ValueError as e: raise RecipeError(str(e)) from None
     if precision == 'bf16' and not cuda: cbs.append(CPUAutocast())
     learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), metrics=accuracy,
@@ -497,7 +496,7 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, us
     cbs = [StopOnNaN(p), checkpoint, keep] + ([DDPTrainer(p)] if p else []) + list(user_cbs)
     if rank0(p):
         run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record['record_to']], t0, start_epoch)
-        cbs += [run_record, ExpectedDuration(s['profile'])]
+        cbs += [run_record, ExpectedDuration(recipe_of(s).CPU_ADVICE)]
     try: recipe_of(s).fit(learn, s, cbs=cbs, start_epoch=start_epoch)
     except (KeyboardInterrupt, RecipeError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise

@@ -208,17 +208,17 @@ ICE_LAKE = {'avx512f', 'avx512bw', 'avx512_vnni'}  # AVX-512 without bf16
 @pytest.mark.parametrize('flags, expected', [({'amx_bf16', 'avx512_bf16'}, 'bf16'), (ICE_LAKE | {'avx512_bf16'}, 'bf16'),
                                              ({'avx_ne_convert'}, 'bf16'), (ICE_LAKE, 'fp32'), (set(), 'fp32')])
 def test_auto_precision_follows_the_cpu_flags(flags, expected):
-    chosen, reason = choose_precision('auto', cuda=False, cpu_bf16=True, flags=flags)
+    chosen, reason = choose_precision('auto', cuda=False, flags=flags)
     assert chosen == expected and (('none of' in reason) == (expected == 'fp32'))
-    assert choose_precision('auto', cuda=False, cpu_bf16=False, flags=flags)[0] == 'fp32'  # the seed profiles
     assert choose_precision('fp32', cuda=False, flags=flags) == ('fp32', 'chosen (--precision)')
     assert choose_precision('bf16', cuda=False, flags=flags)[0] == 'bf16'
 
 
-def test_the_fast_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(tiny, monkeypatch):
+@pytest.mark.parametrize('profile', ['fast', 'seed'])
+def test_the_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(profile, tiny, monkeypatch):
     from recipe.callbacks import CPUAutocast
     dls = recipe.image_dls(tiny, bs=50, seed=0, augment='batch', device='cpu')
-    s = recipe.settings_for('fast')
+    s = recipe.settings_for(profile)
     for flags, precision in ((ICE_LAKE, 'fp32'), (ICE_LAKE | {'avx512_bf16'}, 'bf16 autocast (CPU)')):
         monkeypatch.setattr(recipe.run, 'cpu_flags', lambda: flags)
         learn = recipe.make_learner(dls, settings=s)

@@ -73,3 +73,15 @@ def test_recipe_learner_calls_the_callbacks_fastai_would_in_its_order(tiny):
     assert logs['RecipeLearner'] == logs['Learner']
     assert logs['Learner'][:2] == [('before_batch', 'early', True), ('before_batch', 'added', True)]
     assert ('after_pred', 'skipped', False) not in logs['Learner'] and logs['Learner'].count(('after_fit', 'ends')) == 1
+
+
+@pytest.mark.parametrize('profile, advised', [('seed', True), ('quick', False)])
+def test_a_long_cpu_fit_of_the_seed_recipe_points_to_the_fast_profiles(profile, advised, tiny, tmp_path, monkeypatch, capsys):
+    "A clock that jumps 10,000 s at each reading: the expected duration is hours, and only the seed recipe adds its advice"
+    import itertools, types
+    import recipe.callbacks
+    clock = itertools.count(0, 10_000)
+    monkeypatch.setattr(recipe.callbacks, 'time', types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    recipe.train(tiny, out=tmp_path/'run', profile=profile, epochs=1, bs=16, width=8, lr_max=1e-2, seed=0)
+    expected = next(l for l in capsys.readouterr().out.splitlines() if l.startswith('expected duration'))
+    assert ('--profile fast reaches 94%' in expected) == advised, expected
