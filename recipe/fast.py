@@ -3,7 +3,8 @@ init), Muon for the conv filters with Nesterov SGD for the rest (or Nesterov SGD
 schedules; its callbacks (lookahead, the whitening bias, the alternating flip) are in recipe/callbacks.py and TTA in
 recipe/inference.py. All are fastai optimizer steps and schedulers around an ordinary `Learner.fit`.
 
-Its interface, the same as recipe/seed.py's: `optimizer(s)`, `pick_lrs(learn, s, out)`, `lr_text(s)`, `fit(learn, s, cbs, start_epoch)`.
+Its interface, the same as recipe/seed.py's: `optimizer(s)`, `pick_lrs(learn, s, out)`, `lr_text(s)`, `fit(learn, s, cbs, start_epoch)`,
+`CPU_ADVICE`.
 """
 import math
 import numpy as np

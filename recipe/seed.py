@@ -2,7 +2,8 @@
 decoupled weight decay; `lr_find` chooses LRMAX (3 x its `minimum` suggestion) and LRMIN (LRMAX / 10); then
 `fit_one_cycle` rises from LRMIN to LRMAX at 5/24 of the steps and returns to LRMIN (no annihilation).
 
-Its interface, the same as recipe/fast.py's: `optimizer(s)`, `pick_lrs(learn, s, out)`, `lr_text(s)`, `fit(learn, s, cbs, start_epoch)`.
+Its interface, the same as recipe/fast.py's: `optimizer(s)`, `pick_lrs(learn, s, out)`, `lr_text(s)`, `fit(learn, s, cbs, start_epoch)`,
+`CPU_ADVICE`.
 """
 from fastai.vision.all import Adam, minimum, slide, steep, valley
 
