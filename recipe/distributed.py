@@ -25,7 +25,7 @@ from fastai.vision.all import to_detach
 from .config import DIST_TIMEOUT
 from .data import RecipeError
 
-__all__ = ['Process', 'start', 'stop', 'rank0', 'from_rank0', 'gather', 'first_bad', 'alone', 'per_rank_bs', 'unwrap',
+__all__ = ['Process', 'start', 'stop', 'leave_together', 'rank0', 'from_rank0', 'gather', 'first_bad', 'alone', 'per_rank_bs', 'unwrap',
            'ShardedDL', 'test_shard', 'DDPTrainer', 'on_rank0', 'global_batch', 'lost_process']
 
 
@@ -50,6 +50,16 @@ def start():
 
 def stop(p):
     if p is not None and dist.is_initialized(): dist.destroy_process_group()
+
+
+def leave_together(p):
+    """Every rank waits here for rank 0's final stage, so that no process leaves the process group while another may
+    still talk to it (a 2-process run whose rank 1 left early once aborted at exit: 'terminate called without an active
+    exception', and torchrun then stopped rank 0 in its plots). Best effort: if rank 0 stopped on an error (it says
+    so itself) or its final stage outlasts DIST_TIMEOUT, the others leave anyway, as they did before"""
+    if p is None: return
+    try: dist.barrier()
+    except RuntimeError: pass
 
 
 def rank0(p) -> bool: return p is None or p.rank == 0

@@ -26,7 +26,7 @@ from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDurati
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED
 from .data import RecipeError, image_dls
-from .distributed import DDPTrainer, alone, lost_process, on_rank0, per_rank_bs, rank0, start, stop
+from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
 from .model import make_model
 from .plots import save_run_plots
@@ -507,6 +507,7 @@ def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, us
         raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
                           f"resume with: {launch} -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
     if rank0(p): final_stage(learn, s, record, run_record, checkpoint, keep)
+    leave_together(p)
 
 
 def final_stage(learn, s, record, run_record, checkpoint, keep):

@@ -181,6 +181,26 @@ def test_a_non_recipe_error_on_rank_0_ends_both_processes_within_60_s(tiny, tmp_
     assert 'rank 0 stopped: ValueError: boom on rank 0' in r.stdout + r.stderr  # rank 1 got rank 0's error
 
 
+def test_the_other_rank_waits_for_rank_0s_final_stage_and_leaves_when_it_fails(tiny, tmp_path):
+    "Rank 1 waits at the end for rank 0 (leave_together); rank 0 failing in its final stage still ends both, quickly"
+    script = tmp_path/'final.py'
+    script.write_text("import os, time\nimport recipe, recipe.run\n"
+                      f"def final(*a, **k): open({str(tmp_path/'started')!r}, 'w').write(str(time.time())); time.sleep(3); raise ValueError('boom in the final stage')\n"
+                      "recipe.run.test_logits = final\n"
+                      f"recipe.train({str(tiny)!r}, epochs=1, bs=40, width=8, lr_max=1e-2, seed=0, out={str(tmp_path/'run')!r})\n"
+                      "print('rank', os.environ['RANK'], 'left at', time.time(), flush=True)\n")
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='', PYTHONUNBUFFERED='1')
+    t = time.time()
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', script],
+                       capture_output=True, text=True, env=env, timeout=180)
+    assert time.time() - t < 60 + 30
+    assert r.returncode != 0 and 'ValueError: boom in the final stage' in r.stdout + r.stderr
+    left = [float(l.split()[-1]) for l in r.stdout.splitlines() if l.startswith('rank 1 left at')]
+    assert left and 'rank 0 left at' not in r.stdout
+    assert left[0] >= float((tmp_path/'started').read_text()) + 3  # rank 1 waited for rank 0's final stage, then left
+    assert json.loads((tmp_path/'run'/'results.json').read_text())['per_epoch']  # the epoch is kept: --resume finishes
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB file system (tmpfs) where the machine lets us mount one (root); else a folder where a file written by
