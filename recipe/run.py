@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 from fastai.vision.all import (CancelBatchException, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
-                               event, TensorImage, noop, set_seed)
+                               event, TensorImage, noop, parent_label, set_seed)
 from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed
 from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, KeepTestLogits, Lookahead, PlainTensors,
                         RunRecord, StopOnNaN, WhitenBias)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
-from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED
+from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
 from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
@@ -266,15 +266,28 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     return learn
 
 
-def training_images(dls, n=5000):
-    """The first `n` training images as the model sees them (normalized, no augmentation), for the whitening init:
-    from the split held in memory, or (the per-item path) decoded from the dataset's first items"""
+def training_images(dls, n=WHITEN_SAMPLE):
+    """`n` training images as the model sees them (normalized, no augmentation), for the whitening init: `whiten_sample`'s
+    draw of every class, from the split held in memory or (the per-item path) decoded from the dataset's items"""
+    idx = whiten_sample([parent_label(f) for f in dls.train_ds.items], n)
     images = getattr(dls.train, 'images', None)
-    if images is None: images = torch.stack([dls.train_ds[i][0] for i in range(min(n, len(dls.train_ds)))])
-    x = TensorImage(images[:n]).to(dls.device)
+    images = images[idx.to(images.device)] if images is not None else torch.stack([dls.train_ds[i][0] for i in idx.tolist()])
+    x = TensorImage(images).to(dls.device)
     for t in dls.train.after_batch.fs:
         if t.split_idx != 0: x = t(x)  # IntToFloatTensor, Normalize; not the training-only augmentation
     return x
+
+
+def whiten_sample(labels, n=WHITEN_SAMPLE, seed=SPLIT_SEED) -> torch.Tensor:
+    """Indices of `n` items drawn at random with `seed` from each class in proportion, at least one of each (all items
+    when there are at most `n`). Not the first `n`: the items are sorted by class, and CIFAR-10's first 5,000 are
+    its airplanes; airbench whitens on 5,000 images of every class."""
+    if len(labels) <= n: return torch.arange(len(labels))
+    g, by_class = torch.Generator().manual_seed(seed), {}
+    for i, c in enumerate(labels): by_class.setdefault(c, []).append(i)
+    picked = [torch.tensor(idx)[torch.randperm(len(idx), generator=g)[:max(1, round(n * len(idx) / len(labels)))]]
+              for c, idx in sorted(by_class.items())]
+    return torch.cat(picked).sort().values
 
 
 @torch.no_grad()
