@@ -13,26 +13,27 @@
 # For a Python with torch but without fastai or albumentations, the wheels (.whl/, from bench/gpu_wheels.sh) are
 # installed without dependencies into /tmp/site. The package runs from this checkout.
 set -uo pipefail
+python=${PYTHON:-python3}  # the Python to run with (the suite passes its own: a venv need not be first on PATH)
 out=${1:?usage: bench/gpu_check.sh OUT DATA [WHEELS]}; data=${2:?usage: bench/gpu_check.sh OUT DATA [WHEELS]}; wheels=${3:-.whl}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ -z "${DRY_RUN:-}" ]; then
-  python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check: no CUDA GPU seen by torch")' || exit 1
+  "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check: no CUDA GPU seen by torch")' || exit 1
 fi
-if ! python3 -c 'import fastai, albumentations' 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl || exit 1
+if ! "$python" -c 'import fastai, albumentations' 2>/dev/null; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl || exit 1
   export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 n_train=$(find "$data/train" -type f | wc -l); n_test=$(find "$data/test" -type f | wc -l)
 echo "== data: $data: $n_train training and $n_test test files"
 [ -z "${DRY_RUN:-}" ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
-python3 bench/gpu_runs.py --out "$out" --data "$data" --budget "${BUDGET:-420}" ${DRY_RUN:+--dry-run}
+"$python" bench/gpu_runs.py --out "$out" --data "$data" --budget "${BUDGET:-420}" ${DRY_RUN:+--dry-run}
 rc=$?
 tar -czf "$out/results.tar.gz" -C "$out" results && rm -r "$out/results"
 
 if [ -n "${TESTS:-}" ]; then
   echo "== tests (GPU paths)"
-  RECIPE_DATA=$data timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_augment.py tests/test_fast.py tests/test_model.py 2>&1 | tee "$out/tests.log"
+  RECIPE_DATA=$data timeout 150 "$python" -m pytest -q -x -p no:cacheprovider tests/test_augment.py tests/test_fast.py tests/test_model.py 2>&1 | tee "$out/tests.log"
 fi
 exit $rc

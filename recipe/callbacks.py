@@ -132,15 +132,25 @@ class Lookahead(Callback):
 
 class KeepTestLogits(Callback):
     """Keeps the last epoch's test logits, so that the final stage (TTA, the confusion matrix, the top losses) needs no
-    second pass over the test set: on a CPU a pass over CIFAR-10's test set costs as much as 1/6 of an epoch"""
+    second pass over the test set: on a CPU a pass over CIFAR-10's test set costs as much as 1/6 of an epoch. They
+    are given only while the net still has the weights that made them: a callback that loads other weights at the end
+    of the fit (fastai's SaveModelCallback) gets a new pass."""
     order, run_train = 20, False  # after the autocast callbacks' after_pred (fp32 logits)
     def before_validate(self): self.logits = [] if self.epoch == self.n_epoch - 1 else None
     def after_pred(self):
         if self.logits is not None: self.logits.append(self.pred.detach().float())
-    def result(self, n):
-        "The logits, if they cover the `n` test images (a distributed run's ranks each see part of them)"
+    def after_validate(self):
+        if self.logits is not None: self.weights = weights_of(self.learn.model)
+    def result(self, n, model):
+        "The logits, if they cover the `n` test images (a distributed run's ranks each see part of them) and `model` has their weights"
         found = torch.cat(self.logits) if getattr(self, 'logits', None) else None
-        return found if found is not None and len(found) == n else None
+        if found is None or len(found) != n: return None
+        return found if all(torch.equal(a, b) for a, b in zip(weights_of(model), self.weights, strict=True)) else None
+
+
+def weights_of(model) -> list:
+    "A copy of every tensor of the net's state (weights, BatchNorm statistics)"
+    return [t.detach().clone() for t in model.state_dict().values()]
 
 
 class RunRecord(Callback):
@@ -190,14 +200,19 @@ class Checkpoint(Callback):
         self.start_epoch = self.saved_epoch = resumed['epoch'] if resumed else 0
 
     def before_fit(self):
-        "The Recorder has just reset its smoothed train loss: on resume, continue it"
+        """On resume, the Recorder's smoothed train loss continues, and so does fastai's count of training steps (TensorBoard's
+        step), as if the run had not stopped"""
         if self.resumed: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = self.resumed['smooth_loss'].values()
-        # each epoch's per-step train losses and LRs (the Recorder's), the epochs before a resume included
+        self.learn.train_iter = self.start_epoch * len(self.dls.train)
+        # each epoch's per-step train losses and LRs (the Recorder's) and its metrics, the epochs before a resume included
         self.history = list((self.resumed or {}).get('history', []))[:self.start_epoch]
     def before_epoch(self): self.step = len(self.recorder.losses)
     def after_epoch(self):
-        if self.epoch < self.start_epoch: return
-        self.history.append(dict(loss=[float(v) for v in self.recorder.losses[self.step:]], lr=[float(v) for v in self.recorder.lrs[self.step:]]))
+        if self.epoch < self.start_epoch:  # skipped on resume: the Recorder's row is empty, give it the epoch's metrics
+            if 'values' in (self.history[self.epoch:] or [{}])[0]: self.learn.final_record = self.recorder.values[-1] = list(self.history[self.epoch]['values'])
+            return  # for the callbacks after this one that read it (fastai's EarlyStoppingCallback, SaveModelCallback)
+        self.history.append(dict(loss=[float(v) for v in self.recorder.losses[self.step:]], lr=[float(v) for v in self.recorder.lrs[self.step:]],
+                                 values=[float(v) for v in self.recorder.values[-1]]))
         rng = gather(self.process, rng_states(self.dls)) if self.process else None
         if rank0(self.process): save_checkpoint(self.path, self.learn, self.epoch + 1, self.config, rng, self.history)
         self.saved_epoch = self.epoch + 1

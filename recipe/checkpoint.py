@@ -58,18 +58,23 @@ def save_checkpoint(path, learn, epoch: int, config: dict, rng=None, history=())
 
 
 def load_checkpoint(run) -> dict:
-    "A run folder's checkpoint, loaded with weights_only=True: tensors and plain values only, no code"
+    """A run folder's checkpoint, loaded with weights_only=True (tensors and plain values only, no code) into host memory:
+    a GPU run's checkpoint loads on a machine without one, and `restore` puts each tensor where the run now trains"""
     path = Path(run)/CHECKPOINT
     if not path.is_file(): raise RecipeError(f"no checkpoint to resume from: {path} does not exist")
-    try: return torch.load(path, weights_only=True)
+    try: return torch.load(path, weights_only=True, map_location='cpu')
     except Exception as e: raise RecipeError(f"cannot load checkpoint {path}: {e}") from None
 
 
 def restore(learn, ckpt: dict, rank=0):
-    "Model, optimizer and random streams (this rank's, in a distributed run) as they were at the end of the checkpoint's epoch"
+    """Model, optimizer and random streams (this rank's, in a distributed run) as they were at the end of the checkpoint's
+    epoch, on the devices of this run's model"""
     learn.model.load_state_dict(ckpt['model'])
     if learn.opt is None: learn.create_opt()
     learn.opt.load_state_dict({'state': ckpt['opt']['state'], 'hypers': L(ckpt['opt']['hypers'])})
+    for p, state in learn.opt.state.items():  # fastai keeps the loaded tensors where they are: beside their parameter
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor): state[k] = v.to(p.device)
     rng = ckpt['rng'][rank] if isinstance(ckpt['rng'], list) else ckpt['rng']
     random.setstate(rng['python']); torch.set_rng_state(rng['torch']); learn.dls.train.rng.setstate(rng['loader'])
     if rng.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(rng['cuda'])

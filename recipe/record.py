@@ -18,12 +18,19 @@ def atomic_write(path, write, mode='w'):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it 0600: give it the mode of any new file, as the PNGs beside it
         with os.fdopen(fd, mode, **({'newline': ''} if 'b' not in mode else {})) as f: write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError): raise RecipeError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+
+
+def umask() -> int:
+    "The process's umask (read by setting it and back: there is no other portable way)"
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
 
 
 def write_json(path, obj):

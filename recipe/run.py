@@ -9,9 +9,13 @@ TTA, weights, plots, the record and the model card.
 
 Launched with more than one process (`torchrun --nproc_per_node N -m recipe train ...`), every rank trains one
 model with DDP and rank 0 writes the run folder (recipe/distributed.py).
+
+The file reads in the order of a run: `train()`, then what it calls, each before what that calls; a run's state is
+one `Run`, which carries the process group of a distributed run.
 """
-import ctypes, importlib, json, os, sys, time
+import ctypes, importlib, json, os, shutil, sys, time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -35,7 +39,8 @@ from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_ro
 
 __all__ = ['train', 'settings_for', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits', 'check_options',
            'LOGGERS', 'check_loggers', 'logger_cbs', 'check_device', 'check_out', 'make_out', 'BF16_FLAGS', 'cpu_flags',
-           'choose_precision']
+           'choose_precision', 'Run', 'training_images', 'whiten_sample']
+
 
 RECIPES = {'adam': seed, 'nesterov': fast, 'muon': fast}  # the recipe of a run, by the optimizer of its settings
 
@@ -43,6 +48,128 @@ RECIPES = {'adam': seed, 'nesterov': fast, 'muon': fast}  # the recipe of a run,
 def recipe_of(s):
     "The module that builds and fits a run with settings `s`: recipe/seed.py or recipe/fast.py"
     return RECIPES[s['opt']]
+
+
+def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DATA, else fastai's download
+          epochs=None,    # epochs (default: the profile's; the seed's is 24)
+          bs=None,        # batch size (seed 512, fast 1024)
+          width=None,     # channels of the model's first layer (64: the original; 6,573,130 parameters)
+          lr_min=None,    # LR at the start and end of the one cycle; default from lr_find (seed profiles only)
+          lr_max=None,    # LR at the peak; seed: default from lr_find; fast: the profile's fixed LR
+          seed=None,      # makes a CPU run repeatable (fastai, albumentations, batch augmentation, DataLoader workers)
+          out=None,       # run folder for metrics, weights and plots; default runs/<timestamp>
+          wd=None,        # weight decay (seed: decoupled, of Adam; fast: L2 x LR, see recipe/config.py)
+          skip_bad=False, # skip (and count) unreadable images and bad folders instead of stopping
+          num_workers=None,  # DataLoader worker processes; default 0 on CPU (the in-memory loader keeps up)
+          record_to=(),   # extra JSON files that get the run record after every epoch (the benchmark harness)
+          info=None,      # extra fields for the run record
+          resume=None,    # run folder to continue from its last checkpoint (its own settings; the others are ignored)
+          profile='seed', # named settings in recipe/config.py: seed, seed-w32, fast, quick
+          augment=None,   # 'albumentations' (per item, the seed's) or 'batch' (recipe/augment.py; the fast profiles')
+          settings=None,  # any other settings of the profile to override, by their names in recipe/config.py
+          size=None,      # pixels: images are resized to size x size (default 32); padding and cutout scale with it
+          valid_pct=None, # a folder of class folders only: the fraction held out for validation (default VALID_PCT;
+                          # ignored, with a warning, when the folder has its own test images)
+          max_memory=None,  # the most the decoded images may take in memory ('2GB'; default MEMORY_FRACTION of what is free)
+          precision=None, # 'auto' (the profile's), 'fp32', 'bf16', 'fp16' (CUDA): see recipe/config.py
+          cbs=None,       # your fastai callbacks, for the fit (every epoch; not lr_find); in a distributed run on every rank
+          log=None,       # 'tensorboard', 'wandb' or both ('tensorboard,wandb'): per-step loss and LR, per-epoch metrics
+          device=None,    # 'cpu', 'cuda', 'cuda:N', 'mps' (default: fastai's choice; a distributed run: each rank's GPU)
+          compile=None,   # torch.compile the net (default: the profile's, off): pays on long runs; bench/compile_speed.py
+         ) -> Learner:
+    "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
+    given = given_options(locals())  # first, while the arguments are all there is: for the record and the --resume check
+    t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
+    loggers, device = check_loggers(log), check_device(device)
+    p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
+    if p is not None and device is not None:
+        stop(p); raise RecipeError("--device in a distributed run: each process uses the GPU of its LOCAL_RANK; leave --device out")
+    try:
+        run = (resumed_run(resume, given, p, data) if resume is not None else
+               new_run(p, profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
+                       valid_pct=valid_pct, max_memory=max_memory))
+        with released_on_failure(run):
+            learn = run_learner(run, num_workers, device)
+            if run.record is None: run.record = first_record(learn, run, dict(info or {}, git_commit=commit, command=command_of(given, info)))
+            user_cbs = list(cbs or []) + (logger_cbs(loggers, run) if run.rank0 else [])
+        fit_and_save(learn, run, t0, user_cbs)
+        return learn
+    finally:
+        if rank0(p): end_loggers(loggers)
+        stop(p)
+
+
+NOT_OPTIONS = ('record_to', 'info', 'cbs')  # train()'s arguments that are not options of the run
+
+
+def given_options(args: dict) -> dict:
+    "The options a train() call was given (not None, not a default), in the order of its arguments"
+    return {k: str(v) if k == 'device' else v for k, v in args.items()
+            if k not in NOT_OPTIONS and v is not None and v is not False and not (k == 'profile' and v == 'seed')}
+
+
+def command_of(given, info=None) -> str:
+    "The call that made a run, for its record and card: the command line as typed (info['command']), else recipe.train(...)"
+    return (info or {}).get('command') or 'recipe.train(' + ', '.join(f'{k}={v!r}' for k, v in given.items()) + ')'
+
+
+LOGGERS = {'tensorboard': 'tensorboard', 'wandb': 'wandb'}  # --log NAME: the package it needs (the extra of the same name)
+
+
+def check_loggers(log) -> list:
+    "The logger names in `log` ('tensorboard', 'wandb', both comma-separated, or a list), each with its package importable"
+    names = [n.strip() for n in log.split(',') if n.strip()] if isinstance(log, str) else list(log or [])
+    for n in names:
+        if n not in LOGGERS: raise RecipeError(f"unknown logger {n!r}: choose from {', '.join(LOGGERS)}")
+        try: importlib.import_module(LOGGERS[n])
+        except ImportError: raise RecipeError(f"--log {n} needs the {LOGGERS[n]} package, which is not installed: "
+                                              f'pip install -e ".[{n}]" (or pip install {LOGGERS[n]})') from None
+    return names
+
+
+def check_device(device):
+    "The torch.device for --device (cpu, cuda, cuda:N, mps), refused with the reason when this machine has no such device"
+    if device is None: return None
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError): raise RecipeError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if d.type == 'cuda' and not torch.cuda.is_available(): raise RecipeError(f"device {device!r}: this machine has no CUDA GPU that torch can use")
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise RecipeError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    if d.type == 'mps' and not torch.backends.mps.is_available(): raise RecipeError(f"device {device!r}: MPS is not available here")
+    if d.type not in ('cpu', 'cuda', 'mps'): raise RecipeError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    return d
+
+
+@dataclass
+class Run:
+    "A run's state from its start to its final stage: what `new_run` checked, or what `resumed_run` read from its folder"
+    settings: dict          # the profile's settings, checked (`settings_for`); the LRs once chosen
+    out: Path               # the run folder, claimed
+    data: object = None     # the data folder as given (None: $RECIPE_DATA, else CIFAR-10's download)
+    seed: int = None
+    skip_bad: bool = False
+    valid_pct: float = None
+    max_memory: str = None
+    record_to: list = ()    # extra JSON files for the record (the benchmark harness), absolute
+    process: object = None  # the process group of a distributed run (recipe/distributed.py); None for one process
+    start_epoch: int = 0    # epochs done before this process started (a resumed run)
+    ckpt: dict = None       # the checkpoint resumed from; None for a new run
+    record: dict = None     # the record (results.json); a new run gets its first once its LRs are chosen
+    @property
+    def rank0(self) -> bool: return rank0(self.process)
+
+
+# train()'s arguments that override a profile's settings (the rest are about the data, the run folder and the process)
+OVERRIDES = ('epochs', 'bs', 'width', 'lr_min', 'lr_max', 'wd', 'augment', 'size', 'precision', 'compile')
+
+
+def new_run(p, profile, settings, given, out, **data) -> Run:
+    "A new run's settings (checked) and folder (chosen by rank 0 for every rank), with its data options"
+    s = settings_for(profile, settings, **{k: given[k] for k in OVERRIDES if k in given})
+    check_seed(data['seed'])
+    data['record_to'] = [str(Path(f).resolve()) for f in data['record_to']]  # a resume may start from another folder
+    # rank 0's timestamp names the folder of all; absolute, as the record and the card give it: a resume works from anywhere
+    return Run(s, on_rank0(p, lambda: check_out(out).resolve()), process=p, **data)
 
 
 def settings_for(profile='seed', settings=None, **overrides) -> dict:
@@ -81,60 +208,6 @@ def check_seed(seed):
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0): raise RecipeError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-LOGGERS = {'tensorboard': 'tensorboard', 'wandb': 'wandb'}  # --log NAME: the package it needs (the extra of the same name)
-
-
-def check_loggers(log) -> list:
-    "The logger names in `log` ('tensorboard', 'wandb', both comma-separated, or a list), each with its package importable"
-    names = [n.strip() for n in log.split(',') if n.strip()] if isinstance(log, str) else list(log or [])
-    for n in names:
-        if n not in LOGGERS: raise RecipeError(f"unknown logger {n!r}: choose from {', '.join(LOGGERS)}")
-        try: importlib.import_module(LOGGERS[n])
-        except ImportError: raise RecipeError(f"--log {n} needs the {LOGGERS[n]} package, which is not installed: "
-                                              f'pip install -e ".[{n}]" (or pip install {LOGGERS[n]})') from None
-    return names
-
-
-def logger_cbs(names, out: Path, record: dict) -> list:
-    """fastai's logging callback for each logger, writing into the run folder: TensorBoard event files in
-    out/tensorboard (no model tracing: it fails under mixed precision), a W&B run under out/wandb
-    (WANDB_MODE=offline needs no account). Rank 0 only; fastai's callbacks also log on rank 0 only."""
-    cbs = []
-    if 'tensorboard' in names:
-        from fastai.callback.tensorboard import TensorBoardCallback
-        cbs.append(TensorBoardCallback(log_dir=out/'tensorboard', trace_model=False, log_preds=False))
-    if 'wandb' in names:
-        import wandb
-        from fastai.callback.wandb import WandbCallback
-        try: wandb.init(project=os.environ.get('WANDB_PROJECT', 'recipe'), name=out.name, dir=out,
-                        config={k: v for k, v in record.items() if not isinstance(v, (list, dict))},
-                        resume='allow', id=record.get('wandb_id'))
-        except wandb.errors.UsageError as e:
-            raise RecipeError(f"--log wandb: {e} (or set WANDB_MODE=offline to log to {out/'wandb'} without an account)") from None
-        record['wandb_id'] = wandb.run.id  # a resumed run continues the same W&B run
-        cbs.append(WandbCallback(log_preds=False, log_model=False))
-    return cbs
-
-
-def end_loggers(names):
-    if 'wandb' in names:
-        import wandb
-        if wandb.run is not None: wandb.finish()
-
-
-def check_device(device):
-    "The torch.device for --device (cpu, cuda, cuda:N, mps), refused with the reason when this machine has no such device"
-    if device is None: return None
-    try: d = torch.device(device)
-    except (RuntimeError, TypeError): raise RecipeError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}") from None
-    if d.type == 'cuda' and not torch.cuda.is_available(): raise RecipeError(f"device {device!r}: this machine has no CUDA GPU that torch can use")
-    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
-        raise RecipeError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
-    if d.type == 'mps' and not torch.backends.mps.is_available(): raise RecipeError(f"device {device!r}: MPS is not available here")
-    if d.type not in ('cpu', 'cuda', 'mps'): raise RecipeError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
-    return d
-
-
 def check_out(out=None) -> Path:
     """The run folder, claimed before any work (`claim`), so parallel runs never share one: the default is
     runs/<timestamp> (-2, -3, ... when another run took that second); a given folder must be empty or new"""
@@ -166,20 +239,157 @@ def claim(out: Path) -> bool:
     return True
 
 
-def release(out: Path):
-    """Give back the folder of a new run stopped before its first epoch (bad data, lr_find): its first record and
-    split are removed, and the folder too if nothing else is in it, so the same --out can be used again"""
-    for name in ('results.json', 'split.json'): (out/name).unlink(missing_ok=True)
-    try: out.rmdir()
-    except OSError: pass  # something else is in it: keep it
-
-
 def make_out(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out/'.write_test').touch(); (out/'.write_test').unlink()
     except OSError as e: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
     return out
+
+
+# train()'s options that go with --resume: the run's own data moved elsewhere, and how to watch it
+RESUME_OPTIONS = ('resume', 'data', 'log', 'device')
+
+
+def resumed_run(resume, given=None, p=None, data=None) -> Run:
+    """A run folder's checkpoint and record, with the run's own settings; lr_find is not run again. A run whose epochs
+    are all done but whose final stage (TTA, weights, plots, card) was cut short goes on to that stage. Other options
+    `given` are refused. `data`: the run's data folder, moved (checked against the run's fingerprint)"""
+    refused = [k for k in (given or {}) if k not in RESUME_OPTIONS]
+    if refused: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(refused)} "
+                                  "(--data may point to the same images moved elsewhere)")
+    ckpt, out = load_checkpoint(resume), Path(resume)
+    cfg = ckpt['config']
+    size = p.size if p else 1
+    if cfg.get('world_size', 1) != size:
+        raise RecipeError(f"{out} was trained by {cfg.get('world_size', 1)} process(es) and this is {size}: "
+                          f"resume it with the same number (torchrun --nproc_per_node)")
+    s = settings_for(cfg.get('profile', 'seed'), {k: cfg[k] for k in SEED_PROFILE if k in cfg})  # older runs: seed profile
+    s['lr_find'] = cfg.get('lr_find', {})
+    try: record = json.loads((out/'results.json').read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"cannot read {out/'results.json'} ({getattr(e, 'strerror', None) or e}): the run record is needed to "
+                          "resume; the checkpoint alone is not enough") from None
+    if ckpt['epoch'] >= s['epochs'] and record.get('complete'): raise RecipeError(f"{out} is complete (all {s['epochs']} epochs and its final stage): nothing to resume")
+    record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [ckpt['epoch']]
+    # a benchmark run goes on updating its bench/results/ file
+    return Run(s, out, data=data or cfg['data'], seed=cfg['seed'], skip_bad=cfg['skip_bad'], valid_pct=cfg.get('valid_pct'),
+               max_memory=cfg.get('max_memory'), record_to=record.get('record_to', []), process=p, start_epoch=ckpt['epoch'],
+               ckpt=ckpt, record=record)
+
+
+@contextmanager
+def released_on_failure(run):
+    "A new run stopped while it is set up (decoding, the Learner, lr_find, the loggers) leaves no folder behind: `release`"
+    try: yield
+    except BaseException:
+        if run.ckpt is None and run.rank0: release(run.out)
+        raise
+
+
+SETUP_FILES = ('results.json', 'split.json', 'lr_find.png')  # what a new run writes before its first epoch
+SETUP_FOLDERS = ('tensorboard', 'wandb')                     # and what its loggers may have begun
+
+
+def release(out: Path):
+    """Give back the folder of a new run stopped before its first epoch (bad data, lr_find, a logger that does not
+    start): what it wrote is removed, and the folder too if nothing else is in it, so the same --out can be used again"""
+    for name in SETUP_FILES: (out/name).unlink(missing_ok=True)
+    for name in SETUP_FOLDERS: shutil.rmtree(out/name, ignore_errors=True)
+    try: out.rmdir()
+    except OSError: pass  # something else is in it: keep it
+
+
+def run_learner(run, num_workers=None, device=None) -> Learner:
+    """The run's DataLoaders and Learner, seeded (the same initial weights on every rank, then each rank's own
+    augmentation); a resumed run's weights, optimizer state and place in the schedule from its checkpoint"""
+    s, seed, p = run.settings, run.seed, run.process
+    if seed is not None: set_seed(seed, reproducible=True)
+    learn = make_learner(run_dls(run, num_workers, device), path=run.out, settings=s)
+    if p is not None:
+        if seed is not None: set_seed(seed + p.rank, reproducible=True)
+        if p.rank: learn.remove_cb(ProgressCallback); learn.logger = noop  # rank 0 speaks for the run
+    if run.ckpt is not None:
+        restore(learn, run.ckpt, p.rank if p else 0)
+        left = 'the final stage (TTA, weights, plots)' if run.start_epoch >= s['epochs'] else recipe_of(s).lr_text(s)
+        if run.rank0: print(f"resuming {run.out} after epoch {run.start_epoch} of {s['epochs']}: {left}", flush=True)
+    return learn
+
+
+def run_dls(run, num_workers=None, device=None):
+    """The run's DataLoaders: this rank's share of the batch, its own augmentation seed, its device (`device`, else
+    fastai's choice). Rank 0 saves a new run's random split (split.json) in the run folder"""
+    s, seed, p = run.settings, run.seed, run.process
+    device = p.device if p else device or default_device()
+    if num_workers is None: num_workers = 4 if device.type == 'cuda' else 0
+    if device.type == 'cpu': keep_freed_memory()
+    split = run.out/'split.json' if run.record is not None else None  # a resumed run keeps its own split
+    valid_files = json.loads(split.read_text())['valid'] if split is not None and split.is_file() else None
+    dls = image_dls(run.data, bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
+                    num_workers=num_workers, device=device, skip_bad=run.skip_bad,
+                    augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
+                    valid_pct=run.valid_pct, max_memory=run.max_memory, valid_files=valid_files)
+    if p is not None and len(dls.train_ds) // p.size < dls.train.bs:  # every rank, the same answer: none waits
+        raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
+                          f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
+    if run.record is not None: check_same_data(dls, run.record, run.out)
+    if run.rank0 and dls.valid_files and run.record is None:
+        write_json(run.out/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
+                                              valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
+    return dls
+
+
+def keep_freed_memory():
+    """glibc returns every freed block over 32 MB to the OS (mmap/munmap), and a CPU training step frees and
+    reallocates activations that size: re-faulting them costs ~20% of the fast net's step time here. Heap only, no
+    trimming: the process keeps its peak memory until it exits."""
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return  # not glibc: nothing to do
+    libc.mallopt(-4, 0)         # M_MMAP_MAX = 0: no mmap for large blocks
+    libc.mallopt(-1, 2**30)     # M_TRIM_THRESHOLD = 1 GiB: keep freed heap memory
+
+
+def check_same_data(dls, record, out):
+    "A resumed run must see the images it started with: the same file list (its fingerprint), hence the same split"
+    was, now = record.get('data') or {}, data_info(dls)
+    if was.get('file_list_sha256') in (None, now['file_list_sha256']): return
+    changes = [f"{k} {was[k]} -> {now[k]}" for k in ('n_train', 'n_test') if was.get(k) != now[k]]
+    changes += [f"classes {was['classes']} -> {now['classes']}"] if was.get('classes') != now['classes'] else []
+    raise RecipeError(f"the data in {dls.path} changed since {out} started ({', '.join(changes) or 'the same counts, other files'}; "
+                      "file list fingerprint differs): resuming would train on other images. Restore the folder, or start a new run")
+
+
+def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
+    """A fastai `Learner` for a profile's `settings` (default: the seed profile's) with the given width and wd:
+    the net (initialised by its own `initialize`: the fast net whitens the training images), loss, optimizer and
+    callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16 mixed on CUDA; bf16 autocast on
+    CPUs with bf16 instructions)."""
+    s = dict(settings or SEED_PROFILE) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
+    model = make_model(s['arch'], len(dls.vocab), s['width'])
+    model.initialize(s, lambda: training_images(dls))
+    cbs = [PlainTensors()]
+    if s['lookahead']: cbs.append(Lookahead())
+    if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
+    if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
+    cuda = dls.device.type == 'cuda'
+    if dls.device.type == 'mps':  # not verified on MPS: fp32 there
+        if s['precision'] not in ('auto', 'fp32'): raise RecipeError(f"precision {s['precision']!r} on MPS: the recipe trains in fp32 there (--precision auto or fp32)")
+        precision, reason = 'fp32', 'MPS: fp32 (mixed precision not verified there)'
+    else:
+        try: precision, reason = choose_precision(s['precision'], cuda)
+        except ValueError as e: raise RecipeError(str(e)) from None
+    if precision == 'bf16' and not cuda: cbs.append(CPUAutocast())
+    learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), metrics=accuracy,
+                          wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s))
+    # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts
+    learn.to_channelslast(use_amp=cuda and precision != 'fp32', amp_mode=precision if cuda and precision != 'fp32' else 'fp16')
+    if cuda: torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution once
+    if s['compile']: model.compile()  # in place: the weights keep their names (checkpoints, safetensors)
+    learn.precision = f"{precision} mixed (CUDA)" if cuda and precision != 'fp32' else {'bf16': 'bf16 autocast (CPU)', 'fp32': 'fp32'}[precision]
+    learn.precision_reason = reason
+    if not (IN_NOTEBOOK or sys.stdout.isatty()):
+        learn.remove_cb(ProgressCallback); learn.logger = print_row
+    return learn
 
 
 class RecipeLearner(Learner):
@@ -233,39 +443,6 @@ def choose_precision(precision='auto', cuda=False, flags=None) -> tuple:
     return 'fp32', f"the CPU has none of {', '.join(BF16_FLAGS)}: bf16 would be emulated, slower than fp32"
 
 
-def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
-    """A fastai `Learner` for a profile's `settings` (default: the seed profile's) with the given width and wd:
-    the net (initialised by its own `initialize`: the fast net whitens the training images), loss, optimizer and
-    callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16 mixed on CUDA; bf16 autocast on
-    CPUs with bf16 instructions)."""
-    s = dict(settings or SEED_PROFILE) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
-    model = make_model(s['arch'], len(dls.vocab), s['width'])
-    model.initialize(s, lambda: training_images(dls))
-    cbs = [PlainTensors()]
-    if s['lookahead']: cbs.append(Lookahead())
-    if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
-    if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
-    cuda = dls.device.type == 'cuda'
-    if dls.device.type == 'mps':  # not verified on MPS: fp32 there
-        if s['precision'] not in ('auto', 'fp32'): raise RecipeError(f"precision {s['precision']!r} on MPS: the recipe trains in fp32 there (--precision auto or fp32)")
-        precision, reason = 'fp32', 'MPS: fp32 (mixed precision not verified there)'
-    else:
-        try: precision, reason = choose_precision(s['precision'], cuda)
-        except ValueError as e: raise RecipeError(str(e)) from None
-    if precision == 'bf16' and not cuda: cbs.append(CPUAutocast())
-    learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), metrics=accuracy,
-                          wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s))
-    # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts
-    learn.to_channelslast(use_amp=cuda and precision != 'fp32', amp_mode=precision if cuda and precision != 'fp32' else 'fp16')
-    if cuda: torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution once
-    if s['compile']: model.compile()  # in place: the weights keep their names (checkpoints, safetensors)
-    learn.precision = f"{precision} mixed (CUDA)" if cuda and precision != 'fp32' else {'bf16': 'bf16 autocast (CPU)', 'fp32': 'fp32'}[precision]
-    learn.precision_reason = reason
-    if not (IN_NOTEBOOK or sys.stdout.isatty()):
-        learn.remove_cb(ProgressCallback); learn.logger = print_row
-    return learn
-
-
 def training_images(dls, n=WHITEN_SAMPLE):
     """`n` training images as the model sees them (normalized, no augmentation), for the whitening init: `whiten_sample`'s
     draw of every class, from the split held in memory or (the per-item path) decoded from the dataset's items"""
@@ -290,250 +467,84 @@ def whiten_sample(labels, n=WHITEN_SAMPLE, seed=SPLIT_SEED) -> torch.Tensor:
     return torch.cat(picked).sort().values
 
 
-@torch.no_grad()
-def test_logits(learn, level=0, below=None, plain=None) -> tuple:
-    """(logits, targets) of the whole test set with `tta_logits` at `level` (and `below`), in the loader's order.
-    `plain`: the test set's plain logits if known (`KeepTestLogits`): then only the extra views are computed"""
-    learn.model.eval()
-    autocast = torch.autocast(learn.dls.device.type, dtype=torch.float16 if learn.precision.startswith('fp16') else torch.bfloat16,
-                              enabled=not learn.precision.startswith('fp32'))
-    logits, targets, seen = [], [], 0
-    for x, y in learn.dls.valid:
-        known = None if plain is None else plain[seen:seen + len(y)].to(x.device)
-        with autocast: logits.append(tta_logits(learn.model, x, level, below, known).float())
-        targets.append(y); seen += len(y)
-    return torch.cat(logits), torch.cat(targets)
-
-
-def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DATA, else fastai's download
-          epochs=None,    # epochs (default: the profile's; the seed's is 24)
-          bs=None,        # batch size (seed 512, fast 1024)
-          width=None,     # channels of the model's first layer (64: the original; 6,573,130 parameters)
-          lr_min=None,    # LR at the start and end of the one cycle; default from lr_find (seed profiles only)
-          lr_max=None,    # LR at the peak; seed: default from lr_find; fast: the profile's fixed LR
-          seed=None,      # makes a CPU run repeatable (fastai, albumentations, batch augmentation, DataLoader workers)
-          out=None,       # run folder for metrics, weights and plots; default runs/<timestamp>
-          wd=None,        # weight decay (seed: decoupled, of Adam; fast: L2 x LR, see recipe/config.py)
-          skip_bad=False, # skip (and count) unreadable images and bad folders instead of stopping
-          num_workers=None,  # DataLoader worker processes; default 0 on CPU (the in-memory loader keeps up)
-          record_to=(),   # extra JSON files that get the run record after every epoch (the benchmark harness)
-          info=None,      # extra fields for the run record
-          resume=None,    # run folder to continue from its last checkpoint (its own settings; the others are ignored)
-          profile='seed', # named settings in recipe/config.py: seed, seed-w32, fast, quick
-          augment=None,   # 'albumentations' (per item, the seed's) or 'batch' (recipe/augment.py; the fast profiles')
-          settings=None,  # any other settings of the profile to override, by their names in recipe/config.py
-          size=None,      # pixels: images are resized to size x size (default 32); padding and cutout scale with it
-          valid_pct=None, # a folder of class folders only: the fraction held out for validation (default VALID_PCT;
-                          # ignored, with a warning, when the folder has its own test images)
-          max_memory=None,  # the most the decoded images may take in memory ('2GB'; default MEMORY_FRACTION of what is free)
-          precision=None, # 'auto' (the profile's), 'fp32', 'bf16', 'fp16' (CUDA): see recipe/config.py
-          cbs=None,       # your fastai callbacks, for the fit (every epoch; not lr_find); in a distributed run on every rank
-          log=None,       # 'tensorboard', 'wandb' or both ('tensorboard,wandb'): per-step loss and LR, per-epoch metrics
-          device=None,    # 'cpu', 'cuda', 'cuda:N', 'mps' (default: fastai's choice; a distributed run: each rank's GPU)
-          compile=None,   # torch.compile the net (default: the profile's, off): pays on long runs; bench/compile_speed.py
-         ) -> Learner:
-    "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
-    given = given_options(locals())  # first, while the arguments are all there is: for the record and the --resume check
-    t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
-    loggers, device = check_loggers(log), check_device(device)
-    p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
-    if p is not None and device is not None:
-        stop(p); raise RecipeError("--device in a distributed run: each process uses the GPU of its LOCAL_RANK; leave --device out")
-    try:
-        run = (resumed_run(resume, given, p, data) if resume is not None else
-               new_run(p, profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
-                       valid_pct=valid_pct, max_memory=max_memory))
-        with released_on_failure(run, p):
-            learn = run_learner(run, p, num_workers, device)
-            record = run['record'] or first_record(learn, run, p, dict(info or {}, git_commit=commit, command=command_of(given, info)))
-        user_cbs = list(cbs or []) + (logger_cbs(loggers, run['out'], record) if rank0(p) else [])
-        fit_and_save(learn, run_config(run, learn.dls, p), record, t0, run['start_epoch'], run['ckpt'], p, user_cbs)
-        return learn
-    finally:
-        if rank0(p): end_loggers(loggers)
-        stop(p)
-
-
-NOT_OPTIONS = ('record_to', 'info', 'cbs')  # train()'s arguments that are not options of the run
-
-
-def given_options(args: dict) -> dict:
-    "The options a train() call was given (not None, not a default), in the order of its arguments"
-    return {k: str(v) if k == 'device' else v for k, v in args.items()
-            if k not in NOT_OPTIONS and v is not None and v is not False and not (k == 'profile' and v == 'seed')}
-
-
-def command_of(given, info=None) -> str:
-    "The call that made a run, for its record and card: the command line as typed (info['command']), else recipe.train(...)"
-    return (info or {}).get('command') or 'recipe.train(' + ', '.join(f'{k}={v!r}' for k, v in given.items()) + ')'
-
-
-# train()'s arguments that override a profile's settings (the rest are about the data, the run folder and the process)
-OVERRIDES = ('epochs', 'bs', 'width', 'lr_min', 'lr_max', 'wd', 'augment', 'size', 'precision', 'compile')
-
-
-def new_run(p, profile, settings, given, out, **data) -> dict:
-    "A new run's settings (checked) and folder (chosen by rank 0 for every rank), with its data options"
-    run = dict(settings=settings_for(profile, settings, **{k: given[k] for k in OVERRIDES if k in given}), start_epoch=0,
-               ckpt=None, record=None, **data)
-    run['record_to'] = [str(Path(f).resolve()) for f in run['record_to']]  # a resume may start from another folder
-    check_seed(run['seed'])
-    run['out'] = on_rank0(p, lambda: check_out(out))  # rank 0's timestamp names the folder of all
-    return run
-
-
-@contextmanager
-def released_on_failure(run, p):
-    "A new run stopped while it is set up (decoding, the Learner, lr_find) leaves no folder behind: `release`"
-    try: yield
-    except BaseException:
-        if run['record'] is None and rank0(p): release(run['out'])
-        raise
-
-
-def run_learner(run, p, num_workers=None, device=None) -> Learner:
-    """The run's DataLoaders and Learner, seeded (the same initial weights on every rank, then each rank's own
-    augmentation); a resumed run's weights, optimizer state and place in the schedule from its checkpoint"""
-    s, seed = run['settings'], run['seed']
-    if seed is not None: set_seed(seed, reproducible=True)
-    learn = make_learner(run_dls(run, p, num_workers, device), path=run['out'], settings=s)
-    if p is not None:
-        if seed is not None: set_seed(seed + p.rank, reproducible=True)
-        if p.rank: learn.remove_cb(ProgressCallback); learn.logger = noop  # rank 0 speaks for the run
-    if run['ckpt'] is not None:
-        restore(learn, run['ckpt'], p.rank if p else 0)
-        left = 'the final stage (TTA, weights, plots)' if run['start_epoch'] >= s['epochs'] else recipe_of(s).lr_text(s)
-        if rank0(p): print(f"resuming {run['out']} after epoch {run['start_epoch']} of {s['epochs']}: {left}", flush=True)
-    return learn
-
-
-def first_record(learn, run, p, fields) -> dict:
+def first_record(learn, run, fields) -> dict:
     """A new run's LRs (its recipe's `pick_lrs`: lr_find for the seed recipe, on rank 0 alone) and the record that
     starts its results.json: `fields`, the settings, the precision and why, the machine, the versions and the data"""
-    s = run['settings']
-    s.update(on_rank0(p, lambda: recipe_of(s).pick_lrs(learn, s, run['out'])))
-    if rank0(p): print(recipe_of(s).lr_text(s), flush=True)
-    return dict(fields, **s) | dict(seed=run['seed'], device=str(learn.dls.device), precision_asked=s['precision'],
+    s, p = run.settings, run.process
+    s.update(on_rank0(p, lambda: recipe_of(s).pick_lrs(learn, s, run.out)))
+    if run.rank0: print(recipe_of(s).lr_text(s), flush=True)
+    return dict(fields, **s) | dict(seed=run.seed, device=str(learn.dls.device), precision_asked=s['precision'],
                 precision=learn.precision, precision_reason=learn.precision_reason, world_size=p.size if p else 1,
                 backend=p.backend if p else None, machine=machine_info(), versions=versions(), data=data_info(learn.dls),
-                out=str(run['out']), record_to=run['record_to'])
+                out=str(run.out), record_to=run.record_to)
 
 
-def run_config(run, dls, p) -> dict:
-    "What a resume needs, kept in the checkpoint: the settings (with the LRs) and the data options, the data as an absolute path"
-    return dict(run['settings'], data=str(Path(dls.path).resolve()), seed=run['seed'], skip_bad=run['skip_bad'],
-                world_size=p.size if p else 1, valid_pct=run['valid_pct'], max_memory=run['max_memory'])
+def logger_cbs(names, run) -> list:
+    """fastai's logging callback for each logger, writing into the run folder: TensorBoard event files in
+    out/tensorboard (no model tracing: it fails under mixed precision), a W&B run under out/wandb
+    (WANDB_MODE=offline needs no account). Rank 0 only; fastai's callbacks also log on rank 0 only."""
+    cbs, out, record = [], run.out, run.record
+    if 'tensorboard' in names:
+        from fastai.callback.tensorboard import TensorBoardCallback
+        cbs.append(TensorBoardCallback(log_dir=out/'tensorboard', trace_model=False, log_preds=False))
+    if 'wandb' in names:
+        import wandb
+        from fastai.callback.wandb import WandbCallback
+        try: wandb.init(project=os.environ.get('WANDB_PROJECT', 'recipe'), name=out.name, dir=out,
+                        config={k: v for k, v in record.items() if not isinstance(v, (list, dict))},
+                        resume='allow', id=record.get('wandb_id'))
+        except wandb.errors.UsageError as e:
+            raise RecipeError(f"--log wandb: {e} (or set WANDB_MODE=offline to log to {out/'wandb'} without an account)") from None
+        record['wandb_id'] = wandb.run.id  # a resumed run continues the same W&B run
+        cbs.append(WandbCallback(log_preds=False, log_model=False))
+    return cbs
 
 
-def run_dls(run, p, num_workers=None, device=None):
-    """The run's DataLoaders: this rank's share of the batch, its own augmentation seed, its device (`device`, else
-    fastai's choice). Rank 0 saves a new run's random split (split.json) in the run folder"""
-    s, seed = run['settings'], run['seed']
-    device = p.device if p else device or default_device()
-    if num_workers is None: num_workers = 4 if device.type == 'cuda' else 0
-    if device.type == 'cpu': keep_freed_memory()
-    split = run['out']/'split.json' if run['record'] is not None else None  # a resumed run keeps its own split
-    valid_files = json.loads(split.read_text())['valid'] if split is not None and split.is_file() else None
-    dls = image_dls(run['data'], bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
-                    num_workers=num_workers, device=device, skip_bad=run['skip_bad'],
-                    augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
-                    valid_pct=run['valid_pct'], max_memory=run['max_memory'], valid_files=valid_files)
-    if p is not None and len(dls.train_ds) // p.size < dls.train.bs:  # every rank, the same answer: none waits
-        raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
-                          f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
-    if run['record'] is not None: check_same_data(dls, run['record'], run['out'])
-    if rank0(p) and dls.valid_files and run['record'] is None:
-        write_json(run['out']/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
-                                                 valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
-    return dls
-
-
-def keep_freed_memory():
-    """glibc returns every freed block over 32 MB to the OS (mmap/munmap), and a CPU training step frees and
-    reallocates activations that size: re-faulting them costs ~20% of the fast net's step time here. Heap only, no
-    trimming: the process keeps its peak memory until it exits."""
-    try: libc = ctypes.CDLL('libc.so.6')
-    except OSError: return  # not glibc: nothing to do
-    libc.mallopt(-4, 0)         # M_MMAP_MAX = 0: no mmap for large blocks
-    libc.mallopt(-1, 2**30)     # M_TRIM_THRESHOLD = 1 GiB: keep freed heap memory
-
-
-def check_same_data(dls, record, out):
-    "A resumed run must see the images it started with: the same file list (its fingerprint), hence the same split"
-    was, now = record.get('data') or {}, data_info(dls)
-    if was.get('file_list_sha256') in (None, now['file_list_sha256']): return
-    changes = [f"{k} {was[k]} -> {now[k]}" for k in ('n_train', 'n_test') if was.get(k) != now[k]]
-    changes += [f"classes {was['classes']} -> {now['classes']}"] if was.get('classes') != now['classes'] else []
-    raise RecipeError(f"the data in {dls.path} changed since {out} started ({', '.join(changes) or 'the same counts, other files'}; "
-                      "file list fingerprint differs): resuming would train on other images. Restore the folder, or start a new run")
-
-
-# train()'s options that go with --resume: the run's own data moved elsewhere, and how to watch it
-RESUME_OPTIONS = ('resume', 'data', 'log', 'device')
-
-
-def resumed_run(resume, given=None, p=None, data=None) -> dict:
-    """A run folder's checkpoint and record, with the run's own settings; lr_find is not run again. A run whose epochs
-    are all done but whose final stage (TTA, weights, plots, card) was cut short goes on to that stage. Other options
-    `given` are refused. `data`: the run's data folder, moved (checked against the run's fingerprint)"""
-    refused = [k for k in (given or {}) if k not in RESUME_OPTIONS]
-    if refused: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(refused)} "
-                                  "(--data may point to the same images moved elsewhere)")
-    ckpt, out = load_checkpoint(resume), Path(resume)
-    cfg = ckpt['config']
-    size = p.size if p else 1
-    if cfg.get('world_size', 1) != size:
-        raise RecipeError(f"{out} was trained by {cfg.get('world_size', 1)} process(es) and this is {size}: "
-                          f"resume it with the same number (torchrun --nproc_per_node)")
-    s = settings_for(cfg.get('profile', 'seed'), {k: cfg[k] for k in SEED_PROFILE if k in cfg})  # older runs: seed profile
-    s['lr_find'] = cfg.get('lr_find', {})
-    try: record = json.loads((out/'results.json').read_text())
-    except (OSError, ValueError) as e:
-        raise RecipeError(f"cannot read {out/'results.json'} ({getattr(e, 'strerror', None) or e}): the run record is needed to "
-                          "resume; the checkpoint alone is not enough") from None
-    if ckpt['epoch'] >= s['epochs'] and record.get('complete'): raise RecipeError(f"{out} is complete (all {s['epochs']} epochs and its final stage): nothing to resume")
-    record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [ckpt['epoch']]
-    # a benchmark run goes on updating its bench/results/ file
-    return dict(settings=s, out=out, start_epoch=ckpt['epoch'], ckpt=ckpt, data=data or cfg['data'], seed=cfg['seed'],
-                skip_bad=cfg['skip_bad'], record=record, record_to=record.get('record_to', []),
-                valid_pct=cfg.get('valid_pct'), max_memory=cfg.get('max_memory'))
-
-
-def fit_and_save(learn, config, record, t0, start_epoch=0, ckpt=None, p=None, user_cbs=()):
-    """Fit with checkpoints and the run record after every epoch, then `final_stage`. In a distributed run (`p`) every
-    rank fits; rank 0 alone records and, after the fit, does the final stage.
-    `user_cbs`: the caller's callbacks and the loggers', for the fit"""
-    s, out = config, Path(learn.path)
-    checkpoint = Checkpoint(out/CHECKPOINT, config, ckpt, p)
+def fit_and_save(learn, run, t0, user_cbs=()):
+    """Fit with checkpoints and the run record after every epoch, then `final_stage`. In a distributed run every rank
+    fits; rank 0 alone records and, after the fit, does the final stage. `user_cbs`: the caller's callbacks and the
+    loggers', for the fit"""
+    s, p, out = run.settings, run.process, run.out
+    checkpoint = Checkpoint(out/CHECKPOINT, run_config(run, learn.dls), run.ckpt, p)
     keep = KeepTestLogits()
     cbs = [StopOnNaN(p), checkpoint, keep] + ([DDPTrainer(p)] if p else []) + list(user_cbs)
-    if rank0(p):
-        run_record = RunRecord(record, out/'metrics.csv', [out/'results.json', *record['record_to']], t0, start_epoch)
+    if run.rank0:
+        run_record = RunRecord(run.record, out/'metrics.csv', [out/'results.json', *run.record['record_to']], t0, run.start_epoch)
         cbs += [run_record, ExpectedDuration(recipe_of(s).CPU_ADVICE)]
-    try: recipe_of(s).fit(learn, s, cbs=cbs, start_epoch=start_epoch)
+    try: recipe_of(s).fit(learn, s, cbs=cbs, start_epoch=run.start_epoch)
     except (KeyboardInterrupt, RecipeError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise
         why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
                f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
         done, launch = checkpoint.saved_epoch, f'torchrun --nproc_per_node {p.size}' if p else 'python'
-        if rank0(p): run_record.save(stopped=why)
+        if run.rank0: run_record.save(stopped=why)
         raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
                           f"resume with: {launch} -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
-    if rank0(p): final_stage(learn, s, record, run_record, checkpoint, keep)
+    if run.rank0: final_stage(learn, run, run_record, checkpoint, keep)
     leave_together(p)
 
 
-def final_stage(learn, s, record, run_record, checkpoint, keep):
+def run_config(run, dls) -> dict:
+    "What a resume needs, kept in the checkpoint: the settings (with the LRs) and the data options, the data as an absolute path"
+    return dict(run.settings, data=str(Path(dls.path).resolve()), seed=run.seed, skip_bad=run.skip_bad,
+                world_size=run.process.size if run.process else 1, valid_pct=run.valid_pct, max_memory=run.max_memory)
+
+
+def final_stage(learn, run, run_record, checkpoint, keep):
     """After the fit, on rank 0 alone: the test logits with TTA (part of the reported accuracy and of the wall time),
     the weights, the plots, the record and the model card. `complete` is written last: a run cut short before it
     resumes to finish this stage"""
-    out = Path(learn.path)
+    s, record, out = run.settings, run.record, run.out
     with alone():  # rank 0 by itself from here: fastai must not gather
-        logits, targets = test_logits(learn, s['tta'], s['tta_below'], keep.result(len(learn.dls.valid_ds)))
+        plain = keep.result(len(learn.dls.valid_ds), learn.model)
+        if plain is None:  # other weights than the last epoch's test pass saw (a callback loaded them), or no pass (resumed)
+            plain, targets = test_logits(learn)
+            record.update(test_loss=float(learn.loss_func(plain, targets)), test_accuracy=accuracy_of(plain, targets))
+        logits, targets = test_logits(learn, s['tta'], s['tta_below'], plain)
         if s['tta']:
             record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])
             record['test_loss'] = float(learn.loss_func(logits, targets))
-            record['test_accuracy'] = float((logits.argmax(1) == targets).float().mean())
+            record['test_accuracy'] = accuracy_of(logits, targets)
             gate = f", images below {s['tta_below']} confidence" if s['tta_below'] else ''
             print(f"with TTA (level {s['tta']}{gate}): test accuracy {record['test_accuracy']:.4f} "
                   f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
@@ -549,3 +560,27 @@ def final_stage(learn, s, record, run_record, checkpoint, keep):
     write_model_card(out, record, meta)
     run_record.save(complete=True)  # last: a run cut short before this resumes to finish the stage
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)
+
+
+@torch.no_grad()
+def test_logits(learn, level=0, below=None, plain=None) -> tuple:
+    """(logits, targets) of the whole test set with `tta_logits` at `level` (and `below`), in the loader's order.
+    `plain`: the test set's plain logits if known (`KeepTestLogits`): then only the extra views are computed"""
+    learn.model.eval()
+    autocast = torch.autocast(learn.dls.device.type, dtype=torch.float16 if learn.precision.startswith('fp16') else torch.bfloat16,
+                              enabled=not learn.precision.startswith('fp32'))
+    logits, targets, seen = [], [], 0
+    for x, y in learn.dls.valid:
+        known = None if plain is None else plain[seen:seen + len(y)].to(x.device)
+        with autocast: logits.append(tta_logits(learn.model, x, level, below, known).float())
+        targets.append(y); seen += len(y)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def accuracy_of(logits, targets) -> float: return float((logits.argmax(1) == targets).float().mean())
+
+
+def end_loggers(names):
+    if 'wandb' in names:
+        import wandb
+        if wandb.run is not None: wandb.finish()

@@ -1,5 +1,5 @@
 """Shared fixtures: small real subsets of CIFAR-10 (copied from $RECIPE_DATA, default ../shared/cifar10)."""
-import os, shutil
+import json, os, shutil
 from pathlib import Path
 
 import matplotlib
@@ -44,3 +44,28 @@ def tiny_run(tiny, tmp_path_factory):
     import recipe
     out = tmp_path_factory.mktemp('runs')/'tiny'
     return out, recipe.train(tiny, epochs=1, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0, out=out)
+
+
+def as_if_killed_after_epoch(out, epoch):
+    "A finished run's folder turned into one killed after `epoch` (its checkpoint says so, its record is not complete)"
+    import torch
+    ckpt = torch.load(out/'checkpoint.pt', weights_only=True); ckpt['epoch'] = epoch; torch.save(ckpt, out/'checkpoint.pt')
+    record = json.loads((out/'results.json').read_text()); record['complete'] = False
+    (out/'results.json').write_text(json.dumps(record))
+
+
+@pytest.fixture(scope='session')
+def finished_run(tiny, tmp_path_factory):
+    "One run of 2 epochs on `tiny` for the resume tests: each takes a copy (`killed_run`)"
+    import recipe
+    out = tmp_path_factory.mktemp('runs')/'finished'
+    recipe.train(tiny, out=out, epochs=2, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
+    return out
+
+
+@pytest.fixture
+def killed_run(finished_run, tmp_path):
+    "A copy of `finished_run` as if killed after its first epoch"
+    out = Path(shutil.copytree(finished_run, tmp_path/'run'))
+    as_if_killed_after_epoch(out, 1)
+    return out

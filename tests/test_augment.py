@@ -95,10 +95,31 @@ def test_unknown_augment_is_refused(tiny):
         recipe.image_dls(tiny, augment='gpu')
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU: run by bench/gpu_check.sh')
-def test_batch_augmentation_on_the_gpu_gives_the_cpu_result():
-    "The draws come from the CPU generator, so the same seed gives the same images on either device"
+def draws(device, B, H, pad=4, cutout=8):
+    "The draws batch_augment makes, in its order, from the generator of `device` (flip, dy, dx, cutout row, column)"
+    flip = torch.rand(B, device=device) < 0.5
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, B), device=device)
+    cy, cx = torch.randint(0, H - cutout + 1, (2, B), device=device)
+    return [t.cpu().numpy() for t in (flip, dy, dx, cy, cx)]
+
+
+def image_by_image(x, flip, dy, dx, cy, cx, pad=4, cutout=8, fill=FILL):
+    "The augmentation with given draws, one image at a time in NumPy: pad (reflect), mirror, crop, fill the hole"
+    out = []
+    for i, img in enumerate(x.numpy()):
+        p = np.pad(img, ((0, 0), (pad, pad), (pad, pad)), mode='reflect')  # NumPy's reflect = OpenCV's BORDER_REFLECT_101
+        if flip[i]: p = p[:, :, ::-1]
+        crop = p[:, dy[i]:dy[i] + img.shape[1], dx[i]:dx[i] + img.shape[2]].copy()
+        crop[:, cy[i]:cy[i] + cutout, cx[i]:cx[i] + cutout] = np.array(fill, np.uint8)[:, None, None]
+        out.append(crop)
+    return torch.from_numpy(np.stack(out))
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA GPU: run by bench/gpu_check.sh'))])
+def test_batch_augmentation_is_the_per_image_ops_with_the_draws_of_the_batchs_device(device):
+    "The draws come from the generator of the batch's device (on a GPU the GPU's: no copy from the host per batch)"
     x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
-    torch.manual_seed(2); cpu = batch_augment(x, fill=FILL)
-    torch.manual_seed(2); gpu = batch_augment(x.cuda(), fill=FILL)
-    assert gpu.device.type == 'cuda' and torch.equal(gpu.cpu(), cpu)
+    torch.manual_seed(2); out = batch_augment(x.to(device), fill=FILL)
+    torch.manual_seed(2); expected = image_by_image(x, *draws(device, 256, 32))
+    assert out.device.type == device and torch.equal(out.cpu(), expected)

@@ -1,6 +1,7 @@
 import json, os, subprocess, sys
 
 from recipe.bench import run_profile, write_report
+from recipe.run import choose_precision
 from conftest import ROOT
 
 FIELDS = ['profile', 'width', 'epochs', 'bs', 'seed', 'lr_min', 'lr_max', 'test_accuracy', 'test_loss', 'per_epoch',
@@ -12,7 +13,8 @@ def test_harness_one_epoch_writes_a_complete_result_and_report(tiny, tmp_path):
     res = json.loads(path.read_text())
     for k in FIELDS: assert k in res, k
     assert res['profile'] == 'seed' and res['width'] == 8 and res['epochs'] == 1 and res['bs'] == 32 and res['complete']
-    assert 0 <= res['test_accuracy'] <= 1 and res['wall_seconds'] > 0
+    assert res['test_accuracy'] == res['per_epoch'][-1]['test_accuracy'] and round(50 * res['test_accuracy'], 6) % 1 == 0  # k of 50
+    assert res['wall_seconds'] > sum(e['seconds'] for e in res['per_epoch'])
     assert [sorted(e) for e in res['per_epoch']] == [sorted(['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'seconds'])]
     assert set(res['machine']) >= {'cpu', 'cores', 'gpu'} and set(res['versions']) >= {'python', 'torch', 'fastai', 'albumentations'}
     assert res['data']['n_train'] == 200 and res['data']['n_test'] == 50 and len(res['data']['file_list_sha256']) == 64
@@ -83,9 +85,11 @@ def test_gpu_check_dry_run_on_the_cpu(tiny, tmp_path):
     import os, subprocess, tarfile
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    out = tmp_path/'out'
-    p = subprocess.run(['bash', 'bench/gpu_check.sh', str(out), str(tiny)], cwd=root, capture_output=True, text=True,
-                       timeout=600, env=os.environ | dict(DRY_RUN='1', BUDGET='400'))
+    out, other = tmp_path/'out', tmp_path/'bin'
+    other.mkdir(); (other/'python3').write_text('#!/bin/sh\necho "another python3, without fastai" >&2; exit 1\n'); (other/'python3').chmod(0o755)
+    # the suite's own Python (PYTHON), not the first python3 on PATH: a venv's, say, that is not activated
+    p = subprocess.run(['bash', 'bench/gpu_check.sh', str(out), str(tiny)], cwd=root, capture_output=True, text=True, timeout=600,
+                       env=os.environ | dict(DRY_RUN='1', BUDGET='400', PYTHON=sys.executable, PATH=f"{other}:{os.environ['PATH']}"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert '200 training and 50 test files' in p.stdout
     summary = json.loads((out/'gpu_check.json').read_text())
@@ -111,7 +115,7 @@ def test_compile_speed_tiny_mode_measures_both_ways(tmp_path):
     "bench/compile_speed.py on a tiny net: eager and compiled steps timed, the compile's cost, where it pays (if ever)"
     res, stdout = bench_script('compile_speed.py', '--profile', 'fast', '--steps', 2, '--bs', 8, '--width', 8, json_out=tmp_path/'compile.json')
     assert res['eager_ms_per_step'] > 0 and res['compiled_ms_per_step'] > 0 and res['compile_s'] > 0
-    assert res['precision'] in ('bf16', 'fp32') and ('pays after' in stdout or 'never pays' in stdout)
+    assert res['precision'] == choose_precision('auto')[0] and ('pays after' in stdout or 'never pays' in stdout)
 
 
 def test_precision_speed_times_the_seed_net_in_fp32_and_bf16(tmp_path):

@@ -161,7 +161,6 @@ def test_resume_without_checkpoint_is_named(tmp_path):
 
 def test_nan_read_every_few_steps_still_names_the_batch_it_happened_in(tiny, tmp_path, monkeypatch):
     "On a GPU StopOnNaN reads the device only every 16 steps (no wait each step); the same logic, here every 4"
-    import sys
     from recipe.callbacks import StopOnNaN
     init, check = StopOnNaN.__init__, StopOnNaN.after_loss
     monkeypatch.setattr(StopOnNaN, '__init__', lambda self, process=None, every=None: init(self, process, 4))

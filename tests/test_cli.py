@@ -56,7 +56,7 @@ def damage(data: Path, case: str) -> str:
     "Break a copy of the tiny data set in one way; return what the error must name"
     if case == 'missing folder': return str(data/'nope')
     if case == 'no train':
-        (data/'train').rename(data/'training'); return 'train'
+        (data/'train').rename(data/'training'); return f'data folder {data} has none of the layouts looked for'
     if case == 'no test':  # (valid/ or val/ would do: the ImageNet-style layout)
         (data/'test').rename(data/'testing'); return 'has train/ but no test/, valid/ or val/'
     if case == 'empty split':

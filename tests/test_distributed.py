@@ -80,7 +80,9 @@ def test_lr_find_runs_once_and_the_schedule_ends_as_in_one_process(launched):
 
 
 def test_each_rank_augments_with_its_own_seed(launched):
-    assert [r['torch_seed'] for r in launched[3]] == [0, 1]  # seed + rank
+    rank0, rank1 = launched[3]
+    assert (rank0['torch_seed'], rank1['torch_seed']) == (0, 1)  # seed + rank
+    assert rank0['next_augmented'] != rank1['next_augmented']  # albumentations too: the same draws would give the same image
 
 
 def test_nan_on_one_rank_stops_both_with_the_message(odd, tmp_path):

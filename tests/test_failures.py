@@ -1,6 +1,6 @@
 """Failures that used to lose a run, hang or end in a traceback (issue 17): each works now, or stops with one message
 naming its cause, and nothing already written is lost. Each test here failed on main at e81376e."""
-import datetime as dt, errno, json, os, shutil, signal, subprocess, sys, time
+import datetime as dt, errno, json, os, shutil, signal, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +8,7 @@ import torch
 from fastai.vision.all import Callback
 
 import recipe
+from conftest import as_if_killed_after_epoch
 from recipe import RecipeError
 from recipe.checkpoint import CHECKPOINT
 from recipe.record import save_weights, write_json
@@ -15,28 +16,26 @@ from recipe.record import save_weights, write_json
 KW = dict(epochs=2, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
 QUICK = dict(profile='quick', epochs=2, bs=50, width=8, seed=0)
 
-# The command line with the final stage's first step (the test logits, TTA included) replaced by a SIGKILL
+# The command line with a step of the final stage (argv[1]: a function recipe/run.py calls there) replaced by a SIGKILL
 KILL_IN_FINAL_STAGE = """
 import os, signal, sys
 import recipe
 import recipe.run
-recipe.run.test_logits = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+setattr(recipe.run, sys.argv.pop(1), lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
 import runpy; runpy.run_module('recipe', run_name='__main__', alter_sys=True)  # as `python -m recipe`
 """
 
 
-def as_if_killed_after_epoch(out, epoch):
-    "A finished run's folder turned into one killed after `epoch` (its checkpoint says so, its record is not complete)"
-    ckpt = torch.load(out/CHECKPOINT, weights_only=True); ckpt['epoch'] = epoch; torch.save(ckpt, out/CHECKPOINT)
-    record = json.loads((out/'results.json').read_text()); record['complete'] = False
-    (out/'results.json').write_text(json.dumps(record))
+def killed_in_final_stage(data, out, step):
+    "A quick run on `data` killed in its final stage at `step` (test_logits: its first; write_model_card: after the record)"
+    args = ['train', '--data', data, '--out', out, '--profile', 'quick', '--epochs', '2', '--bs', '50', '--width', '8', '--seed', '0']
+    r = subprocess.run([sys.executable, '-c', KILL_IN_FINAL_STAGE, step, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    return out
 
 
 def test_a_kill_during_the_final_stage_then_resume_completes_the_run(tiny, tmp_path):
-    out = tmp_path/'run'
-    args = ['train', '--data', tiny, '--out', out, '--profile', 'quick', '--epochs', '2', '--bs', '50', '--width', '8', '--seed', '0']
-    r = subprocess.run([sys.executable, '-c', KILL_IN_FINAL_STAGE, *map(str, args)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == -signal.SIGKILL
+    out = killed_in_final_stage(tiny, tmp_path/'run', 'test_logits')
     assert not (out/'model.safetensors').exists() and not json.loads((out/'results.json').read_text())['complete']
     r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', out], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -47,16 +46,14 @@ def test_a_kill_during_the_final_stage_then_resume_completes_the_run(tiny, tmp_p
     with pytest.raises(RecipeError, match='is complete .* nothing to resume'): recipe.train(resume=out)
 
 
-def test_resume_refuses_a_changed_data_folder_naming_the_change(tiny_copy, tmp_path):
-    out = tmp_path/'run'
-    recipe.train(tiny_copy, out=out, **KW)
-    as_if_killed_after_epoch(out, 1)
-    cat = tiny_copy/'train'/'cat'
+def test_resume_refuses_a_changed_data_folder_naming_the_change(killed_run, tiny_copy):
+    out, cat = killed_run, tiny_copy/'train'/'cat'
     shutil.copy(next(cat.iterdir()), cat/'added.png')
     with pytest.raises(RecipeError, match=rf'the data in {tiny_copy} changed since {out} started \(n_train 200 -> 201'):
-        recipe.train(resume=out)
+        recipe.train(resume=out, data=tiny_copy)
     (cat/'added.png').unlink()
-    recipe.train(resume=out)  # the same images again: it resumes
+    recipe.train(resume=out, data=tiny_copy)  # the same images again (moved): it resumes
+    assert json.loads((out/'results.json').read_text())['complete']
 
 
 def test_resume_works_from_another_working_directory(tiny, tmp_path, monkeypatch):
@@ -64,25 +61,24 @@ def test_resume_works_from_another_working_directory(tiny, tmp_path, monkeypatch
     shutil.copytree(tiny, tmp_path/'a'/'data')
     monkeypatch.chdir(tmp_path/'a')
     recipe.train('data', out='run', **KW)  # relative paths, as a user types them
+    run = tmp_path/'a'/'run'
+    assert json.loads((run/'results.json').read_text())['out'] == str(run)  # stored absolute, as the card gives it
+    assert f"recipe.load('{run}')" in (run/'README.md').read_text()
     as_if_killed_after_epoch(tmp_path/'a'/'run', 1)
     monkeypatch.chdir(tmp_path/'b')
     recipe.train(resume=tmp_path/'a'/'run')
     assert json.loads((tmp_path/'a'/'run'/'results.json').read_text())['complete']
 
 
-def test_resume_without_a_run_record_is_named(tiny, tmp_path):
-    out = tmp_path/'run'
-    recipe.train(tiny, out=out, **KW)
-    as_if_killed_after_epoch(out, 1)
+def test_resume_without_a_run_record_is_named(killed_run):
+    out = killed_run
     (out/'results.json').unlink()
     with pytest.raises(RecipeError, match=rf"cannot read {out/'results.json'}.*the run record is needed to resume"):
         recipe.train(resume=out)
 
 
-def test_options_given_with_resume_are_refused_not_ignored(tiny, tmp_path):
-    out = tmp_path/'run'
-    recipe.train(tiny, out=out, **KW)
-    as_if_killed_after_epoch(out, 1)
+def test_options_given_with_resume_are_refused_not_ignored(killed_run):
+    out = killed_run
     with pytest.raises(RecipeError, match=f'--resume continues {out} with its own settings; leave out epochs, bs'):
         recipe.train(resume=out, epochs=5, bs=16)
     r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', out, '--width', '16'], capture_output=True, text=True)
@@ -309,3 +305,54 @@ def test_a_truncated_image_on_the_per_item_path_is_named_before_training(tiny_co
     bad.write_bytes(bad.read_bytes()[:200])  # its header is whole, its pixels are not
     with pytest.raises(RecipeError, match=f'cannot read image {bad}'):
         recipe.image_dls(tiny_copy, bs=16, max_memory='1kB')
+
+
+def as_if_saved_on_a_gpu(path):
+    "Rewrite a checkpoint as a CUDA run's would be: every tensor's storage located on cuda:0"
+    with zipfile.ZipFile(path) as z: entries = [(info, z.read(info)) for info in z.infolist()]
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as z:
+        for info, b in entries:
+            if info.filename.endswith('data.pkl'): b = b.replace(b'X\x03\x00\x00\x00cpu', b'X\x06\x00\x00\x00cuda:0')
+            z.writestr(info, b)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='shows a GPU checkpoint resumed where there is no GPU')
+def test_a_gpu_runs_checkpoint_resumes_on_a_machine_without_one(killed_run):
+    as_if_saved_on_a_gpu(killed_run/CHECKPOINT)
+    with pytest.raises(RuntimeError, match='on a CUDA device but torch.cuda.is_available'): torch.load(killed_run/CHECKPOINT, weights_only=True)
+    learn = recipe.train(resume=killed_run)
+    assert json.loads((killed_run/'results.json').read_text())['complete']
+    assert {v.device.type for s in learn.opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)} == {'cpu'}
+
+
+def test_a_resumed_final_stage_records_the_accuracy_without_tta_as_such(tiny, tmp_path):
+    "Killed after the final stage recorded the TTA accuracy (before the card): the resume must not take it for the plain one"
+    out = killed_in_final_stage(tiny, tmp_path/'run', 'write_model_card')
+    before = json.loads((out/'results.json').read_text())
+    assert not before['complete'] and before['test_accuracy'] != before['per_epoch'][-1]['test_accuracy']  # TTA's, recorded
+    recipe.train(resume=out)
+    record = json.loads((out/'results.json').read_text())
+    assert record['complete'] and record['test_accuracy_no_tta'] == record['per_epoch'][-1]['test_accuracy']
+    assert record['test_accuracy'] == before['test_accuracy']
+
+
+def test_a_logger_that_does_not_start_gives_the_folder_back(tiny, tmp_path, monkeypatch):
+    "W&B without an account (and not offline): refused after lr_find; nothing is left, and the same --out works"
+    for v in ('WANDB_MODE', 'WANDB_API_KEY'): monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv('WANDB_SILENT', 'true'); monkeypatch.setenv('HOME', str(tmp_path))  # no ~/.netrc login
+    out = tmp_path/'run'
+    with pytest.raises(RecipeError, match='--log wandb: .*WANDB_MODE=offline'):
+        recipe.train(tiny, out=out, log='wandb', **dict(KW, lr_min=None, lr_max=None, epochs=1))
+    assert not out.exists()
+    recipe.train(tiny, out=out, **dict(KW, epochs=1))
+    assert json.loads((out/'results.json').read_text())['complete']
+
+
+def test_every_file_of_a_run_has_the_mode_of_a_new_file(finished_run, tmp_path):
+    png = (finished_run/'loss.png').stat().st_mode & 0o777  # written by matplotlib: the umask's mode
+    modes = {f.name: f.stat().st_mode & 0o777 for f in finished_run.iterdir() if f.is_file()}
+    assert len(modes) >= 10 and modes == dict.fromkeys(modes, png)
+    old = os.umask(0o027)
+    try: write_json(tmp_path/'x.json', {})
+    finally: os.umask(old)
+    assert (tmp_path/'x.json').stat().st_mode & 0o777 == 0o640

@@ -1,17 +1,18 @@
 """The fast profiles: the airbench94-style net, Muon and its other training pieces, the precision chosen, and the
 same run folder as the seed recipe."""
-import json, math
+import collections, json, math
 
 import numpy as np
 import pytest
 import torch
+from fastai.vision.all import parent_label
 
 import recipe, recipe.run
 from recipe import RecipeError
 from recipe.config import FAST, TRIANGLE
 from recipe.callbacks import Lookahead
 from recipe.fast import MuonSGD, muon_groups, orthogonalize
-from recipe.run import choose_precision
+from recipe.run import choose_precision, training_images, whiten_sample
 from recipe.model import FastNet, init_whitening
 
 FAST_KW = dict(profile='fast', epochs=4, bs=50, width=8, seed=0)  # 4 batches an epoch on `tiny`
@@ -47,6 +48,26 @@ def test_whitening_makes_patch_covariance_the_identity():
     assert torch.allclose(cov, torch.eye(12, dtype=torch.double), atol=0.05)
 
 
+def test_the_whitening_sample_holds_every_class(tiny):
+    "tiny's 200 training images are sorted by class (20 each): the first 30 would be airplanes and automobiles only"
+    dls = recipe.image_dls(tiny, bs=50, augment='batch')
+    x = training_images(dls, n=30)
+    every = training_images(dls, n=len(dls.train_ds))  # all of them, in the dataset's order
+    picked = [int((every - row).abs().flatten(1).amax(1).argmin()) for row in x]
+    assert len(x) == 30 and torch.equal(every[picked], x)
+    assert {parent_label(dls.train_ds.items[i]) for i in picked} == set(dls.vocab)
+
+
+def test_whiten_sample_draws_each_class_in_proportion_the_same_every_time():
+    labels = ['a'] * 5000 + ['b'] * 4000 + ['c'] * 3 + ['d'] * 40_997
+    idx = whiten_sample(labels, 5000)
+    counts = collections.Counter(labels[i] for i in idx.tolist())
+    assert counts == {'a': 500, 'b': 400, 'c': 1, 'd': 4100} and torch.equal(idx, whiten_sample(labels, 5000))
+    assert len(set(idx.tolist())) == len(idx) and torch.equal(idx, idx.sort().values)
+    assert not torch.equal(idx, whiten_sample(labels, 5000, seed=1))
+    assert torch.equal(whiten_sample(['a', 'b', 'a'], 5000), torch.arange(3))  # fewer than n: all
+
+
 def test_fast_run_writes_the_whole_run_folder_with_and_without_tta(fast_run):
     out, learn = fast_run
     for f in ['metrics.csv', 'results.json', 'checkpoint.pt', 'model.safetensors', 'model.json', 'lr_schedule.png',
@@ -54,9 +75,12 @@ def test_fast_run_writes_the_whole_run_folder_with_and_without_tta(fast_run):
         assert (out/f).stat().st_size > 0, f
     res = json.loads((out/'results.json').read_text())
     assert res['complete'] and res['profile'] == 'fast' and res['arch'] == 'fast' and res['tta'] == 2
-    assert res['test_accuracy_no_tta'] == res['per_epoch'][-1]['test_accuracy'] and 0 <= res['test_accuracy'] <= 1
+    logits, targets = recipe.run.test_logits(learn, level=2)  # the returned Learner: the same weights and precision
+    assert res['test_accuracy'] == float((logits.argmax(1) == targets).float().mean())
+    assert res['test_accuracy_no_tta'] == res['per_epoch'][-1]['test_accuracy']
     assert res['lr_find'] == {} and res['lr_max'] == FAST['lr_max'] and res['opt'] == 'muon'
-    assert res['precision'] in ('bf16 autocast (CPU)', 'fp32', 'bf16 mixed (CUDA)', 'fp16 mixed (CUDA)') and res['precision_reason']
+    precision, reason = choose_precision('auto', cuda=torch.cuda.is_available())  # this machine's: bf16 where the CPU has it
+    assert res['precision'] == {'bf16': 'bf16 autocast (CPU)', 'fp32': 'fp32'}[precision] and res['precision_reason'] == reason
     meta = json.loads((out/'model.json').read_text())
     assert meta['arch'] == 'fast' and meta['width'] == 8 and meta['tta'] == 2
 
@@ -248,7 +272,6 @@ def test_tta_below_a_confidence_gives_the_views_to_the_unsure_images_only():
 
 
 def test_final_stage_reuses_the_last_epochs_test_logits_and_plots_from_the_tta_logits(tiny, tmp_path, monkeypatch):
-    import sys
     from recipe.plots import TestInterpretation
     import recipe.run as train_module
     calls, real = [], train_module.test_logits

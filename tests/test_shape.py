@@ -1,7 +1,7 @@
 """The code's shape changes, not what it does: the same seed gives the same per-epoch metrics as the code of commit
 0ed9eb3 (before the restructuring of issue 17: recipes, callbacks and the run in modules of their own), for the seed
 profile (lr_find included) and the fast profile, on a subset, run on this machine both ways."""
-import csv, json, os, subprocess, sys
+import csv, json, os, re, subprocess, sys
 
 import pytest
 
@@ -36,3 +36,17 @@ def test_the_same_seed_gives_the_same_metrics_as_before_the_restructuring(name, 
     before = run(code_at(BEFORE, tmp_path/'before'), tiny, tmp_path/'run-before', RUNS[name])
     now = run(ROOT, tiny, tmp_path/'run-now', RUNS[name])
     assert now == before
+
+
+def test_each_module_imports_only_those_above_it_in_the_readmes_list():
+    "README, The code: the modules in order; `from .x import` (at the top or inside a function) must name one above"
+    readme = (ROOT/'README.md').read_text()
+    table = readme[readme.index('## The code'):].split('\n\n')[2]
+    order = [m for row in table.splitlines() for m in re.findall(r'`recipe/(\w+)\.py`', row.split('|')[1])]
+    assert set(order) == {p.stem for p in (ROOT/'recipe').glob('*.py')} - {'__init__', '__main__'}
+    for i, name in enumerate(order):
+        src = (ROOT/'recipe'/f'{name}.py').read_text()
+        imported = re.findall(r'^\s*from \.(\w+) import', src, re.M) + [m for l in re.findall(r'^\s*from \. import (.+)$', src, re.M)
+                                                                     for m in re.split(r',\s*', l.strip())]
+        below = [m for m in imported if m not in order[:i]]
+        assert not below, f"recipe/{name}.py imports {below}, not above it in the README's list"

@@ -5,7 +5,7 @@ import csv, glob, json, shutil, struct, subprocess, sys
 import numpy as np
 import pytest
 import torch
-from fastai.vision.all import Callback, ClassificationInterpretation
+from fastai.vision.all import Callback, ClassificationInterpretation, EarlyStoppingCallback, SaveModelCallback
 
 import recipe
 from recipe import RecipeError
@@ -53,6 +53,38 @@ def test_tensorboard_scalars_read_back_equal_metrics_csv(seed_run):
     assert [e.value for e in events.Scalars('valid_loss')] == pytest.approx([r['test_loss'] for r in rows], rel=1e-6)
     assert [e.value for e in events.Scalars('accuracy')] == pytest.approx([r['test_accuracy'] for r in rows], rel=1e-6)
     assert len(events.Scalars('lr_0')) >= 2 * 6  # the LR at every training step (6 batches an epoch)
+
+
+class FirstEpochsWeights(SaveModelCallback):
+    "fastai's SaveModelCallback keeping epoch 1's weights as the best, and loading them at the end of the fit"
+    def __init__(self): super().__init__(monitor='valid_loss', comp=lambda val, best: best == -float('inf'), fname='first')  # best starts at -inf for a comp of its own
+
+
+def test_weights_a_callback_loads_at_the_end_of_the_fit_are_those_reported_and_saved(tiny, tmp_path):
+    out = tmp_path/'run'
+    learn = recipe.train(tiny, out=out, cbs=[FirstEpochsWeights()], **SEED_KW)
+    record = json.loads((out/'results.json').read_text())
+    loss, acc = learn.validate()  # the weights the Learner has now: epoch 1's
+    assert record['per_epoch'][0]['test_loss'] == pytest.approx(loss, rel=1e-5) != record['per_epoch'][1]['test_loss']
+    assert record['test_accuracy'] == pytest.approx(acc, abs=1e-6) and record['test_loss'] == pytest.approx(loss, rel=1e-5)
+    saved = recipe.load(out)
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), learn.model.state_dict().values()))
+    assert json.loads((out/'model.json').read_text())['test_accuracy'] == record['test_accuracy']
+
+
+def test_early_stopping_on_a_resumed_run_sees_the_recorded_epochs(killed_run):
+    stop = EarlyStoppingCallback(monitor='valid_loss', patience=5)
+    recipe.train(resume=killed_run, cbs=[stop])
+    losses = [r['test_loss'] for r in json.loads((killed_run/'results.json').read_text())['per_epoch']]
+    assert len(losses) == 2 and stop.best == pytest.approx(min(losses), rel=1e-6)  # epoch 1's loss counted, from the checkpoint
+
+
+def test_tensorboard_steps_of_a_resumed_run_go_on_from_where_it_stopped(killed_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    recipe.train(resume=killed_run, log='tensorboard')
+    events = EventAccumulator(str(killed_run/'tensorboard')).Reload()
+    assert sorted({e.step for e in events.Scalars('train_loss')}) == list(range(7, 13))  # epoch 2's steps (6 an epoch)
+    assert [e.step for e in events.Scalars('valid_loss')] == [12]
 
 
 def wandb_history(run_dir) -> list:
