@@ -1,11 +1,11 @@
-"""Command line: `recipe train|bench|report|predict ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
+"""Command line: `recipe train|evaluate|bench|report|predict|export ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
 import runpy, shlex, signal, sys, warnings
 
 import matplotlib
 from fastcore.script import call_parse
 
 
-__all__ = ['train', 'bench', 'report', 'predict', 'export', 'main', 'run']
+__all__ = ['train', 'evaluate', 'bench', 'report', 'predict', 'export', 'main', 'run']
 
 
 @call_parse
@@ -111,7 +111,20 @@ def export(run: str,             # run folder (or its model.safetensors)
         if found['same_top1'] != found['images']: raise RecipeError(f"onnxruntime and torch disagree on {found['images'] - found['same_top1']} image(s)")
 
 
-COMMANDS = {'train': train, 'bench': bench, 'report': report, 'predict': predict, 'export': export}
+@call_parse(pos=['run', 'folder'])
+def evaluate(run: str,           # run folder
+             folder: str = None, # a labelled folder with the run's classes (default: the run's own test set)
+             data: str = None,   # the run's data folder, if it moved (without FOLDER)
+             out: str = None,    # where the results go (default RUN/eval/<FOLDER's name, or test>)
+             skip_bad: bool = False,  # skip unreadable images (counted) instead of stopping
+             device: str = None):     # cpu, cuda, cuda:N or mps (default: cpu)
+    "Score a run's model on its test set or a labelled folder: accuracy, loss, per class, confusion, calibration, top losses"
+    from .evaluate import evaluate as _evaluate
+    from .run import check_device
+    _evaluate(run, folder, data=data, out=out, skip_bad=skip_bad, device=check_device(device))
+
+
+COMMANDS = {'train': train, 'evaluate': evaluate, 'bench': bench, 'report': report, 'predict': predict, 'export': export}
 
 
 def stop_on_sigterm(signum, frame): raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C

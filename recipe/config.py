@@ -1,6 +1,6 @@
 """Every default of the recipe in one place, each with its unit or source."""
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
-           'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE',
+           'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE', 'ECE_BINS',
            'STATS_SAMPLE', 'MEMORY_FRACTION', 'PEAK_COPIES',
            'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
 
@@ -19,6 +19,7 @@ CIFAR_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
 STATS_SAMPLE = 10_000   # images: at most this many training images (drawn at random) give a dataset's own mean/std
 VALID_PCT = 0.2         # fraction of the images held out for validation when a folder has only class folders
 SPLIT_SEED = 42         # seed of that random split: the same for every rank, every run and every resume
+ECE_BINS = 15           # confidence bins of the expected calibration error and the reliability diagram (Guo et al. 2017)
 WHITEN_SAMPLE = 5000    # training images (every class in proportion, drawn with SPLIT_SEED) that the fast net's
                         # whitening conv is computed from, as airbench's 5,000
 MEMORY_FRACTION = 0.5   # of the memory available at the start: the most the decoded images may take in memory;

@@ -1,9 +1,11 @@
-"""The pictures of a run, saved as PNG: lr_find, LR schedule, losses, accuracy, confusion matrix, top losses."""
+"""The pictures of a run, saved as PNG: lr_find, LR schedule, losses, accuracy, confusion matrix, top losses, reliability."""
 import matplotlib.pyplot as plt
 import torch
 from fastai.vision.all import ClassificationInterpretation
 
-__all__ = ['save_fig', 'plot_lr_find', 'plot_accuracy', 'TestInterpretation', 'save_run_plots']
+from .config import ECE_BINS
+
+__all__ = ['save_fig', 'plot_lr_find', 'plot_accuracy', 'plot_reliability', 'TestInterpretation', 'save_run_plots']
 
 
 def save_fig(path, fig=None):
@@ -31,6 +33,23 @@ def plot_accuracy(recorder):
     ax.set_title(f'test accuracy per epoch (final {acc[-1]:.4f})')
 
 
+def plot_reliability(logits, targets, ax=None):
+    "The reliability diagram: in each of ECE_BINS confidence bins, the accuracy against the mean confidence"
+    conf, pred = logits.softmax(1).max(1)
+    edges = torch.linspace(0, 1, ECE_BINS + 1)
+    which = torch.bucketize(conf, edges[1:-1], right=True)
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    centres, accs, counts = [], [], []
+    for b in range(ECE_BINS):
+        sel = which == b
+        if sel.any(): centres.append(float(conf[sel].mean())); accs.append(float((pred[sel] == targets[sel]).float().mean())); counts.append(int(sel.sum()))
+    ax.bar(centres, accs, width=1 / ECE_BINS, edgecolor='k', alpha=.7, label='accuracy in the bin')
+    ax.plot([0, 1], [0, 1], 'k--', label='perfect calibration')
+    ax.set_xlabel('confidence (top probability)'); ax.set_ylabel('accuracy'); ax.set_xlim(0, 1); ax.set_ylim(0, 1)
+    ax.legend(loc='upper left'); ax.set_title(f'reliability ({ECE_BINS} bins, {len(targets):,} images)')
+    return ax
+
+
 class TestInterpretation(ClassificationInterpretation):
     """fastai's ClassificationInterpretation of the test set from logits already computed (with the run's TTA, as
     its reported accuracy): fastai's own would run the model over the test set twice more, without TTA"""
@@ -50,7 +69,7 @@ class TestInterpretation(ClassificationInterpretation):
 
 def save_run_plots(learn, out, logits=None, targets=None):
     """Everything but lr_find (saved as soon as lr_find ran): schedule, losses, accuracy, confusion, top losses; the
-    last two from the test `logits` when given (see `TestInterpretation`)"""
+    last two from the test `logits` when given (see `TestInterpretation`), and then the reliability diagram too"""
     learn.recorder.plot_sched(keys=['lr']); save_fig(out/'lr_schedule.png')
     learn.recorder.plot_loss(); ax = plt.gca()
     ax.legend(['train (smoothed, per batch)', 'test (per epoch)']); ax.set_title('loss'); save_fig(out/'loss.png')
@@ -59,4 +78,5 @@ def save_run_plots(learn, out, logits=None, targets=None):
     interp.plot_confusion_matrix(figsize=(7, 7)); save_fig(out/'confusion_matrix.png')
     k = min(9, len(learn.dls.valid_ds))  # a small validation set of your own has fewer than 9 images
     interp.plot_top_losses(k, nrows=-(-k // 3)); save_fig(out/'top_losses.png')
+    if logits is not None: plot_reliability(logits.float().cpu(), targets.as_subclass(torch.Tensor).cpu()); save_fig(out/'reliability.png')
     return interp

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
+from .config import ECE_BINS
 from .data import RecipeError
 
 __all__ = ['MODEL_FORMAT', 'model_card', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
@@ -111,6 +112,9 @@ def model_card(record: dict, meta: dict, run: str) -> str:
             ('Training', f"profile `{record['profile']}`: {record['epochs']} epochs, batch {record['bs']}, optimizer {record['opt']}, {lrs}, "
                          f"precision {record.get('precision')}, seed {record.get('seed')}, {record.get('world_size', 1)} process(es)"),
             ('Test accuracy', f"{acc:.2%}" + (f" with TTA (level {meta['tta']}), {no_tta:.2%} without" if no_tta is not None else ' (no TTA)')),
+            *([('Per class', 'accuracy (recall) of each class: ' + ', '.join(f"{r['class']} {r['recall']:.1%}" for r in record['per_class'])),
+               ('Calibration', f"expected calibration error {record['ece']:.4f} ({ECE_BINS} confidence bins; `reliability.png`)")]
+              if 'per_class' in record else []),
             ('Wall time', f"{record['wall_seconds']:,.0f} s (data loading and the final stage included)"),
             ('Machine', f"{where}; {record.get('device')}; torch {record.get('versions', {}).get('torch')}, fastai {record.get('versions', {}).get('fastai')}"),
             ('Commit', f"`{record.get('git_commit')}`"),
@@ -135,6 +139,7 @@ learn = recipe.load_learner('{run}')         # a fastai Learner: learn.predict('
 
 ```bash
 python -m recipe predict {run} image.png                    # top 3 classes per image
+python -m recipe evaluate {run} [FOLDER]                     # scores again: per class, confusion, calibration, top losses
 python -m recipe export {run} --onnx model.onnx              # ONNX: RGB in [0, 1], normalisation inside
 ```
 """

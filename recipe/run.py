@@ -30,6 +30,7 @@ from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDurati
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
+from .evaluate import class_metrics
 from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
 from .model import make_model
@@ -548,6 +549,8 @@ def final_stage(learn, run, run_record, checkpoint, keep):
             gate = f", images below {s['tta_below']} confidence" if s['tta_below'] else ''
             print(f"with TTA (level {s['tta']}{gate}): test accuracy {record['test_accuracy']:.4f} "
                   f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
+        classes = class_metrics(logits.cpu(), targets.as_subclass(torch.Tensor).cpu(), list(learn.dls.vocab))
+        record.update(ece=classes['ece'], per_class=classes['per_class'])  # of the reported accuracy's logits
         mean, std = learn.dls.stats
         meta = dict(format=MODEL_FORMAT, classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
                     tta_below=s['tta_below'], n_out=len(learn.dls.vocab), size=s['size'], mean=mean, std=std,
