@@ -1,11 +1,11 @@
-"""Command line: `recipe train|evaluate|bench|report|predict|export ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
+"""Command line: `recipe train|evaluate|show|runs|bench|report|predict|export ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
 import runpy, shlex, signal, sys, warnings
 
 import matplotlib
 from fastcore.script import call_parse
 
 
-__all__ = ['train', 'evaluate', 'bench', 'report', 'predict', 'export', 'main', 'run']
+__all__ = ['train', 'evaluate', 'show', 'runs', 'bench', 'report', 'predict', 'export', 'main', 'run']
 
 
 @call_parse
@@ -124,7 +124,22 @@ def evaluate(run: str,           # run folder
     _evaluate(run, folder, data=data, out=out, skip_bad=skip_bad, device=check_device(device))
 
 
-COMMANDS = {'train': train, 'evaluate': evaluate, 'bench': bench, 'report': report, 'predict': predict, 'export': export}
+@call_parse(pos=['run'])
+def show(run: str,               # run folder
+         open: bool = True):     # open the page in the browser where there is one; --no-open: only write it
+    "Write the run's report.html (card, per-epoch table, plots, per-class table, command; one self-contained file) and open it"
+    from .pages import show as _show
+    _show(run, open_page=open)
+
+
+@call_parse(pos=['folder'])
+def runs(folder: str = 'runs'):  # the folder holding the run folders
+    "Every run in FOLDER side by side (date, profile, epochs, accuracy, wall time, machine, precision, status) and FOLDER/index.html"
+    from .pages import runs as _runs
+    _runs(folder)
+
+
+COMMANDS = {'train': train, 'evaluate': evaluate, 'show': show, 'runs': runs, 'bench': bench, 'report': report, 'predict': predict, 'export': export}
 
 
 def stop_on_sigterm(signum, frame): raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C

@@ -8,7 +8,7 @@ from safetensors.torch import save
 from .config import ECE_BINS
 from .data import RecipeError
 
-__all__ = ['MODEL_FORMAT', 'model_card', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
+__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
 MODEL_FORMAT = 2  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit
 
@@ -97,8 +97,8 @@ def save_weights(model, path, meta: dict):
     write_json(path.with_suffix('.json'), meta)
 
 
-def model_card(record: dict, meta: dict, run: str) -> str:
-    "A run's README.md: what the model is, what it was trained on and how, how well it did, and how to load it"
+def card_rows(record: dict, meta: dict) -> list:
+    "(name, value) rows of what a run's model is, what it was trained on and how, how well it did: for the card and report.html"
     d, acc, no_tta = record['data'], meta['test_accuracy'], meta.get('test_accuracy_no_tta')
     m = record.get('machine', {})
     where = f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)" + (f", GPU {m['gpu']}" if m.get('gpu', 'none') != 'none' else '')
@@ -119,7 +119,12 @@ def model_card(record: dict, meta: dict, run: str) -> str:
             ('Machine', f"{where}; {record.get('device')}; torch {record.get('versions', {}).get('torch')}, fastai {record.get('versions', {}).get('fastai')}"),
             ('Commit', f"`{record.get('git_commit')}`"),
             ('Command', f"`{record.get('command')}`")]
-    table = '\n'.join(f'| {k} | {v} |' for k, v in rows)
+    return rows
+
+
+def model_card(record: dict, meta: dict, run: str) -> str:
+    "A run's README.md: what the model is, what it was trained on and how, how well it did, and how to load it"
+    table = '\n'.join(f'| {k} | {v} |' for k, v in card_rows(record, meta))
     return f"""# {Path(run).name}: an image classifier trained with recipe
 
 | | |

@@ -31,6 +31,7 @@ from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
 from .evaluate import class_metrics
+from .pages import write_run_page
 from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
 from .model import make_model
@@ -80,7 +81,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
          ) -> Learner:
     "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
     given = given_options(locals())  # first, while the arguments are all there is: for the record and the --resume check
-    t0, commit = time.perf_counter(), git_commit()  # the code as it was when the run started
+    t0, commit, started = time.perf_counter(), git_commit(), datetime.now().isoformat(timespec='seconds')  # the code as it was
     loggers, device = check_loggers(log), check_device(device)
     p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
     if p is not None and device is not None:
@@ -91,7 +92,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
                        valid_pct=valid_pct, max_memory=max_memory))
         with released_on_failure(run):
             learn = run_learner(run, num_workers, device)
-            if run.record is None: run.record = first_record(learn, run, dict(info or {}, git_commit=commit, command=command_of(given, info)))
+            if run.record is None: run.record = first_record(learn, run, dict(info or {}, git_commit=commit, started=started, command=command_of(given, info)))
             user_cbs = list(cbs or []) + (logger_cbs(loggers, run) if run.rank0 else [])
         fit_and_save(learn, run, t0, user_cbs)
         return learn
@@ -533,8 +534,8 @@ def run_config(run, dls) -> dict:
 
 def final_stage(learn, run, run_record, checkpoint, keep):
     """After the fit, on rank 0 alone: the test logits with TTA (part of the reported accuracy and of the wall time),
-    the weights, the plots, the record and the model card. `complete` is written last: a run cut short before it
-    resumes to finish this stage"""
+    the weights, the plots, the record and the model card, then `complete`: a run cut short before it resumes to
+    finish this stage; last, report.html"""
     s, record, out = run.settings, run.record, run.out
     with alone():  # rank 0 by itself from here: fastai must not gather
         plain = keep.result(len(learn.dls.valid_ds), learn.model)
@@ -561,7 +562,8 @@ def final_stage(learn, run, run_record, checkpoint, keep):
         save_run_plots(learn, out, logits, targets)
     run_record.save(stopped=None)  # the wall time, for the card
     write_model_card(out, record, meta)
-    run_record.save(complete=True)  # last: a run cut short before this resumes to finish the stage
+    run_record.save(complete=True)  # a run cut short before this resumes to finish the stage
+    write_run_page(out)  # report.html, from what is on disk; `recipe show` makes it again if this is cut short
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)
 
 

@@ -1,0 +1,182 @@
+"""Pages to look at: `report.html` in every run folder (its card, per-epoch table, plots, per-class table and command
+in one self-contained file: the plots are inline, so it works offline and mailed; `recipe show RUN` rebuilds it and
+opens it), and `runs/index.html` (`recipe runs [FOLDER]`): every run side by side, sortable, with their accuracy
+curves overlaid. The project's own experiment tracker: no server, no account. The HTML is made with Jinja2."""
+import base64, io, json, re, webbrowser
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from jinja2 import Environment
+from markupsafe import Markup, escape
+
+from .data import RecipeError
+from .record import card_rows, write_text
+
+__all__ = ['PLOTS', 'write_run_page', 'show', 'run_rows', 'write_runs_page', 'runs']
+
+PLOTS = ('accuracy', 'loss', 'lr_schedule', 'lr_find', 'confusion_matrix', 'reliability', 'top_losses')  # in this order
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 64rem; margin: 0 auto; padding: 0.5rem 1rem; color: #222; line-height: 1.4 }
+h1 { font-size: 1.4rem } h2 { font-size: 1.15rem; margin-top: 1.6rem }
+.scroll { overflow-x: auto }
+table { border-collapse: collapse; font-size: 0.9rem } td, th { border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; vertical-align: top }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums }
+th[data-sort] { cursor: pointer; white-space: nowrap } th[data-sort]::after { content: ' \\2195'; color: #999 }
+code { background: #f4f4f4; padding: 0 0.2rem; word-break: break-all }
+figure { margin: 1rem 0; break-inside: avoid } img { max-width: 100%; height: auto }
+.stopped { color: #a40 }
+@media print { body { max-width: none; font-size: 10pt } a { color: inherit; text-decoration: none } }
+"""
+
+PAGE = Environment(autoescape=True).from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title><style>{{ style }}</style></head>
+<body>{{ body }}{% if sortable %}<script>
+// sort a table by the column clicked (numbers by their data-value), again to reverse
+document.querySelectorAll('th[data-sort]').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0], rows = Array.from(body.rows), up = th.dataset.dir !== 'up';
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.value || a.cells[col].textContent, y = b.cells[col].dataset.value || b.cells[col].textContent;
+      var d = (isNaN(x) || isNaN(y)) ? x.localeCompare(y) : x - y;
+      return up ? d : -d;
+    });
+    th.dataset.dir = up ? 'up' : 'down';
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+</script>{% endif %}</body></html>
+""")
+
+RUN_BODY = Environment(autoescape=True).from_string("""
+<h1>{{ name }}{% if acc is not none %}: {{ '%.2f' % (100 * acc) }}% test accuracy{% endif %}</h1>
+{% if stopped %}<p class="stopped">Not complete: {{ stopped }}</p>{% endif %}
+<div class="scroll"><table>{% for k, v in facts %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table></div>
+<h2>Per epoch</h2>
+<div class="scroll"><table><thead><tr><th class="n">epoch</th><th class="n">train loss</th><th class="n">test loss</th><th class="n">test accuracy</th><th class="n">seconds</th></tr></thead><tbody>
+{% for r in epochs %}<tr><td class="n">{{ r.epoch }}</td><td class="n">{{ '%.4f' % r.train_loss }}</td><td class="n">{{ '%.4f' % r.test_loss }}</td><td class="n">{{ '%.4f' % r.test_accuracy }}</td><td class="n">{{ r.seconds }}</td></tr>
+{% endfor %}</tbody></table></div>
+{% if per_class %}<h2>Per class</h2>
+<div class="scroll"><table><thead><tr><th>class</th><th class="n">accuracy (recall)</th><th class="n">precision</th><th class="n">F1</th><th class="n">images</th></tr></thead><tbody>
+{% for r in per_class %}<tr><td>{{ r['class'] }}</td><td class="n">{{ '%.4f' % r.recall }}</td><td class="n">{{ '%.4f' % r.precision }}</td><td class="n">{{ '%.4f' % r.f1 }}</td><td class="n">{{ r.support }}</td></tr>
+{% endfor %}</tbody></table></div>{% endif %}
+<h2>Plots</h2>
+{% for name, src in plots %}<figure><img src="{{ src }}" alt="{{ name }}"><figcaption>{{ name }}.png</figcaption></figure>
+{% endfor %}
+<h2>Command</h2><p><code>{{ command }}</code></p>
+""")
+
+RUNS_BODY = Environment(autoescape=True).from_string("""
+<h1>{{ title }}</h1>
+<p>{{ rows|length }} run(s). Click a column's name to sort by it.</p>
+<div class="scroll"><table><thead><tr>{% for c in columns %}<th data-sort{% if c in numeric %} class="n"{% endif %}>{{ c }}</th>{% endfor %}</tr></thead><tbody>
+{% for r in rows %}<tr><td>{% if r.page %}<a href="{{ r.page }}">{{ r.run }}</a>{% else %}{{ r.run }}{% endif %}</td><td>{{ r.date }}</td><td>{{ r.profile }}</td>
+<td class="n" data-value="{{ r.epochs_done }}">{{ r.epochs }}</td><td class="n" data-value="{{ r.accuracy or -1 }}">{{ '%.2f%%' % (100 * r.accuracy) if r.accuracy is not none else '' }}</td>
+<td class="n" data-value="{{ r.wall }}">{{ '%.0f s' % r.wall }}</td><td>{{ r.machine }}</td><td>{{ r.precision }}</td><td{% if r.status != 'complete' %} class="stopped"{% endif %}>{{ r.status }}</td></tr>
+{% endfor %}</tbody></table></div>
+{% if curves %}<h2>Test accuracy per epoch</h2><figure><img src="{{ curves }}" alt="test accuracy per epoch of every run"></figure>{% endif %}
+""")
+
+
+def code_spans(text: str) -> Markup:
+    "The card's `code` as <code>, the rest escaped"
+    return Markup(re.sub(r'`([^`]*)`', r'<code>\1</code>', str(escape(text))))
+
+
+def png_data(path: Path) -> str: return 'data:image/png;base64,' + base64.b64encode(path.read_bytes()).decode()
+
+
+def read_record(run: Path) -> dict:
+    if not (run/'results.json').is_file(): raise RecipeError(f"{run} is not a run folder: it has no results.json")
+    try: return json.loads((run/'results.json').read_text())
+    except ValueError as e: raise RecipeError(f"{run/'results.json'} is not JSON: {e}") from None
+
+
+def write_run_page(run) -> Path:
+    """report.html for a run folder, from its record, model.json (if the run got that far) and plots, written atomically"""
+    run = Path(run)
+    record = read_record(run)
+    meta = json.loads((run/'model.json').read_text()) if (run/'model.json').is_file() else None
+    if meta and 'test_accuracy' in meta:
+        facts = [(k, code_spans(v)) for k, v in card_rows(record, meta) if k not in ('Per class', 'Command')]
+    else:  # stopped before its final stage: what the record has
+        facts = [('Profile', record.get('profile')), ('Data', record.get('data', {}).get('folder')),
+                 ('Started', record.get('started')), ('Machine', machine(record))]
+    body = RUN_BODY.render(name=run.name, acc=record.get('test_accuracy') if record.get('complete') else None,
+                           stopped=None if record.get('complete') else record.get('stopped') or 'the run stopped, or is still running',
+                           facts=facts, epochs=record.get('per_epoch', []), per_class=record.get('per_class'),
+                           plots=[(p, png_data(run/f'{p}.png')) for p in PLOTS if (run/f'{p}.png').is_file()],
+                           command=record.get('command', ''))
+    path = run/'report.html'
+    write_text(path, PAGE.render(title=f'{run.name}: recipe run', style=Markup(STYLE), body=Markup(body), sortable=False))
+    return path
+
+
+def show(run, open_page=True) -> Path:
+    "Rebuild a run's report.html and open it in the browser, when this machine has one"
+    path = write_run_page(run)
+    print(f"wrote {path}")
+    if open_page and webbrowser.open(path.resolve().as_uri()): print("opened it in the browser")
+    return path
+
+
+def machine(record) -> str:
+    m = record.get('machine', {})
+    return m.get('cpu', '?') + (f" + {m['gpu']}" if m.get('gpu', 'none') != 'none' else '')
+
+
+def run_rows(folder) -> list:
+    "One dict per run folder in `folder` (those with a results.json), oldest first"
+    folder = Path(folder)
+    if not folder.is_dir(): raise RecipeError(f"no such folder of runs: {folder}")
+    rows = []
+    for run in sorted(p for p in folder.iterdir() if (p/'results.json').is_file()):
+        try: r = json.loads((run/'results.json').read_text())
+        except ValueError: continue  # being written by a run that claimed its folder an instant ago
+        done = len(r.get('per_epoch', []))
+        rows.append(dict(run=run.name, path=run, date=(r.get('started') or datetime.fromtimestamp(run.stat().st_mtime).isoformat(timespec='seconds')).replace('T', ' '),
+                         profile=r.get('profile', '?'), epochs_done=done, epochs=f"{done}/{r.get('epochs', '?')}",
+                         accuracy=r.get('test_accuracy'), wall=r.get('wall_seconds', 0), machine=machine(r),
+                         precision=r.get('precision', '?'), per_epoch=r.get('per_epoch', []),
+                         status='complete' if r.get('complete') else f"stopped: {r['stopped']}" if r.get('stopped') else 'not complete'))
+    return rows
+
+
+def accuracy_curves(rows) -> str:
+    "Every run's test accuracy per epoch in one plot, as an inline PNG ('' when no run has an epoch)"
+    if not any(r['per_epoch'] for r in rows): return ''
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for r in rows:
+        if r['per_epoch']: ax.plot([e['epoch'] for e in r['per_epoch']], [e['test_accuracy'] for e in r['per_epoch']], marker='.', label=r['run'])
+    ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy'); ax.grid(alpha=.3)
+    if len(rows) <= 12: ax.legend(fontsize=8)
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight'); plt.close(fig)
+    return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
+
+
+def write_runs_page(folder, rows) -> Path:
+    "index.html in `folder`: the runs' table, each row linking to its report.html (built where missing)"
+    folder = Path(folder)
+    for r in rows:
+        if not (r['path']/'report.html').is_file(): write_run_page(r['path'])
+        r['page'] = f"{r['run']}/report.html"
+    columns = ['run', 'date', 'profile', 'epochs', 'accuracy', 'wall time', 'machine', 'precision', 'status']
+    body = RUNS_BODY.render(title=f'Runs in {folder.resolve()}', rows=rows, columns=columns, numeric={'epochs', 'accuracy', 'wall time'},
+                            curves=accuracy_curves(rows))
+    path = folder/'index.html'
+    write_text(path, PAGE.render(title=f'runs: {folder.name}', style=Markup(STYLE), body=Markup(body), sortable=True))
+    return path
+
+
+def runs(folder='runs') -> list:
+    "Print every run in `folder` side by side and write its index.html; returns the rows"
+    rows = run_rows(folder)
+    print(f"{'run':<22} {'date':<19} {'profile':<9} {'epochs':>7} {'accuracy':>9} {'wall':>8}  {'precision':<20} {'status':<10} machine")
+    for r in rows:
+        acc = f"{100 * r['accuracy']:.2f}%" if r['accuracy'] is not None else ''
+        print(f"{r['run']:<22} {r['date']:<19} {r['profile']:<9} {r['epochs']:>7} {acc:>9} {r['wall']:>7.0f}s  {r['precision']:<20} "
+              f"{r['status'][:40]:<10} {r['machine']}")
+    print(f"wrote {write_runs_page(folder, rows)}")
+    return rows

@@ -1,0 +1,102 @@
+"""report.html and runs/index.html, opened in a real browser (headless Chromium from Debian's `chromium` and
+`chromium-driver`, driven by selenium; .ci/run installs them): every image decodes, nothing is fetched from the
+network, the console stays clean, the page is not blank, and the runs' table sorts."""
+import io, json, os, shutil, subprocess, sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import recipe
+from recipe.pages import run_rows, write_run_page, write_runs_page
+
+
+@pytest.fixture(scope='module')
+def runs_folder(tiny, tmp_path_factory):
+    "A folder of runs: a complete quick run, and a copy of it stopped after its first epoch"
+    folder = tmp_path_factory.mktemp('runs')
+    recipe.train(tiny, out=folder/'quick', profile='quick', epochs=2, bs=50, width=8, seed=0)
+    stopped = shutil.copytree(folder/'quick', folder/'stopped', ignore=shutil.ignore_patterns('report.html'))
+    record = json.loads((stopped/'results.json').read_text())
+    record.update(complete=False, stopped='interrupted', per_epoch=record['per_epoch'][:1], test_accuracy=record['per_epoch'][0]['test_accuracy'])
+    (stopped/'results.json').write_text(json.dumps(record))
+    return folder
+
+
+@pytest.fixture(scope='module')
+def browser():
+    "Headless Chromium with its console and network logs; CI must have it (.ci/run installs it)"
+    if not (shutil.which('chromium') and shutil.which('chromedriver')):
+        if os.environ.get('CI'): pytest.fail("chromium and chromedriver are missing: .ci/run installs them (apt-get install chromium chromium-driver)")
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver), as .ci/run installs")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which('chromium')
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=1000,1400', '--disable-dev-shm-usage'): options.add_argument(a)
+    options.set_capability('goog:loggingPrefs', {'browser': 'ALL', 'performance': 'ALL'})
+    driver = webdriver.Chrome(service=Service(shutil.which('chromedriver')), options=options)  # no Selenium Manager download
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, path):
+    "Load a page; its requests and console messages since the last page"
+    driver.get_log('performance'); driver.get_log('browser')  # empty both logs
+    driver.get(path.resolve().as_uri())
+    requests = [json.loads(e['message'])['message'] for e in driver.get_log('performance')]
+    urls = [m['params']['request']['url'] for m in requests if m['method'] == 'Network.requestWillBeSent']
+    return urls, driver.get_log('browser')
+
+
+def check_page(driver, path, n_images):
+    urls, console = open_page(driver, path)
+    assert [u for u in urls if not u.startswith(('data:', path.resolve().as_uri()))] == []  # no network: everything inline
+    assert [m for m in console if m['level'] in ('SEVERE', 'WARNING')] == []
+    widths = driver.execute_script("return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) == n_images and all(w > 0 for w in widths)
+    shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert('L'))
+    assert shot.std() > 20 and len(np.unique(shot)) > 50  # text, tables and plots, not a blank page
+
+
+def test_a_runs_report_page_in_a_browser(runs_folder, browser):
+    page = runs_folder/'quick'/'report.html'  # written by the run's final stage
+    html = page.read_text()
+    assert '<meta name="viewport"' in html and '@media print' in html and 'src="http' not in html
+    for cls in ('airplane', 'truck'): assert f'<td>{cls}</td>' in html  # the per-class table
+    assert 'python -m recipe train' not in html and 'recipe.train(' in html  # the command that made it (here from Python)
+    check_page(browser, page, n_images=6)  # accuracy, loss, LR schedule, confusion matrix, reliability, top losses (no lr_find: fixed LRs)
+
+
+def test_the_runs_index_in_a_browser_sorts_and_links(runs_folder, browser):
+    rows = run_rows(runs_folder)
+    index = write_runs_page(runs_folder, rows)
+    assert [r['run'] for r in rows] == ['quick', 'stopped'] and (runs_folder/'stopped'/'report.html').is_file()  # made for it
+    check_page(browser, index, n_images=1)  # the accuracy curves
+    from selenium.webdriver.common.by import By
+    first = lambda: browser.find_element(By.CSS_SELECTOR, 'tbody tr td a').text
+    header = [th for th in browser.find_elements(By.TAG_NAME, 'th') if th.text.startswith('epochs')][0]
+    header.click(); up = first()
+    header.click(); down = first()
+    assert (up, down) == ('stopped', 'quick')  # 1 epoch, then 2
+    browser.find_element(By.LINK_TEXT, 'stopped').click()
+    assert browser.current_url.endswith('stopped/report.html') and 'Not complete: interrupted' in browser.page_source
+
+
+def test_show_and_runs_on_the_command_line(runs_folder, tmp_path):
+    (runs_folder/'quick'/'report.html').unlink()
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'show', runs_folder/'quick', '--no-open'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and (runs_folder/'quick'/'report.html').is_file(), r.stderr
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'runs', runs_folder], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1].split()[:2] == ['quick', record_date(runs_folder/'quick')] and 'complete' in lines[1] and 'stopped: interrupted' in lines[2]
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'show', tmp_path, '--no-open'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and f'{tmp_path} is not a run folder' in r.stderr and 'Traceback' not in r.stderr
+
+
+def record_date(run): return json.loads((run/'results.json').read_text())['started'].split('T')[0]
+
+
+def test_write_run_page_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(recipe.RecipeError, match=f'{tmp_path} is not a run folder'): write_run_page(tmp_path)
