@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ -z "${DRY_RUN:-}" ]; then
   "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check: no CUDA GPU seen by torch")' || exit 1
 fi
-if ! "$python" -c 'import fastai, albumentations' 2>/dev/null; then
+if ! "$python" -c 'import fastai, albumentations, torchmetrics' 2>/dev/null; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl || exit 1
   export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi

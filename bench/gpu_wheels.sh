@@ -5,13 +5,13 @@
 set -euo pipefail
 dir=${1:-.whl}
 mkdir -p "$dir"
-# fastai and albumentations with the dependencies that image lacks (it has numpy, scipy, pandas, matplotlib,
+# fastai, albumentations and torchmetrics (recipe evaluate's calibration) with the dependencies that image lacks (it has numpy, scipy, pandas, matplotlib,
 # scikit-learn, pillow, opencv, pyyaml, rich, typing-extensions, safetensors, accelerate, pytest, anyio, click, h11,
 # idna, python-dateutil, uvloop). fastprogress imports python-fasthtml, which brings a web stack.
 pkgs="fastai fastcore fasttransform fastprogress fastdownload plum-dispatch beartype albumentations albucore simsimd
       stringzilla pydantic pydantic_core annotated-types typing-inspection
       python-fasthtml starlette uvicorn httpx2 httpcore2 beautifulsoup4 soupsieve itsdangerous oauthlib
-      python-multipart python-dotenv truststore httptools watchfiles websockets"
+      python-multipart python-dotenv truststore httptools watchfiles websockets torchmetrics lightning-utilities"
 for p in $pkgs; do
   v=$(python3 -m pip show "$p" 2>/dev/null | sed -n 's/^Version: //p')
   [ -n "$v" ] || { echo "gpu_wheels: $p is not installed here (pip install -e .[dev] first)" >&2; exit 1; }

@@ -12,4 +12,4 @@ from .fast import fit_fast, fit_muon
 from .run import make_learner, settings_for, train
 from .plots import plot_lr_find
 from .inference import export_onnx, load, load_learner, predict
-from .evaluate import evaluate
+from .evaluation import evaluate

@@ -123,7 +123,7 @@ class Lookahead(Callback):
     def pull(self, decay):
         for net, slow in zip(self.floats(), self.slow): slow.lerp_(net, 1 - decay); net.copy_(slow)
     def after_step(self):
-        step = self.epoch * self.n_iter + self.iter + 1  # not fastai's train_iter: it restarts at 0 on resume
+        step = self.epoch * self.n_iter + self.iter + 1  # the step in the whole run, a resumed one too
         if step % self.k == 0: self.pull(self.base ** self.k * self.pct_train ** 3)
     def after_train(self):
         if self.epoch == self.n_epoch - 1: self.pull(1.0)
@@ -204,15 +204,12 @@ class Checkpoint(Callback):
         step), as if the run had not stopped"""
         if self.resumed: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = self.resumed['smooth_loss'].values()
         self.learn.train_iter = self.start_epoch * len(self.dls.train)
-        # each epoch's per-step train losses and LRs (the Recorder's) and its metrics, the epochs before a resume included
+        # each epoch's per-step train losses and LRs (the Recorder's), the epochs before a resume included
         self.history = list((self.resumed or {}).get('history', []))[:self.start_epoch]
     def before_epoch(self): self.step = len(self.recorder.losses)
     def after_epoch(self):
-        if self.epoch < self.start_epoch:  # skipped on resume: the Recorder's row is empty, give it the epoch's metrics
-            if 'values' in (self.history[self.epoch:] or [{}])[0]: self.learn.final_record = self.recorder.values[-1] = list(self.history[self.epoch]['values'])
-            return  # for the callbacks after this one that read it (fastai's EarlyStoppingCallback, SaveModelCallback)
-        self.history.append(dict(loss=[float(v) for v in self.recorder.losses[self.step:]], lr=[float(v) for v in self.recorder.lrs[self.step:]],
-                                 values=[float(v) for v in self.recorder.values[-1]]))
+        if self.epoch < self.start_epoch: return
+        self.history.append(dict(loss=[float(v) for v in self.recorder.losses[self.step:]], lr=[float(v) for v in self.recorder.lrs[self.step:]]))
         rng = gather(self.process, rng_states(self.dls)) if self.process else None
         if rank0(self.process): save_checkpoint(self.path, self.learn, self.epoch + 1, self.config, rng, self.history)
         self.saved_epoch = self.epoch + 1

@@ -69,6 +69,7 @@ def load_checkpoint(run) -> dict:
 def restore(learn, ckpt: dict, rank=0):
     """Model, optimizer and random streams (this rank's, in a distributed run) as they were at the end of the checkpoint's
     epoch, on the devices of this run's model"""
+    learn.model.to(learn.dls.device)  # first: fastai moves it only when the fit starts, and the optimizer state follows it now
     learn.model.load_state_dict(ckpt['model'])
     if learn.opt is None: learn.create_opt()
     learn.opt.load_state_dict({'state': ckpt['opt']['state'], 'hypers': L(ckpt['opt']['hypers'])})

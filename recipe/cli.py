@@ -119,7 +119,7 @@ def evaluate(run: str,           # run folder
              skip_bad: bool = False,  # skip unreadable images (counted) instead of stopping
              device: str = None):     # cpu, cuda, cuda:N or mps (default: cpu)
     "Score a run's model on its test set or a labelled folder: accuracy, loss, per class, confusion, calibration, top losses"
-    from .evaluate import evaluate as _evaluate
+    from .evaluation import evaluate as _evaluate
     from .run import check_device
     _evaluate(run, folder, data=data, out=out, skip_bad=skip_bad, device=check_device(device))
 

@@ -128,7 +128,7 @@ def machine(record) -> str:
 
 
 def run_rows(folder) -> list:
-    "One dict per run folder in `folder` (those with a results.json), oldest first"
+    "One dict per run folder in `folder` (those with a results.json), by name (runs/<timestamp>: oldest first)"
     folder = Path(folder)
     if not folder.is_dir(): raise RecipeError(f"no such folder of runs: {folder}")
     rows = []
@@ -157,10 +157,13 @@ def accuracy_curves(rows) -> str:
 
 
 def write_runs_page(folder, rows) -> Path:
-    "index.html in `folder`: the runs' table, each row linking to its report.html (built where missing)"
+    """index.html in `folder`: the runs' table, each finished or stopped run linking to its report.html (made again when
+    its record is newer); a run still going (or being set up) is listed, and its folder left alone"""
     folder = Path(folder)
     for r in rows:
-        if not (r['path']/'report.html').is_file(): write_run_page(r['path'])
+        page, record = r['path']/'report.html', r['path']/'results.json'
+        if r['status'] == 'not complete': r['page'] = None; continue
+        if not page.is_file() or page.stat().st_mtime < record.stat().st_mtime: write_run_page(r['path'])
         r['page'] = f"{r['run']}/report.html"
     columns = ['run', 'date', 'profile', 'epochs', 'accuracy', 'wall time', 'machine', 'precision', 'status']
     body = RUNS_BODY.render(title=f'Runs in {folder.resolve()}', rows=rows, columns=columns, numeric={'epochs', 'accuracy', 'wall time'},

@@ -19,7 +19,8 @@ def atomic_write(path, write, mode='w'):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it 0600: give it the mode of any new file, as the PNGs beside it
+        try: os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it 0600: give it the mode of any new file, as the PNGs beside it
+        except OSError: pass  # a file system without modes (vfat, some network mounts)
         with os.fdopen(fd, mode, **({'newline': ''} if 'b' not in mode else {})) as f: write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
@@ -29,9 +30,9 @@ def atomic_write(path, write, mode='w'):
 
 
 def umask() -> int:
-    "The process's umask (read by setting it and back: there is no other portable way)"
-    mask = os.umask(0o022); os.umask(mask)
-    return mask
+    "The process's umask: from /proc on Linux, else by setting it and back (which other threads could see for an instant)"
+    try: return int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('Umask:')), 8)
+    except (OSError, StopIteration): mask = os.umask(0o022); os.umask(mask); return mask
 
 
 def write_json(path, obj):

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from fastai.vision.all import (CancelBatchException, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
-                               event, TensorImage, noop, parent_label, set_seed)
+from fastai.vision.all import (CancelBatchException, CancelEpochException, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
+                               event, SkipToEpoch, TensorImage, noop, parent_label, set_seed)
 from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed
@@ -30,7 +30,7 @@ from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDurati
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
-from .evaluate import class_metrics
+from .evaluation import class_metrics
 from .pages import write_run_page
 from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
@@ -260,7 +260,7 @@ def resumed_run(resume, given=None, p=None, data=None) -> Run:
     refused = [k for k in (given or {}) if k not in RESUME_OPTIONS]
     if refused: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(refused)} "
                                   "(--data may point to the same images moved elsewhere)")
-    ckpt, out = load_checkpoint(resume), Path(resume)
+    ckpt, out = load_checkpoint(resume), Path(resume).resolve()  # absolute, as a new run's
     cfg = ckpt['config']
     size = p.size if p else 1
     if cfg.get('world_size', 1) != size:
@@ -414,6 +414,14 @@ class RecipeLearner(Learner):
         except CancelBatchException: raise  # fastai calls after_cancel_batch itself
         except BaseException:  # a step stopped by the NaN check or Ctrl-C: CPUAutocast must not leave autocast on
             self('after_cancel_batch'); raise
+    def _do_fit(self):
+        """fastai's, from the first epoch not done (its SkipToEpoch, from `fit(start_epoch=)`): a resumed run's callbacks
+        see the epochs it trains. fastai's own loop gives each skipped epoch its events and an empty row of metrics, which
+        its TrackerCallbacks (EarlyStoppingCallback, SaveModelCallback) index; they now track the epochs since the resume"""
+        start = max((cb._skip_to for cb in self.cbs if isinstance(cb, SkipToEpoch)), default=0)
+        for epoch in range(start, self.n_epoch):
+            self.epoch = epoch
+            self._with_events(self._do_epoch, 'epoch', CancelEpochException)
     def gather_args(self) -> dict:
         """What fastai's WandbCallback logs as the config: nothing more, since `logger_cbs` gives wandb.init the run's
         settings. fastai's own walks the Learner's arguments down to every dataset item, and fails on Python 3.11's Paths"""
@@ -458,8 +466,8 @@ def training_images(dls, n=WHITEN_SAMPLE):
 
 
 def whiten_sample(labels, n=WHITEN_SAMPLE, seed=SPLIT_SEED) -> torch.Tensor:
-    """Indices of `n` items drawn at random with `seed` from each class in proportion, at least one of each (all items
-    when there are at most `n`). Not the first `n`: the items are sorted by class, and CIFAR-10's first 5,000 are
+    """Indices of about `n` items (each class's share rounded, at least one) drawn at random with `seed` from each class
+    in proportion (all items when there are at most `n`). Not the first `n`: the items are sorted by class, and CIFAR-10's first 5,000 are
     its airplanes; airbench whitens on 5,000 images of every class."""
     if len(labels) <= n: return torch.arange(len(labels))
     g, by_class = torch.Generator().manual_seed(seed), {}
@@ -518,12 +526,20 @@ def fit_and_save(learn, run, t0, user_cbs=()):
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise
         why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
                f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
-        done, launch = checkpoint.saved_epoch, f'torchrun --nproc_per_node {p.size}' if p else 'python'
+        done, launch = checkpoint.saved_epoch, launch_of(p)
         if run.rank0: run_record.save(stopped=why)
         raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
                           f"resume with: {launch} -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
-    if run.rank0: final_stage(learn, run, run_record, checkpoint, keep)
+    if run.rank0:
+        try: final_stage(learn, run, run_record, checkpoint, keep)
+        except KeyboardInterrupt:  # every epoch is kept: a resume does the final stage again
+            run_record.save(stopped='interrupted in the final stage')
+            raise RecipeError(f"stopped (interrupted) in the final stage; the checkpoint after epoch {checkpoint.saved_epoch} of "
+                              f"{s['epochs']} is kept in {out}; finish with: {launch_of(p)} -m recipe train --resume {out}") from None
     leave_together(p)
+
+
+def launch_of(p) -> str: return f'torchrun --nproc_per_node {p.size}' if p else 'python'
 
 
 def run_config(run, dls) -> dict:

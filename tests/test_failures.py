@@ -322,7 +322,7 @@ def test_a_gpu_runs_checkpoint_resumes_on_a_machine_without_one(killed_run):
     with pytest.raises(RuntimeError, match='on a CUDA device but torch.cuda.is_available'): torch.load(killed_run/CHECKPOINT, weights_only=True)
     learn = recipe.train(resume=killed_run)
     assert json.loads((killed_run/'results.json').read_text())['complete']
-    assert {v.device.type for s in learn.opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)} == {'cpu'}
+    assert all(v.device == p.device for p, s in learn.opt.state.items() for v in s.values() if isinstance(v, torch.Tensor))
 
 
 def test_a_resumed_final_stage_records_the_accuracy_without_tta_as_such(tiny, tmp_path):
@@ -356,3 +356,15 @@ def test_every_file_of_a_run_has_the_mode_of_a_new_file(finished_run, tmp_path):
     try: write_json(tmp_path/'x.json', {})
     finally: os.umask(old)
     assert (tmp_path/'x.json').stat().st_mode & 0o777 == 0o640
+
+
+def test_ctrl_c_in_the_final_stage_keeps_the_run_to_finish_with_resume(tiny, tmp_path, monkeypatch):
+    out = tmp_path/'run'
+    monkeypatch.setattr(recipe.run, 'save_run_plots', lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(RecipeError, match=f'stopped \\(interrupted\\) in the final stage; .* finish with: python -m recipe train --resume {out}'):
+        recipe.train(tiny, out=out, **QUICK)
+    assert json.loads((out/'results.json').read_text())['stopped'] == 'interrupted in the final stage'
+    monkeypatch.undo()
+    recipe.train(resume=out)
+    record = json.loads((out/'results.json').read_text())
+    assert record['complete'] and record['test_accuracy_no_tta'] == record['per_epoch'][-1]['test_accuracy']

@@ -72,11 +72,18 @@ def test_weights_a_callback_loads_at_the_end_of_the_fit_are_those_reported_and_s
     assert json.loads((out/'model.json').read_text())['test_accuracy'] == record['test_accuracy']
 
 
-def test_early_stopping_on_a_resumed_run_sees_the_recorded_epochs(killed_run):
-    stop = EarlyStoppingCallback(monitor='valid_loss', patience=5)
+class SeenEarlyStopping(EarlyStoppingCallback):
+    "fastai's EarlyStoppingCallback, noting the epochs and values it tracked"
+    def before_fit(self): super().before_fit(); self.seen = []
+    def after_epoch(self): super().after_epoch(); self.seen.append((self.epoch, float(self.recorder.values[-1][self.idx])))
+
+
+def test_early_stopping_on_a_resumed_run_tracks_the_epochs_it_trains(killed_run):
+    "fastai's loop would give it epoch 1 again, with an empty row of metrics (an IndexError at 3a47237)"
+    stop = SeenEarlyStopping(monitor='valid_loss', patience=5)
     recipe.train(resume=killed_run, cbs=[stop])
     losses = [r['test_loss'] for r in json.loads((killed_run/'results.json').read_text())['per_epoch']]
-    assert len(losses) == 2 and stop.best == pytest.approx(min(losses), rel=1e-6)  # epoch 1's loss counted, from the checkpoint
+    assert len(losses) == 2 and stop.seen == [(1, pytest.approx(losses[1], rel=1e-6))] and stop.best == pytest.approx(losses[1], rel=1e-6)
 
 
 def test_tensorboard_steps_of_a_resumed_run_go_on_from_where_it_stopped(killed_run):

@@ -37,6 +37,7 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     model = load(run)
     files, root = (labelled_files(Path(folder), model.classes) if folder is not None else
                    own_test_files(run, record, data, model.classes))
+    name = 'test' if folder is None else Path(folder).resolve().name or 'folder'  # `..` names the folder it means
     skipped = []
     def problem(msg):
         if not skip_bad: raise RecipeError(msg + " (pass --skip-bad to skip bad files)")
@@ -44,9 +45,11 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     cache = ImageCache(files, model.size, problem)
     if not cache.files: raise RecipeError(f"no image in {root} could be read")
     if skipped: warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {root}:\n  " + "\n  ".join(skipped[:20]))
+    if folder is None and len(cache.files) != record['data']['n_test']:  # (a run trained with --skip-bad: evaluate with it too)
+        raise RecipeError(f"{root} has {len(cache.files)} readable test images; {run} was tested on {record['data']['n_test']}: not the same data")
     targets = torch.tensor([model.classes.index(f.parent.name) for f in cache.files])
     plain, logits = run_logits(model, cache.arrays, record, device)
-    out = Path(out) if out is not None else run/'eval'/(Path(folder).name if folder is not None else 'test')
+    out = Path(out) if out is not None else run/'eval'/name
     out.mkdir(parents=True, exist_ok=True)
     smoothing = record.get('label_smoothing', 0.0)
     metrics = dict(run=str(run.resolve()), folder=str(root.resolve()), images=len(cache.files), skipped=len(skipped),
@@ -82,9 +85,7 @@ def own_test_files(run: Path, record: dict, data, classes) -> tuple:
         split = run/'split.json'
         if not split.is_file(): raise RecipeError(f"{run} has no split.json: its held-out images of {root} are not known")
         files = sorted(root/f for f in json.loads(split.read_text())['valid'])
-    n = record['data']['n_test']
-    if len(files) != n: raise RecipeError(f"{root} has {len(files)} test images; {run} was tested on {n}: not the same data")
-    check_classes(files, classes, root)
+    check_classes(files, classes, root, missing_ok=True)  # a random split may hold out no image of a small class
     return files, root/test if train else root
 
 
@@ -101,12 +102,12 @@ def labelled_files(folder: Path, classes) -> tuple:
     return files, root
 
 
-def check_classes(files, classes, root):
-    "Every class of the run has images in `root`, and every class folder there is one of the run's"
+def check_classes(files, classes, root, missing_ok=False):
+    "Every class folder in `root` is one of the run's, and (unless `missing_ok`) every class of the run has images there"
     found = {f.parent.name for f in files}
     unknown, missing = sorted(found - set(classes)), sorted(set(classes) - found)
     if unknown: raise RecipeError(f"{root} has classes the run does not know: {', '.join(unknown)} (it knows {', '.join(classes)})")
-    if missing: raise RecipeError(f"{root} has no images of the run's classes {', '.join(missing)}")
+    if missing and not missing_ok: raise RecipeError(f"{root} has no images of the run's classes {', '.join(missing)}")
 
 
 def precision_of(record, device) -> str:
