@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 RUN_FILES = ['metrics.csv', 'results.json', 'model.safetensors', 'model.json', 'lr_find.png', 'lr_schedule.png',
-             'loss.png', 'accuracy.png', 'confusion_matrix.png', 'top_losses.png', 'reliability.png', 'checkpoint.pt', 'README.md']
+             'loss.png', 'accuracy.png', 'confusion_matrix.png', 'top_losses.png', 'reliability.png', 'checkpoint.pt', 'README.md',
+             'report.html']
 
 
 def cli(*args, cwd=None):
