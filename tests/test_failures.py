@@ -336,13 +336,14 @@ def test_a_resumed_final_stage_records_the_accuracy_without_tta_as_such(tiny, tm
     assert record['test_accuracy'] == before['test_accuracy']
 
 
-def test_a_logger_that_does_not_start_gives_the_folder_back(tiny, tmp_path, monkeypatch):
-    "W&B without an account (and not offline): refused after lr_find; nothing is left, and the same --out works"
-    for v in ('WANDB_MODE', 'WANDB_API_KEY'): monkeypatch.delenv(v, raising=False)
-    monkeypatch.setenv('WANDB_SILENT', 'true'); monkeypatch.setenv('HOME', str(tmp_path))  # no ~/.netrc login
+def test_a_logger_that_does_not_start_gives_the_folder_back(tiny, tmp_path):
+    """W&B without an account (and not offline): refused after lr_find; nothing is left, and the same --out works.
+    In a process of its own: wandb keeps its settings for the life of a process"""
+    env = {k: v for k, v in os.environ.items() if k not in ('WANDB_MODE', 'WANDB_API_KEY')} | dict(WANDB_SILENT='true', HOME=str(tmp_path))
     out = tmp_path/'run'
-    with pytest.raises(RecipeError, match='--log wandb: .*WANDB_MODE=offline'):
-        recipe.train(tiny, out=out, log='wandb', **dict(KW, lr_min=None, lr_max=None, epochs=1))
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--data', tiny, '--out', out, '--log', 'wandb', '--epochs', '1',
+                        '--bs', '32', '--width', '8', '--seed', '0'], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 1 and '--log wandb: ' in r.stderr and 'WANDB_MODE=offline' in r.stderr and 'lr_find suggestions' in r.stdout, r.stderr
     assert not out.exists()
     recipe.train(tiny, out=out, **dict(KW, epochs=1))
     assert json.loads((out/'results.json').read_text())['complete']

@@ -116,11 +116,11 @@ def test_ctrl_c_or_sigterm_while_decoding_stops_within_seconds_and_gives_the_fol
 # The command line with a few training steps in each epoch: the whole data decoded, every stage run
 FEW_STEPS = """
 import runpy, sys
-from fastai.vision.all import Callback, CancelTrainException
+from fastai.vision.all import Callback, CancelBatchException
 import recipe.run
-class FewSteps(Callback):
-    def after_batch(self):
-        if self.training and self.iter + 1 >= 3: raise CancelTrainException
+class FewSteps(Callback):  # the other batches are drawn (and augmented) but not trained on
+    def before_batch(self):
+        if self.training and self.iter >= 3: raise CancelBatchException
 train = recipe.run.train
 recipe.run.train = lambda *a, **k: train(*a, **dict(k, cbs=[FewSteps()]))
 runpy.run_module('recipe', run_name='__main__', alter_sys=True)  # as `python -m recipe`
