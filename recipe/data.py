@@ -4,9 +4,7 @@ Each image is decoded once, resized to `size`, and kept in memory as uint8 (CIFA
 150 MB): fastai's default per-item pipeline decodes every file with PIL every epoch and managed ~1,000 img/s on
 one core here. When that cache would exceed the memory budget, images are decoded per item by worker processes.
 """
-import multiprocessing, os, random, re, signal, stat, warnings
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import json, mmap, os, random, re, signal, stat, warnings
 import albumentations as A
 import cv2
 import numpy as np
@@ -104,20 +102,58 @@ PARALLEL_FROM = 4000  # files: below this, decoding in one process is about as f
 
 def decode_all(files, size=CROP, keep=True) -> list:
     """Each file decoded (an array; `keep=False`: None) or its error message, in order. From PARALLEL_FROM files they
-    are shared among processes, one per core: decoding the 60,000 CIFAR-10 PNGs took 15 s on one core here.
-    Processes, not threads: PIL holds the GIL for most of the work on a small image (10,000 PNGs: 2.5 s in one thread,
-    2.6 s in 2 threads, 1.2 s in 2 processes, Xeon with AMX). And `ProcessPoolExecutor`, not `multiprocessing.Pool`:
-    Pool waits for ever when a worker dies (killed, out of memory) or dies holding the task queue's lock, as its
-    workers did when they ran the command line's SIGTERM handler (issue 22); the executor raises BrokenProcessPool."""
+    are shared among forked processes, one per core, each decoding a contiguous slice into one block of shared memory:
+    decoding the 60,000 CIFAR-10 PNGs took 15 s on one core here. Processes, not threads: PIL holds the GIL for most of
+    the work on a small image (10,000 PNGs: 2.5 s in one thread, 2.6 s in 2 threads, 1.2 s in 2 processes, Xeon with
+    AMX). And nothing shared but that memory and a pipe per worker: no queue, no lock, no feeder thread that a worker
+    killed (by Ctrl-C, SIGTERM, the kernel) could leave half-written or held. multiprocessing.Pool waited for ever on
+    such a lock (issue 22), and so did ProcessPoolExecutor on a result half-sent by a killed worker."""
     fn, procs = decode_or_error if keep else check_or_error, min(os.cpu_count() or 1, len(files) // (PARALLEL_FROM // 2))
     if procs < 2: return [fn((f, size)) for f in files]
-    # chunks small enough that Ctrl-C waits for at most a few of them (those already handed out finish first)
-    chunk = max(1, min(100, len(files) // (20 * procs)))
-    ex = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context('fork'), initializer=worker_signals)
-    try: return list(ex.map(fn, [(f, size) for f in files], chunksize=chunk))
-    except BrokenProcessPool: raise RecipeError(f"a process decoding the images of {files[0].parent.parent} died "
-                                                "(out of memory?): try --max-memory with less, or decode fewer or smaller images") from None
-    finally: ex.shutdown(wait=True, cancel_futures=True)
+    shape = (len(files), size, size, 3)
+    shared = mmap.mmap(-1, int(np.prod(shape)) if keep else 1)  # anonymous and shared: the workers write, this process reads
+    images = np.frombuffer(shared, np.uint8, count=int(np.prod(shape))).reshape(shape) if keep else None
+    bounds, workers, errors = np.linspace(0, len(files), procs + 1).astype(int), [], {}
+    try:
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0: decode_slice(fn, files, size, images, lo, hi, r, w)  # never returns
+            os.close(w); workers.append([pid, r])
+        for worker in workers:
+            pid, r = worker
+            with os.fdopen(r) as f: report = f.read()  # the worker's errors, sent as it ends
+            worker[1] = None
+            status = os.waitpid(pid, 0)[1]; worker[0] = None
+            if status or not report: raise RecipeError(f"a process decoding the images of {files[0].parent.parent} died "
+                                                       "(out of memory?): try --max-memory with less, or decode fewer or smaller images")
+            errors.update({int(i): msg for i, msg in json.loads(report).items()})
+    finally:  # stopped (Ctrl-C, SIGTERM, an error): the workers end now, and are reaped
+        for pid, r in workers:
+            if r is not None:
+                try: os.close(r)
+                except OSError: pass  # closed as its read was interrupted
+            if pid is not None:
+                try: os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError: pass
+                os.waitpid(pid, 0)
+    return [errors.get(i, images[i] if keep else None) for i in range(len(files))]
+
+
+def decode_slice(fn, files, size, images, lo, hi, r, w):
+    "In a forked worker: decode files[lo:hi] into `images`, send the errors ({index: message}) down `w`, and exit"
+    code = 1
+    try:
+        os.close(r)
+        worker_signals()
+        errors = {}
+        for i in range(lo, hi):
+            res = fn((files[i], size))
+            if isinstance(res, str): errors[i] = res
+            elif images is not None: images[i] = res
+        with os.fdopen(w, 'w') as f: json.dump(errors, f)
+        code = 0
+    finally: os._exit(code)  # not the parent's exit handlers: this process only decodes
 
 
 def worker_signals():

@@ -98,7 +98,8 @@ def test_ctrl_c_or_sigterm_while_decoding_stops_within_seconds_and_gives_the_fol
                              '--out', out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         t = time.time()
-        while not forked_children(proc.pid) and proc.poll() is None and time.time() - t < 120: time.sleep(0.05)
+        # two at once: the decoding processes (a single one can be git's, forked by the run before it becomes git)
+        while len(forked_children(proc.pid)) < 2 and proc.poll() is None and time.time() - t < 120: time.sleep(0.05)
         workers = forked_children(proc.pid)
         assert workers, f"no decoding process seen: {proc.poll()} {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}"
         time.sleep(0.5)
