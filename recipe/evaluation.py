@@ -21,7 +21,7 @@ from .data import ImageCache, RecipeError, find_layout, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
 from .plots import plot_reliability, save_fig
-from .record import write_csv, write_json
+from .record import read_record, write_csv, write_json
 
 __all__ = ['evaluate', 'class_metrics']
 
@@ -68,11 +68,10 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
 def run_record(run: Path) -> dict:
     "The run's results.json: a folder without one (or without its weights) is not a run folder"
     if not run.is_dir(): raise RecipeError(f"no such run folder: {run}")
-    if not (run/'results.json').is_file(): raise RecipeError(f"{run} is not a run folder: it has no results.json")
+    record = read_record(run)
     if not (run/'model.safetensors').is_file():
         raise RecipeError(f"{run} has no model.safetensors: the run did not finish (resume it with --resume {run})")
-    try: return json.loads((run/'results.json').read_text())
-    except ValueError as e: raise RecipeError(f"{run/'results.json'} is not JSON: {e}") from None
+    return record
 
 
 def own_test_files(run: Path, record: dict, data, classes) -> tuple:

@@ -11,7 +11,7 @@ from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from .data import RecipeError
-from .record import card_rows, write_text
+from .record import card_rows, read_record, write_text
 
 __all__ = ['PLOTS', 'write_run_page', 'show', 'run_rows', 'write_runs_page', 'runs']
 
@@ -86,12 +86,6 @@ def code_spans(text: str) -> Markup:
 
 
 def png_data(path: Path) -> str: return 'data:image/png;base64,' + base64.b64encode(path.read_bytes()).decode()
-
-
-def read_record(run: Path) -> dict:
-    if not (run/'results.json').is_file(): raise RecipeError(f"{run} is not a run folder: it has no results.json")
-    try: return json.loads((run/'results.json').read_text())
-    except ValueError as e: raise RecipeError(f"{run/'results.json'} is not JSON: {e}") from None
 
 
 def write_run_page(run) -> Path:

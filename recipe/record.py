@@ -8,7 +8,7 @@ from safetensors.torch import save
 from .config import ECE_BINS
 from .data import RecipeError
 
-__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
+__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
 MODEL_FORMAT = 2  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit
 
@@ -33,6 +33,14 @@ def umask() -> int:
     "The process's umask: from /proc on Linux, else by setting it and back (which other threads could see for an instant)"
     try: return int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('Umask:')), 8)
     except (OSError, StopIteration): mask = os.umask(0o022); os.umask(mask); return mask
+
+
+def read_record(run) -> dict:
+    "A run folder's results.json; a folder without one is not a run folder"
+    run = Path(run)
+    if not (run/'results.json').is_file(): raise RecipeError(f"{run} is not a run folder: it has no results.json")
+    try: return json.loads((run/'results.json').read_text())
+    except ValueError as e: raise RecipeError(f"{run/'results.json'} is not JSON: {e}") from None
 
 
 def write_json(path, obj):
