@@ -1,6 +1,6 @@
 """A fastai user's day: their callbacks and loggers, a Learner back from a run, ONNX export, the model card, the device,
 and an install that leaves their torch alone."""
-import csv, glob, json, shutil, struct, subprocess, sys
+import csv, glob, json, os, shutil, struct, subprocess, sys
 
 import numpy as np
 import pytest
@@ -94,33 +94,37 @@ def test_tensorboard_steps_of_a_resumed_run_go_on_from_where_it_stopped(killed_r
     assert [e.step for e in events.Scalars('valid_loss')] == [12]
 
 
-def wandb_history(run_dir) -> list:
-    """The rows logged to an offline W&B run, read from its .wandb file: LevelDB-style 32 KiB blocks of records
+def wandb_records(run_dir) -> list:
+    """The records of an offline W&B run, read from its .wandb file: LevelDB-style 32 KiB blocks of records
     (crc32, length, type) after a 7-byte header, each a protobuf `Record`"""
     from wandb.proto import wandb_internal_pb2 as pb
     b = open(glob.glob(f'{run_dir}/run-*.wandb')[0], 'rb').read()
     assert b[:4] == b':W&B'
-    pos, part, rows = 7, b'', []
+    pos, part, records = 7, b'', []
     while pos + 7 <= len(b):
         if 32768 - pos % 32768 < 7: pos += 32768 - pos % 32768; continue  # block trailer
         _, n, kind = struct.unpack('<IHB', b[pos:pos + 7]); pos += 7
         if kind == 0 and n == 0: break
         part += b[pos:pos + n]; pos += n
         if kind in (1, 4):  # a whole record, or its last piece
-            r = pb.Record(); r.ParseFromString(part); part = b''
-            if r.WhichOneof('record_type') == 'history':
-                rows.append({i.key or '/'.join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
-    return rows
+            r = pb.Record(); r.ParseFromString(part); part = b''; records.append(r)
+    return records
 
 
-def test_wandb_offline_writes_its_run_folder_with_the_metrics(tiny, tmp_path, monkeypatch):
-    monkeypatch.setenv('WANDB_MODE', 'offline'); monkeypatch.setenv('WANDB_SILENT', 'true')
+def test_wandb_offline_writes_its_run_folder_with_the_metrics(tiny, tmp_path):
+    """In a process of its own, as a user's run is: wandb keeps its settings and service for the life of a process, and
+    in the whole suite's process (CI, not alone) the offline run held no history"""
     out = tmp_path/'run'
-    recipe.train(tiny, out=out, log='wandb', **SEED_KW)
+    r = subprocess.run([sys.executable, '-c', f'import recipe; recipe.train({str(tiny)!r}, out={str(out)!r}, log="wandb", **{SEED_KW!r})'],
+                       env=os.environ | dict(WANDB_MODE='offline', WANDB_SILENT='true'), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
     runs = glob.glob(f'{out}/wandb/offline-run-*')
     assert len(runs) == 1
-    epochs = [r for r in wandb_history(runs[0]) if 'valid_loss' in r]
+    records = wandb_records(runs[0])
+    epochs = [{i.key or '/'.join(i.nested_key): json.loads(i.value_json) for i in r.history.item} for r in records if r.WhichOneof('record_type') == 'history']
+    epochs = [e for e in epochs if 'valid_loss' in e]
     rows = metrics_csv(out)
+    assert len(epochs) == len(rows), " ".join(r.WhichOneof('record_type') for r in records) + r.stderr[-3000:]
     assert [r['valid_loss'] for r in epochs] == pytest.approx([r['test_loss'] for r in rows], rel=1e-6)
     assert [r['accuracy'] for r in epochs] == pytest.approx([r['test_accuracy'] for r in rows], rel=1e-6)
 
