@@ -1,11 +1,11 @@
-"""Command line: `recipe train|evaluate|show|runs|bench|report|predict|export ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
+"""Command line: `recipe train|evaluate|show|runs|bench|report|predict|export|serve ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
 import runpy, shlex, signal, sys, warnings
 
 import matplotlib
 from fastcore.script import call_parse
 
 
-__all__ = ['train', 'evaluate', 'show', 'runs', 'bench', 'report', 'predict', 'export', 'main', 'run']
+__all__ = ['train', 'evaluate', 'show', 'runs', 'bench', 'report', 'predict', 'export', 'serve', 'main', 'run']
 
 
 @call_parse
@@ -98,13 +98,19 @@ def predict(run: str,            # run folder (or its model.safetensors)
 def export(run: str,             # run folder (or its model.safetensors)
            onnx: str = None,     # write the model as ONNX to this file: RGB in [0, 1] in, logits out, normalisation and TTA inside
            check: str = None,    # a folder (or file) of images: compare onnxruntime with torch on up to 100 of them
-           n: int = 100):        # how many images of --check to compare
-    "Export a run's model (needs pip install -e \".[onnx]\"); with --check, onnxruntime and torch must give the same top-1"
+           n: int = 100,         # how many images of --check to compare
+           space: str = None):   # write a Hugging Face Space to this new folder: app.py, model.onnx, README.md, requirements.txt
+    "Export a run's model as ONNX (needs pip install -e \".[onnx]\"), or as a Space; with --check, onnxruntime and torch must give the same top-1"
     from .data import RecipeError
     from .inference import export_onnx
-    if not onnx: raise RecipeError("nothing to export to: give --onnx FILE")
-    found = export_onnx(run, onnx, [check] if check else None, n)
-    print(f"wrote {onnx}")
+    if bool(onnx) == bool(space): raise RecipeError("give one of --onnx FILE or --space FOLDER")
+    if space:
+        from .serve import export_space
+        found = export_space(run, space)
+        print(f"wrote {space}: python {space}/app.py serves it here; push the folder to a Hugging Face Space (sdk: gradio)")
+    else:
+        found = export_onnx(run, onnx, [check] if check else None, n)
+        print(f"wrote {onnx}")
     if found:
         print(f"onnxruntime vs torch on {found['images']} images: same top-1 on {found['same_top1']}, "
               f"max difference in probabilities {found['max_prob_diff']:.2e}")
@@ -139,7 +145,16 @@ def runs(folder: str = 'runs'):  # the folder holding the run folders
     _runs(folder)
 
 
-COMMANDS = {'train': train, 'evaluate': evaluate, 'show': show, 'runs': runs, 'bench': bench, 'report': report, 'predict': predict, 'export': export}
+@call_parse(pos=['run'])
+def serve(run: str,              # run folder
+          port: int = None,      # port (default: the first free one from 7860)
+          host: str = '127.0.0.1'):  # address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 to be reached from others
+    "A web page to try a run's model: upload images, see their top classes (as recipe predict), the run's card (needs pip install -e \".[demo]\")"
+    from .serve import serve as _serve
+    _serve(run, host=host, port=port)
+
+
+COMMANDS = {'train': train, 'evaluate': evaluate, 'show': show, 'runs': runs, 'bench': bench, 'report': report, 'predict': predict, 'export': export, 'serve': serve}
 
 
 def stop_on_sigterm(signum, frame): raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C

@@ -69,3 +69,20 @@ def killed_run(finished_run, tmp_path):
     out = Path(shutil.copytree(finished_run, tmp_path/'run'))
     as_if_killed_after_epoch(out, 1)
     return out
+
+
+@pytest.fixture(scope='session')
+def browser():
+    "Headless Chromium with its console and network logs, for the pages and the demo; CI must have it (.ci/run installs it)"
+    if not (shutil.which('chromium') and shutil.which('chromedriver')):
+        if os.environ.get('CI'): pytest.fail("chromium and chromedriver are missing: .ci/run installs them (apt-get install chromium chromium-driver)")
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver), as .ci/run installs")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which('chromium')
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=1000,1400', '--disable-dev-shm-usage'): options.add_argument(a)
+    options.set_capability('goog:loggingPrefs', {'browser': 'ALL', 'performance': 'ALL'})
+    driver = webdriver.Chrome(service=Service(shutil.which('chromedriver')), options=options)  # no Selenium Manager download
+    yield driver
+    driver.quit()

@@ -1,7 +1,7 @@
 """report.html and runs/index.html, opened in a real browser (headless Chromium from Debian's `chromium` and
 `chromium-driver`, driven by selenium; .ci/run installs them): every image decodes, nothing is fetched from the
 network, the console stays clean, the page is not blank, and the runs' table sorts."""
-import io, json, os, shutil, subprocess, sys
+import io, json, shutil, subprocess, sys
 
 import numpy as np
 import pytest
@@ -21,23 +21,6 @@ def runs_folder(tiny, tmp_path_factory):
     record.update(complete=False, stopped='interrupted', per_epoch=record['per_epoch'][:1], test_accuracy=record['per_epoch'][0]['test_accuracy'])
     (stopped/'results.json').write_text(json.dumps(record))
     return folder
-
-
-@pytest.fixture(scope='module')
-def browser():
-    "Headless Chromium with its console and network logs; CI must have it (.ci/run installs it)"
-    if not (shutil.which('chromium') and shutil.which('chromedriver')):
-        if os.environ.get('CI'): pytest.fail("chromium and chromedriver are missing: .ci/run installs them (apt-get install chromium chromium-driver)")
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver), as .ci/run installs")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which('chromium')
-    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=1000,1400', '--disable-dev-shm-usage'): options.add_argument(a)
-    options.set_capability('goog:loggingPrefs', {'browser': 'ALL', 'performance': 'ALL'})
-    driver = webdriver.Chrome(service=Service(shutil.which('chromedriver')), options=options)  # no Selenium Manager download
-    yield driver
-    driver.quit()
 
 
 def open_page(driver, path):

@@ -1,0 +1,154 @@
+"""Showing a run: `recipe serve RUN` and the Space of `recipe export RUN --space DIR`, each driven in headless Chromium
+(selenium; .ci/run installs Debian's chromium): an uploaded image gets the class `recipe.predict` gives, a bad upload a
+message while the server goes on, and no server or process is left behind."""
+import ast, json, os, signal, socket, subprocess, sys, time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import recipe
+from recipe import RecipeError
+from recipe.space_app import MAX_PIXELS, problem
+
+
+@pytest.fixture(scope='module')
+def demo_run(tiny, tmp_path_factory):
+    "A quick run on `tiny` (its TTA included, as the served page must apply it)"
+    out = tmp_path_factory.mktemp('demo')/'run'
+    recipe.train(tiny, out=out, profile='quick', epochs=2, bs=50, width=8, seed=0)
+    return out
+
+
+@pytest.fixture(scope='module')
+def space(demo_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp('space')/'space'
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'export', demo_run, '--space', folder], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def listening(port) -> list:
+    "The local addresses listening on `port` (IPv4), from /proc/net/tcp"
+    rows = [line.split() for line in open('/proc/net/tcp').read().splitlines()[1:]]
+    return [socket.inet_ntoa(bytes.fromhex(r[1].split(':')[0])[::-1]) for r in rows if int(r[1].split(':')[1], 16) == port and r[3] == '0A']
+
+
+class Server:
+    "A server in a process group of its own, started and waited for; stopped with everything it started"
+    def __init__(self, cmd, port, env=None):
+        self.port, self.proc = port, subprocess.Popen(cmd, env=os.environ | (env or {}), start_new_session=True,
+                                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 180
+        while not listening(port):
+            if self.proc.poll() is not None: pytest.fail(f"{cmd} exited {self.proc.returncode}: {self.proc.stdout.read()}")
+            if time.time() > deadline: self.stop(); pytest.fail(f"{cmd} did not listen on {port} within 180 s")
+            time.sleep(0.5)
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops it
+        try: self.proc.wait(30)
+        except subprocess.TimeoutExpired: os.killpg(self.proc.pid, signal.SIGKILL); self.proc.wait(10); pytest.fail("the server ignored Ctrl-C")
+        try: os.killpg(self.proc.pid, 0); left = True
+        except ProcessLookupError: left = False
+        assert not left, 'a process of the server outlived it'
+        assert listening(self.port) == []
+
+
+def text_file_named_png(folder):
+    bad = folder/'notes.png'; bad.write_text('not an image, whatever its name says\n'); return bad
+
+
+def upload_and_read(browser, url, image, bad, expected):
+    """Open the page, upload `image` and read the class shown; then `bad`, whose error must show; then `image` again"""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    browser.get(url)
+    wait = WebDriverWait(browser, 60)
+    upload = lambda f: wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '#images input[type=file]')).send_keys(str(f))
+    shown = lambda d: (d.find_elements(By.CSS_SELECTOR, '#classes [data-testid="label-output-value"]') or [None])[0]
+    clear = lambda: browser.find_element(By.CSS_SELECTOR, '#images button[aria-label="Clear"]').click()
+    upload(image)
+    assert wait.until(lambda d: shown(d) and shown(d).text) == expected
+    clear(); upload(bad)
+    error = wait.until(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="toast-body"]') if 'notes.png' in e.text])
+    assert 'not an image' in error[0]
+    clear(); browser.execute_script("document.querySelector('#classes [data-testid=\"label-output-value\"]')?.remove()")
+    upload(image)
+    assert wait.until(lambda d: shown(d) and shown(d).text) == expected  # the server went on serving
+    return browser.get_screenshot_as_png()
+
+
+def test_served_page_and_exported_space_in_a_browser_agree_with_predict(demo_run, space, tiny, browser, tmp_path):
+    image = sorted((tiny/'test'/'cat').iterdir())[0]
+    expected = recipe.predict(recipe.load(demo_run), [image], k=1)[0][0][0]
+    bad = text_file_named_png(tmp_path)
+    served = Server([sys.executable, '-m', 'recipe', 'serve', demo_run, '--port', str(port := free_port())], port)
+    try:
+        assert listening(port) == ['127.0.0.1']  # this machine only, unless --host says otherwise
+        shot = upload_and_read(browser, f'http://127.0.0.1:{port}/', image, bad, expected)
+    finally: served.stop()
+    Image.open(__import__('io').BytesIO(shot)).save(tmp_path/'serve.png')  # (the README's screenshot is made this way)
+    spaced = Server([sys.executable, space/'app.py'], port := free_port(), env=dict(GRADIO_SERVER_PORT=str(port)))
+    try:
+        assert listening(port) == ['127.0.0.1']
+        upload_and_read(browser, f'http://127.0.0.1:{port}/', image, bad, expected)
+    finally: spaced.stop()
+
+
+def test_the_space_needs_no_recipe_and_no_pickle_and_agrees_with_predict(demo_run, space, tiny):
+    assert sorted(p.name for p in space.iterdir()) == ['README.md', 'app.py', 'card.md', 'examples', 'model.json', 'model.onnx', 'requirements.txt']
+    imported = {n.names[0].name.split('.')[0] for n in ast.walk(ast.parse((space/'app.py').read_text())) if isinstance(n, ast.Import)}
+    imported |= {n.module.split('.')[0] for n in ast.walk(ast.parse((space/'app.py').read_text())) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {'json', 'os', 'sys', 'pathlib', 'numpy', 'PIL', 'gradio', 'onnxruntime'}
+    assert {l.split('=')[0] for l in (space/'requirements.txt').read_text().split()} == {'gradio', 'onnxruntime', 'numpy', 'pillow'}
+    readme = (space/'README.md').read_text()
+    assert readme.startswith('---\n') and '\nsdk: gradio\n' in readme and '\napp_file: app.py\n' in readme and '# run: an image classifier' in readme
+    assert not [p for p in space.rglob('*') if p.suffix in ('.pkl', '.pth', '.pt', '.bin')]
+    assert len(list((space/'examples').iterdir())) == 10  # one test image per class
+    # the Space's own code, run as a Space runs it (no recipe on its path), against recipe.predict on the test images
+    files = sorted(str(f) for f in (tiny/'test').rglob('*.png'))
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from app import onnx_predict; meta = json.load(open(sys.argv[1] + '/model.json'));"
+            "print(json.dumps(onnx_predict(sys.argv[1] + '/model.onnx', meta['classes'], meta['size'])(sys.argv[2:])))")
+    r = subprocess.run([sys.executable, '-I', '-c', code, space, *files], capture_output=True, text=True, timeout=300, cwd=space.parent)
+    assert r.returncode == 0, r.stderr
+    got, want = json.loads(r.stdout), recipe.predict(recipe.load(demo_run), files)
+    assert [g[0][0] for g in got] == [w[0][0] for w in want]  # the top class of every image
+    assert np.abs(np.array([[p for _, p in g] for g in got]) - np.array([[p for _, p in w] for w in want])).max() < 1e-5
+
+
+def test_bad_uploads_are_named(tmp_path):
+    empty = tmp_path/'empty.png'; empty.write_bytes(b'')
+    assert problem(empty) == 'empty.png: the file is empty'
+    assert problem(text_file_named_png(tmp_path)).startswith('notes.png: not an image')
+    side = int(MAX_PIXELS ** 0.5) + 1
+    Image.new('L', (side, side)).save(tmp_path/'huge.png')
+    assert problem(tmp_path/'huge.png') == f'huge.png: {side:,} x {side:,} pixels is too large (at most {MAX_PIXELS:,})'
+    Image.new('RGB', (40, 30)).save(tmp_path/'fine.png')
+    assert problem(tmp_path/'fine.png') is None
+
+
+def test_serve_refuses_what_is_not_a_finished_run_before_listening(demo_run, tmp_path):
+    unfinished = tmp_path/'unfinished'; unfinished.mkdir()
+    (unfinished/'results.json').write_text((demo_run/'results.json').read_text())
+    for folder, message in [(tmp_path, f'{tmp_path} is not a run folder'), (unfinished, f'{unfinished} has no model.safetensors')]:
+        port = free_port()
+        r = subprocess.run([sys.executable, '-m', 'recipe', 'serve', folder, '--port', str(port)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and message in r.stderr and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_serve_without_gradio_names_the_extra(demo_run, tmp_path, monkeypatch):
+    from recipe.serve import serve
+    monkeypatch.setitem(sys.modules, 'gradio', None)  # what Python does for a package that is not installed
+    with pytest.raises(RecipeError, match=r'needs gradio, the demo extra: pip install -e "\.\[demo\]"'): serve(demo_run)
+
+
+def test_serve_on_a_port_in_use_says_so(demo_run):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0)); taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, '-m', 'recipe', 'serve', demo_run, '--port', str(port)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and f'cannot serve on 127.0.0.1:{port}' in r.stderr and 'Traceback' not in r.stderr, r.stderr
