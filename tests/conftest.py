@@ -46,6 +46,15 @@ def tiny_run(tiny, tmp_path_factory):
     return out, recipe.train(tiny, epochs=1, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0, out=out)
 
 
+@pytest.fixture(scope='session')
+def quick_run(tiny, tmp_path_factory):
+    "The quick profile (TTA level 2, bf16 where the CPU has it) on `tiny`; `recipe evaluate` writes its eval/ into it"
+    import recipe
+    out = tmp_path_factory.mktemp('runs')/'quick'
+    recipe.train(tiny, out=out, profile='quick', epochs=2, bs=50, width=8, seed=0)
+    return out
+
+
 def as_if_killed_after_epoch(out, epoch):
     "A finished run's folder turned into one killed after `epoch` (its checkpoint says so, its record is not complete)"
     import torch

@@ -10,14 +10,6 @@ import recipe
 from recipe import RecipeError
 
 
-@pytest.fixture(scope='module')
-def quick_run(tiny, tmp_path_factory):
-    "The quick profile (TTA level 2, bf16 where the CPU has it) on `tiny`"
-    out = tmp_path_factory.mktemp('runs')/'quick'
-    recipe.train(tiny, out=out, profile='quick', epochs=2, bs=50, width=8, seed=0)
-    return out
-
-
 def record_of(run): return json.loads((run/'results.json').read_text())
 
 
