@@ -104,6 +104,7 @@ def export(run: str,             # run folder (or its model.safetensors)
     from .data import RecipeError
     from .inference import export_onnx
     if bool(onnx) == bool(space): raise RecipeError("give one of --onnx FILE or --space FOLDER")
+    if space and check: raise RecipeError("--check goes with --onnx: --space checks its model on the Space's examples itself")
     if space:
         from .serve import export_space
         found = export_space(run, space)

@@ -1,7 +1,7 @@
 """Showing a run to someone: `recipe serve RUN` (a Gradio page around the run's model, on this machine) and
 `recipe export RUN --space DIR` (a folder to push as a Hugging Face Space: app.py, the model as ONNX, its card; no
 pickle, no recipe package). Both pages are recipe/space_app.py's `page`; gradio is the `demo` extra."""
-import csv, json, shutil
+import csv, errno, json, os, shutil, socket
 from pathlib import Path
 
 from .data import RecipeError
@@ -17,23 +17,44 @@ GRADIO = 'gradio==6.31.0'  # the version the suite drives in a browser (constrai
 
 
 def need_gradio():
-    try: import gradio  # noqa: F401
-    except ImportError: raise RecipeError('this needs gradio, the demo extra: pip install -e ".[demo]"') from None
+    try: __import__('gradio')
+    except ImportError as e:
+        if e.name != 'gradio': raise  # gradio is there but broken: its own error says how
+        raise RecipeError('this needs gradio, the demo extra: pip install -e ".[demo]"') from None
 
 
 def serve(run, host='127.0.0.1', port=None, block=True):
-    """Serve `run`'s page on host:port (default port: gradio's, the first free from 7860). The run and gradio are checked
-    before anything listens; the weights are loaded once. `block=False`: return the running gradio app (`.close()`)"""
+    """Serve `run`'s page on host:port (default port: the first free from 7860). The run, gradio and the address are
+    checked before anything listens; the weights are loaded once. `block=False`: return the running app (`.close()`)"""
     run = Path(run)
     record = run_record(run)
     need_gradio()
+    port = free_port(host, port)
     model = load(run)
     examples = example_images(run, record, model.classes)
-    demo = page(lambda paths: predict(model, paths, TOP), card(run, record, model.meta), examples, title=f"{run.name}: {title_of(model.meta)}")
+    demo = page(lambda paths: named_errors(paths, predict(model, paths, TOP)), card(run, record, model.meta), examples,
+                title=f"{run.resolve().name}: {title_of(model.meta)}")
     try: demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE, prevent_thread_lock=not block,
                      allowed_paths=sorted({str(Path(p).parent) for p in examples}))
-    except OSError as e: raise RecipeError(f"cannot serve on {host}:{port or 'a port from 7860'}: {e}") from None
+    except OSError as e: raise RecipeError(f"cannot serve on {host}:{port}: {e}") from None  # taken since free_port looked
     return demo
+
+
+def free_port(host, port=None) -> int:
+    "`port` if it can be listened on at `host`, else the first free port from 7860: one clear error if there is none"
+    for p in [port] if port else range(7860, 7960):
+        try:
+            with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s: s.bind((host, p))
+            return p
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE: continue
+            raise RecipeError(f"cannot listen on {host}: {e.strerror} (--host: an address of this machine, or 0.0.0.0 for all)") from None
+    raise RecipeError(f"port {port} on {host} is in use: give another with --port" if port else f"no free port on {host} from 7860 to 7959: give one with --port")
+
+
+def named_errors(paths, results) -> list:
+    "recipe.predict's results with each error message naming the uploaded file, not the server's temporary path"
+    return [f"{Path(p).name}: {r.replace(f' {p}', '')}" if isinstance(r, str) else r for p, r in zip(paths, results)]
 
 
 def title_of(meta) -> str: return f"{len(meta['classes'])} classes, {meta['test_accuracy']:.2%} test accuracy"
@@ -41,10 +62,11 @@ def title_of(meta) -> str: return f"{len(meta['classes'])} classes, {meta['test_
 
 def card(run, record, meta) -> str:
     "The page's card, in Markdown: what the model knows, how well it did, on what data, when"
-    rows = dict(card_rows(record, meta))
+    rows, d = dict(card_rows(record, meta)), record['data']
+    rows['Data'] = f"`{Path(d['folder']).name}`: {d['n_train']:,} training and {d['n_test']:,} test images"  # no local path
     keep = [(k, rows[k]) for k in ('Classes', 'Test accuracy', 'Per class', 'Data', 'Model', 'Training') if k in rows]
     keep.append(('Date', (record.get('started') or '?').replace('T', ' ')))
-    return f"## The model: {Path(run).name}\n\n| | |\n|---|---|\n" + '\n'.join(f'| {k} | {v} |' for k, v in keep)
+    return f"## The model: {Path(run).resolve().name}\n\n| | |\n|---|---|\n" + '\n'.join(f'| {k} | {v} |' for k, v in keep)
 
 
 def example_images(run, record, classes) -> list:
@@ -58,31 +80,67 @@ def example_images(run, record, classes) -> list:
         with open(losses) as f: worst = [root/r['file'] for r in csv.DictReader(f)][:EXAMPLE_LOSSES]
     first = {}
     for f in files: first.setdefault(f.parent.name, f)
-    return [str(f) for f in worst + [first[c] for c in classes if c in first] if f.is_file()]
+    return list(dict.fromkeys(str(f) for f in worst + [first[c] for c in classes if c in first] if f.is_file()))  # once each
 
 
 def export_space(run, folder, examples=True) -> dict:
     """A folder to push as a Hugging Face Space: app.py (recipe/space_app.py), model.onnx (`export_onnx`: normalisation
-    and TTA inside), model.json (classes, size), card.md (the page's card), README.md (the Space's YAML header and
-    the run's model card), requirements.txt and examples/ (`example_images`). Returns export_onnx's check on the
-    examples ({'images', 'same_top1', 'max_prob_diff'})"""
+    and TTA inside), model.json (classes, size), card.md (the page's card), README.md (the Space's YAML header, the
+    card, how to use the ONNX model), requirements.txt, .gitattributes (the ONNX model and the examples through Git
+    LFS, as the Hub wants binaries) and examples/ (`example_images`). Written beside `folder` and renamed into place
+    at the end: an export that fails leaves nothing. Returns export_onnx's check on the examples
+    ({'images', 'same_top1', 'max_prob_diff'})"""
     run, folder = Path(run), Path(folder)
     record = run_record(run)
     model = load(run)
-    if folder.exists() and any(folder.iterdir()): raise RecipeError(f"{folder} already exists and is not empty: give a new folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(__file__).with_name('space_app.py'), folder/'app.py')
-    pictures = example_images(run, record, model.classes) if examples else []
-    if pictures:
-        (folder/'examples').mkdir()
-        for i, p in enumerate(pictures): shutil.copyfile(p, folder/'examples'/f"{i:02d}_{Path(p).parent.name}{Path(p).suffix}")
-    check = export_onnx(run, folder/'model.onnx', [str(folder/'examples')] if pictures else None)
-    write_json(folder/'model.json', dict(classes=model.classes, size=model.size, title=f"{run.name}: {title_of(model.meta)}",
-                                         test_accuracy=model.meta['test_accuracy']))
-    write_text(folder/'card.md', card(run, record, model.meta))
-    write_text(folder/'requirements.txt', f"{GRADIO}\nonnxruntime\nnumpy\npillow\n")
-    header = (f"---\ntitle: {json.dumps(run.name)}\nemoji: 🖼️\ncolorFrom: blue\ncolorTo: gray\nsdk: gradio\n"
-              f"sdk_version: {GRADIO.split('==')[1]}\napp_file: app.py\npinned: false\nlicense: apache-2.0\n---\n\n")
-    model_card = (run/'README.md').read_text() if (run/'README.md').is_file() else card(run, record, model.meta)
-    write_text(folder/'README.md', header + model_card)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise RecipeError(f"{folder} already exists and is not an empty folder: give a new one")
+    if not folder.parent.is_dir(): raise RecipeError(f"no such folder: {folder.parent}")
+    name = f"{run.resolve().name}: {title_of(model.meta)}"
+    building = folder.with_name(f'.{folder.name}.{os.getpid()}.part')
+    try:
+        building.mkdir()
+        pictures = example_images(run, record, model.classes) if examples else []
+        if pictures:
+            (building/'examples').mkdir()
+            for i, p in enumerate(pictures): shutil.copyfile(p, building/'examples'/f"{i:02d}_{Path(p).parent.name}{Path(p).suffix}")
+        check = export_onnx(run, building/'model.onnx', [str(building/'examples')] if pictures else None)
+        shutil.copyfile(Path(__file__).with_name('space_app.py'), building/'app.py')
+        write_json(building/'model.json', dict(classes=model.classes, size=model.size, title=name, test_accuracy=model.meta['test_accuracy']))
+        write_text(building/'card.md', card(run, record, model.meta))
+        write_text(building/'requirements.txt', f"{GRADIO}\nonnxruntime\nnumpy\npillow\n")
+        write_text(building/'.gitattributes', "*.onnx filter=lfs diff=lfs merge=lfs -text\nexamples/** filter=lfs diff=lfs merge=lfs -text\n")
+        write_text(building/'README.md', space_readme(run, record, model.meta))
+        if folder.exists(): folder.rmdir()  # empty, checked above
+        building.rename(folder)
+    finally: shutil.rmtree(building, ignore_errors=True)
     return check
+
+
+def space_readme(run, record, meta) -> str:
+    "The Space's README: its YAML header (sdk gradio, Python 3.11 as tested), the card, and how to use the model without the page"
+    name = Path(run).resolve().name
+    return f"""---
+title: {json.dumps(name)}
+emoji: 🖼️
+colorFrom: blue
+colorTo: gray
+sdk: gradio
+sdk_version: {GRADIO.split('==')[1]}
+python_version: "3.11"
+app_file: app.py
+pinned: false
+license: apache-2.0
+---
+
+# {name}: an image classifier trained with recipe
+
+{card(run, record, meta)}
+
+## Use it
+
+`python app.py` serves this page on http://127.0.0.1:7860 (`pip install -r requirements.txt`). The model is
+`model.onnx`: input `image`, RGB in [0, 1], N x 3 x {meta['size']} x {meta['size']}; output `logits` over the classes of
+`model.json`, in that order, with the normalisation and the test-time augmentation inside. `app.py`'s `onnx_predict`
+decodes and resizes images as the training did. No pickle: the graph is data.
+"""

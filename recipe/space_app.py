@@ -20,6 +20,7 @@ def problem(path) -> str | None:
     if os.path.getsize(path) == 0: return f"{name}: the file is empty"
     try:
         with Image.open(path) as im: w, h = im.size  # the header only
+    except Image.DecompressionBombError: return f"{name}: too large (more than {MAX_PIXELS:,} pixels)"
     except Exception as e: return f"{name}: not an image that can be read ({type(e).__name__})"
     if w * h > MAX_PIXELS: return f"{name}: {w:,} x {h:,} pixels is too large (at most {MAX_PIXELS:,})"
     return None
@@ -28,7 +29,7 @@ def problem(path) -> str | None:
 def page(predict, card: str, examples=(), title='recipe'):
     """A gradio page: one or more images in, their top classes out (the first image and its `gr.Label`, a table for all).
     `predict(paths)` -> for each path [(class, probability), ...] most likely first, or the reason it cannot be read.
-    Bad uploads get a message on the page; the server goes on serving."""
+    A bad upload gets a message on the page (and its row in the table says why); the server goes on serving."""
     import gradio as gr
 
     def classify(paths):
@@ -37,15 +38,14 @@ def page(predict, card: str, examples=(), title='recipe'):
         results = {p: problem(p) for p in paths}
         good = [p for p in paths if results[p] is None]
         if good: results.update(zip(good, predict(good)))
-        errors = [r for r in results.values() if isinstance(r, str)]
-        if len(errors) == len(paths): raise gr.Error('; '.join(errors))
-        for e in errors: gr.Warning(e)
+        for r in results.values():
+            if isinstance(r, str): gr.Warning(r)  # a message on the page; the table has it too
         rows = [[Path(p).name] + (['', '', r] if isinstance(r, str) else [r[0][0], round(r[0][1], 4), ''])
                 for p, r in results.items()]
-        first = next(p for p, r in results.items() if not isinstance(r, str))
-        return {c: p for c, p in results[first]}, rows, first
+        first = next((p for p, r in results.items() if not isinstance(r, str)), None)
+        return ({c: p for c, p in results[first]} if first else None), rows, first
 
-    with gr.Blocks(title=title) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:  # nothing sent to gradio's servers
         gr.Markdown(f"# {title}")
         with gr.Row():
             with gr.Column():
