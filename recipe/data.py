@@ -13,9 +13,9 @@ from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitt
                                Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform,
                                URLs, default_device, image_extensions, parent_label, untar_data)
 from fastcore.script import CliError
-from PIL import Image
 
 from .augment import BatchAugment
+from .space_app import decode as decode_image
 from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
                      PEAK_COPIES, SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
 
@@ -76,12 +76,9 @@ def scan_split(split_dir: Path, problem) -> list:
 
 
 def decode(fn, size=CROP) -> np.ndarray:
-    "Decode an image file to a (size, size, 3) uint8 array: any mode (grayscale, RGBA) is converted to RGB, any size resized."
-    try:
-        with Image.open(fn) as im:
-            im = im.convert('RGB')
-            if im.size != (size, size): im = im.resize((size, size), Image.BICUBIC)
-            return np.array(im, dtype=np.uint8)
+    """Decode an image file to a (size, size, 3) uint8 array: any mode (grayscale, RGBA) is converted to RGB, any size
+    resized. The demo's own decoding (space_app.decode, which an exported Space runs without recipe), so both agree"""
+    try: return decode_image(fn, size)
     except Exception as e: raise RecipeError(f"cannot read image {fn}: {e}") from None
 
 

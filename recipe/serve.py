@@ -33,7 +33,7 @@ def serve(run, host='127.0.0.1', port=None, block=True):
     model = load(run)
     examples = example_images(run, record, model.classes)
     demo = page(lambda paths: named_errors(paths, predict(model, paths, TOP)), card(run, record, model.meta), examples,
-                title=f"{run.resolve().name}: {title_of(model.meta)}")
+                title=title_of(run, model.meta))
     try: demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE, prevent_thread_lock=not block,
                      allowed_paths=sorted({str(Path(p).parent) for p in examples}))
     except OSError as e: raise RecipeError(f"cannot serve on {host}:{port}: {e}") from None  # taken since free_port looked
@@ -57,7 +57,7 @@ def named_errors(paths, results) -> list:
     return [f"{Path(p).name}: {r.replace(f' {p}', '')}" if isinstance(r, str) else r for p, r in zip(paths, results)]
 
 
-def title_of(meta) -> str: return f"{len(meta['classes'])} classes, {meta['test_accuracy']:.2%} test accuracy"
+def title_of(run, meta) -> str: return f"{Path(run).resolve().name}: {len(meta['classes'])} classes, {meta['test_accuracy']:.2%} test accuracy"
 
 
 def card(run, record, meta) -> str:
@@ -96,7 +96,6 @@ def export_space(run, folder, examples=True) -> dict:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise RecipeError(f"{folder} already exists and is not an empty folder: give a new one")
     if not folder.parent.is_dir(): raise RecipeError(f"no such folder: {folder.parent}")
-    name = f"{run.resolve().name}: {title_of(model.meta)}"
     building = folder.with_name(f'.{folder.name}.{os.getpid()}.part')
     try:
         building.mkdir()
@@ -106,7 +105,7 @@ def export_space(run, folder, examples=True) -> dict:
             for i, p in enumerate(pictures): shutil.copyfile(p, building/'examples'/f"{i:02d}_{Path(p).parent.name}{Path(p).suffix}")
         check = export_onnx(run, building/'model.onnx', [str(building/'examples')] if pictures else None)
         shutil.copyfile(Path(__file__).with_name('space_app.py'), building/'app.py')
-        write_json(building/'model.json', dict(classes=model.classes, size=model.size, title=name, test_accuracy=model.meta['test_accuracy']))
+        write_json(building/'model.json', dict(classes=model.classes, size=model.size, title=title_of(run, model.meta), test_accuracy=model.meta['test_accuracy']))
         write_text(building/'card.md', card(run, record, model.meta))
         write_text(building/'requirements.txt', f"{GRADIO}\nonnxruntime\nnumpy\npillow\n")
         write_text(building/'.gitattributes', "*.onnx filter=lfs diff=lfs merge=lfs -text\nexamples/** filter=lfs diff=lfs merge=lfs -text\n")

@@ -61,7 +61,7 @@ def page(predict, card: str, examples=(), title='recipe'):
 
 
 def decode(path, size) -> np.ndarray:
-    "As recipe's decoding: any mode to RGB, resized (bicubic) to size x size, (size, size, 3) uint8"
+    "Any mode to RGB, resized (bicubic) to size x size, (size, size, 3) uint8: recipe's decoding too (recipe.data.decode)"
     with Image.open(path) as im:
         im = im.convert('RGB')
         if im.size != (size, size): im = im.resize((size, size), Image.BICUBIC)
