@@ -25,14 +25,15 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
         for k, v in PROFILES.items(): print(f"{k:10} width {v['width']}, {v['epochs']} epochs, bs {v['bs']}: {v['doc']}")
         return None
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
-    if ablation is not None and ablation not in ABLATIONS: raise RecipeError(f"unknown ablation {ablation!r}: choose one of {', '.join(ABLATIONS)}")
+    unknown = [a for a in (ablation or '').split(',') if ablation and a not in ABLATIONS]  # 'a,b': both changes
+    if unknown: raise RecipeError(f"unknown ablation {', '.join(map(repr, unknown))}: choose from {', '.join(ABLATIONS)}")
     from .run import train
     cfg = {k: v for k, v in dict(width=width, epochs=epochs, bs=bs, augment=augment, compile=compile).items() if v is not None}  # overrides
-    name = (f"{profile}{'-' + ablation if ablation else ''}-w{cfg.get('width', PROFILES[profile]['width'])}"
+    name = (f"{profile}{'-' + ablation.replace(',', '+') if ablation else ''}-w{cfg.get('width', PROFILES[profile]['width'])}"
             f"-e{cfg.get('epochs', PROFILES[profile]['epochs'])}-s{seed}-{datetime.now():%Y%m%d-%H%M%S}")
     results = Path(results); results.mkdir(parents=True, exist_ok=True)
     path = results/f'{name}.json'
-    settings = ABLATIONS.get(ablation, {}) | ({'precision': precision} if precision else {})
+    settings = {k: v for a in (ablation or '').split(',') if a for k, v in ABLATIONS[a].items()} | ({'precision': precision} if precision else {})
     train(data=data, seed=seed, out=Path(runs)/name, record_to=[path], profile=profile, settings=settings or None,
           info={k: v for k, v in dict(ablation=ablation, command=command).items() if v} or None, **cfg)
     return path

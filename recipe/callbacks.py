@@ -85,9 +85,9 @@ class ExpectedDuration(Callback):
 class WhitenBias(Callback):
     """The whitening conv's bias is trained for the first `epochs` epochs only, then frozen (airbench94: 3). Its
     gradient is dropped before each step rather than switched off: DDP needs the same trained parameters throughout"""
-    def __init__(self, epochs=3): self.epochs = epochs
+    def __init__(self, epochs=3): self.epochs = epochs  # may be a fraction (Hiverge's speedrun: 0.19)
     def before_step(self):
-        if self.epoch >= self.epochs: unwrap(self.learn.model)[0].bias.grad = None  # fastai's optimizer skips it
+        if self.epoch + self.iter / self.n_iter >= self.epochs: unwrap(self.learn.model)[0].bias.grad = None  # fastai's optimizer skips it
 
 
 class CPUAutocast(Callback):

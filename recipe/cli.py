@@ -48,7 +48,7 @@ def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'lis
           width: int = None,     # override the profile's width
           epochs: int = None,    # override the profile's epochs
           bs: int = None,        # override the profile's batch size
-          ablation: str = None,  # remove one ingredient of a fast profile (ABLATIONS in recipe/config.py)
+          ablation: str = None,  # one change to the profile, or several joined by commas (ABLATIONS in recipe/config.py)
           augment: str = None,   # override the profile's augmentation path: albumentations or batch
           precision: str = None, # auto, fp32, bf16 or fp16 (CUDA only); default auto (see `train`)
           compile: bool = False, # torch.compile the net

@@ -39,12 +39,15 @@ DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective
 # line or to `recipe.train` override them. 'lr_min'/'lr_max' None: from lr_find.
 SEED_PROFILE = dict(
     arch='resnet',          # the custom ResNet (recipe/model.py)
+    act='relu',             # the net's activation: 'relu', 'gelu' or 'silu' (recipe/model.py, ACTS)
     width=WIDTH, epochs=EPOCHS, bs=BS,
     size=CROP,              # pixels: images are resized to size x size; pad and cutout below are at 32 and scale with it
     augment='albumentations',  # per item on the CPU; 'batch': recipe/augment.py on the batch's device
     pad=(PAD_TO - CROP) // 2,  # pixels of reflect padding before the random crop (batch augmentation)
     flip=True,              # random horizontal flip; 'alternate': airbench's alternating flip (batch path only)
     cutout=CUTOUT,          # pixels: side of the one square hole (0: none)
+    jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
+                            # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
     lr_min=None, lr_max=None, wd=WD,
     mom=None,               # (Nesterov SGD and Muon only) momentum of the optimizer of lr_max
@@ -71,6 +74,7 @@ PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 # summed loss into fastai's mean loss. LRs are fixed: they were tuned there; lr_find is not run.
 FAST_SGD = SEED_PROFILE | dict(
     arch='fast',            # the airbench94-style net (recipe/model.py): widths 64/256/256
+    act='gelu',             # airbench's activation
     width=64, epochs=12,    # airbench94 trains 9.9 epochs for 94.0% on average; 12 for a margin over 3 seeds
     bs=1024,                # airbench94's batch
     augment='batch', pad=2, flip=True, cutout=0,  # translate by up to 2 pixels (reflect) and flip; no cutout
@@ -108,7 +112,8 @@ PROFILES = {
     'quick':    FAST | dict(epochs=3, doc='the fast profile for 3 epochs, for 90% as soon as possible'),
     'fast-sgd': FAST_SGD | dict(doc='the fast profile before Muon: airbench94-style Nesterov SGD, 12 epochs'),
 }
-# One ingredient of the fast profiles removed at a time (`bench PROFILE --ablation NAME`), for "what each bought"
+# One change to a profile at a time (`bench PROFILE --ablation NAME`): an ingredient of the fast profiles removed, for
+# "what each bought", or a candidate added (issue 23: Hiverge's cifar10-speedrun, github.com/hiverge/cifar10-speedrun)
 ABLATIONS = {
     'no-lookahead':       dict(lookahead=False),
     'random-flip':        dict(flip=True),                           # each image flipped at random each epoch
@@ -121,4 +126,11 @@ ABLATIONS = {
     'no-identity-init':   dict(identity_init=False),                 # the convs start from PyTorch's default init
     'fp32':               dict(precision='fp32'),                    # no bf16 autocast on the CPU
     'adam':               dict(opt='adam', wd=WD, lr_max=None),      # fastai's Adam with the seed's one cycle and lr_find
+    # candidates, each on its own
+    'silu':               dict(act='silu'),                          # SiLU in the conv groups instead of GELU
+    'ls-0.09':            dict(label_smoothing=0.09),                # label smoothing 0.09 instead of 0.2
+    'whiten-bias-0.19':   dict(whiten_bias_epochs=0.19),             # the whitening bias learns for 0.19 epoch, not 3
+    'jitter':             dict(jitter=(0.14, 0.13)),                 # brightness and contrast jitter (in std units)
+    'hiverge-opt':        dict(bs=1536, lr_max=0.205, mom=0.655, sgd_lr=0.0573 * 1536, head_lr=0.5415 * 1536 * (9/256)**2,
+                               sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch and optimizer settings, to our mean loss
 }

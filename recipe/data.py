@@ -14,7 +14,7 @@ from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitt
                                URLs, default_device, image_extensions, parent_label, untar_data)
 from fastcore.script import CliError
 
-from .augment import BatchAugment
+from .augment import BatchAugment, ColorJitter
 from .space_app import decode as decode_image
 from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
                      PEAK_COPIES, SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
@@ -344,7 +344,7 @@ def split_tensors(dset, cache: ImageCache):
 
 def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
               pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None, stats=None,
-              valid_files=None):
+              valid_files=None, jitter=None):
     """fastai `DataLoaders` over a folder in one of `LAYOUTS`: the training images (augmented) and the test images
     (the validation set), resized to `size`; `pad` and `cutout` are pixels at 32x32, scaled in proportion.
     The test batches are twice as large as the training batches (no gradients are kept for them).
@@ -353,10 +353,13 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     class folders only. The loaders also carry `size`, `stats` (the normalization's mean and std) and, for a random
     split, `valid_files` and `valid_pct`. `stats`: the normalization's (mean, std), default `image_stats`'s.
     `valid_files`: for a folder of class folders, the held-out files (relative paths, as a run's split.json has them)
-    instead of a new random split: a resumed run keeps its own."""
+    instead of a new random split: a resumed run keeps its own. `jitter`: (brightness, contrast) of `ColorJitter` on
+    the normalized training batches (augment='batch' only), or None."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if flip == 'alternate' and augment != 'batch': raise RecipeError(f"flip 'alternate' needs augment 'batch', got {augment!r}")
+    if jitter and (augment != 'batch' or len(jitter) != 2 or min(jitter) < 0):
+        raise RecipeError(f"jitter must be (brightness, contrast), each >= 0, with augment 'batch'; got {jitter!r} with augment {augment!r}")
     if flip not in (True, False, 'alternate'): raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")
     if valid_pct is not None and not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1):
@@ -383,7 +386,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
                        splitter=GrandparentSplitter(train_name=train, valid_name=test) if train else FuncSplitter(valid.__contains__),
                        item_tfms=AlbumentationsTransform(train_augs(seed, size, pad, cutout, stats[0])) if augment == 'albumentations' else None,
                        batch_tfms=([BatchAugment(pad, flip is True, cutout, mean_uint8(stats[0]))] if augment == 'batch' else []) +
-                                  [Normalize.from_stats(*stats)])
+                                  [Normalize.from_stats(*stats)] + ([ColorJitter(*jitter)] if jitter else []))
     # Items are tensors already (CachedImage, Categorize): the ToTensor every block adds would only cost a
     # type dispatch per item, ~15% of the loader's time on a CPU core
     dblock.item_tfms = [t for t in dblock.item_tfms if not isinstance(t, ToTensor)]
@@ -394,7 +397,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
         dsets = dblock.datasets(files)
         dls = DataLoaders(*[InMemoryDL(ds, *split_tensors(ds, cache), bs=bs if is_train else 2 * bs, shuffle=is_train, drop_last=is_train,
                                        alternate_flip=is_train and flip == 'alternate',
-                                       after_batch=dblock.batch_tfms, device=device)  # IntToFloatTensor, BatchAugment, Normalize
+                                       after_batch=dblock.batch_tfms, device=device)  # IntToFloatTensor, BatchAugment, Normalize[, ColorJitter]
                             for ds, is_train in ((dsets.train, True), (dsets.valid, False))], path=path, device=device)
     dls.size, dls.stats, dls.valid_files, dls.valid_pct = size, stats, None if train else sorted(valid), None if train else valid_pct
     return dls

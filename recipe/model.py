@@ -3,14 +3,21 @@ fast profile's net after airbench94 (1,972,792 parameters at width 64, 1,971,352
 import torch
 from torch import nn
 
-__all__ = ['CustomResNet', 'FastNet', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
+__all__ = ['ACTS', 'CustomResNet', 'FastNet', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
+
+ACTS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}  # the activations a net can be built with (`act`)
 
 
-def conv_bn(c_in, c_out, pool=False):
-    "conv3x3 (no bias: BN follows) -> [MaxPool2d(2)] -> BN -> ReLU"
+def activation(act):
+    if act not in ACTS: raise ValueError(f"act must be one of {', '.join(ACTS)}, got {act!r}")
+    return nn.ReLU(inplace=True) if act == 'relu' else ACTS[act]()
+
+
+def conv_bn(c_in, c_out, pool=False, act='relu'):
+    "conv3x3 (no bias: BN follows) -> [MaxPool2d(2)] -> BN -> ReLU (or `act`)"
     layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
     if pool: layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(*layers, nn.BatchNorm2d(c_out), activation(act))
 
 
 class Residual(nn.Module):
@@ -19,24 +26,24 @@ class Residual(nn.Module):
     def forward(self, x): return x + self.block(x)
 
 
-def layer(c_in, c_out, residual):
+def layer(c_in, c_out, residual, act='relu'):
     "conv -> pool -> BN -> ReLU, then (optionally) a residual block of two conv-BN-ReLU added to it"
-    first = conv_bn(c_in, c_out, pool=True)
+    first = conv_bn(c_in, c_out, pool=True, act=act)
     if not residual: return first
-    return nn.Sequential(first, Residual(nn.Sequential(conv_bn(c_out, c_out), conv_bn(c_out, c_out))))
+    return nn.Sequential(first, Residual(nn.Sequential(conv_bn(c_out, c_out, act=act), conv_bn(c_out, c_out, act=act))))
 
 
 class CustomResNet(nn.Sequential):
     """PrepLayer w -> Layer1 2w (+R1) -> Layer2 4w -> Layer3 8w (+R2) -> global max pool -> FC. Returns logits.
     The write-up's MaxPool(4) is global at 32x32 (layer3 is 4x4 there): as a global pool the net takes any size >= 16."""
-    def __init__(self, n_out=10, width=64):
+    def __init__(self, n_out=10, width=64, act='relu'):
         if not (isinstance(width, int) and width > 0): raise ValueError(f"width must be a positive integer, got {width!r}")
         w = width
         super().__init__(
-            conv_bn(3, w),                     # prep:   (B, w, 32, 32) at size 32
-            layer(w, 2*w, residual=True),      # layer1: (B, 2w, 16, 16)
-            layer(2*w, 4*w, residual=False),   # layer2: (B, 4w, 8, 8)
-            layer(4*w, 8*w, residual=True),    # layer3: (B, 8w, 4, 4)
+            conv_bn(3, w, act=act),                     # prep:   (B, w, 32, 32) at size 32
+            layer(w, 2*w, residual=True, act=act),      # layer1: (B, 2w, 16, 16)
+            layer(2*w, 4*w, residual=False, act=act),   # layer2: (B, 4w, 8, 8)
+            layer(4*w, 8*w, residual=True, act=act),    # layer3: (B, 8w, 4, 4)
             nn.AdaptiveMaxPool2d(1), nn.Flatten(),  #    (B, 8w): MaxPool(4) at 32x32
             nn.Linear(8*w, n_out))
 
@@ -67,22 +74,23 @@ def identity_conv(c_in, c_out):
     return conv
 
 
-def conv_group(c_in, c_out):
-    "conv -> MaxPool2d(2) -> BN -> GELU -> conv -> BN -> GELU"
-    return nn.Sequential(identity_conv(c_in, c_out), nn.MaxPool2d(2), batch_norm(c_out), nn.GELU(),
-                         identity_conv(c_out, c_out), batch_norm(c_out), nn.GELU())
+def conv_group(c_in, c_out, act='gelu'):
+    "conv -> MaxPool2d(2) -> BN -> GELU -> conv -> BN -> GELU (or `act`)"
+    return nn.Sequential(identity_conv(c_in, c_out), nn.MaxPool2d(2), batch_norm(c_out), activation(act),
+                         identity_conv(c_out, c_out), batch_norm(c_out), activation(act))
 
 
 class FastNet(nn.Sequential):
-    "Frozen 2x2 whitening conv (24 filters) -> GELU -> groups w, 4w, 4w -> global max pool -> FC (x 1/9). Logits."
-    def __init__(self, n_out=10, width=64):
+    """Frozen 2x2 whitening conv (24 filters) -> GELU -> groups w, 4w, 4w -> global max pool -> FC (x 1/9). Logits.
+    `act`: the groups' activation (the one after the whitening stays GELU, as in airbench and Hiverge's speedrun)"""
+    def __init__(self, n_out=10, width=64, act='gelu'):
         if not (isinstance(width, int) and width > 0): raise ValueError(f"width must be a positive integer, got {width!r}")
         whiten = nn.Conv2d(3, 24, 2)                 # (B, 24, 31, 31); weights from `init_whitening`, never trained
         whiten.weight.requires_grad_(False)
         super().__init__(whiten, nn.GELU(),
-                         conv_group(24, width),      # (B, w, 15, 15)
-                         conv_group(width, 4*width),  # (B, 4w, 7, 7)
-                         conv_group(4*width, 4*width),  # (B, 4w, 3, 3)
+                         conv_group(24, width, act),      # (B, w, 15, 15)
+                         conv_group(width, 4*width, act),  # (B, 4w, 7, 7)
+                         conv_group(4*width, 4*width, act),  # (B, 4w, 3, 3)
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(),  # (B, 4w)
                          nn.Linear(4*width, n_out, bias=False), Mul(1/9))
 
@@ -118,7 +126,8 @@ def default_init(model):
 ARCHS = {'resnet': CustomResNet, 'fast': FastNet}
 
 
-def make_model(arch, n_out, width):
-    "One of ARCHS by name: 'resnet' (the custom ResNet) or 'fast' (the airbench94-style net)"
+def make_model(arch, n_out, width, act=None):
+    """One of ARCHS by name: 'resnet' (the custom ResNet) or 'fast' (the airbench94-style net), with activation `act`
+    (one of ACTS; None: the net's own, ReLU or GELU)"""
     if arch not in ARCHS: raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
-    return ARCHS[arch](n_out, width)
+    return ARCHS[arch](n_out, width) if act is None else ARCHS[arch](n_out, width, act)

@@ -117,6 +117,7 @@ def card_rows(record: dict, meta: dict) -> list:
             ('Classes', f"{len(meta['classes'])}: {', '.join(meta['classes'])}"),
             ('Input', f"RGB, {meta['size']}x{meta['size']} (other sizes are resized), normalised with mean {list(meta['mean'])} and std {list(meta['std'])}"),
             ('Model', f"{'custom ResNet-9' if meta['arch'] == 'resnet' else 'airbench-style net'} (`{meta['arch']}`), width {meta['width']}, "
+                      f"{meta['act'] + ' activation, ' if meta.get('act') else ''}"
                       f"{meta.get('parameters', 0):,} parameters"),
             ('Training', f"profile `{record['profile']}`: {record['epochs']} epochs, batch {record['bs']}, optimizer {record['opt']}, {lrs}, "
                          f"precision {record.get('precision')}, seed {record.get('seed')}, {record.get('world_size', 1)} process(es)"),

@@ -330,7 +330,7 @@ def run_dls(run, num_workers=None, device=None):
     dls = image_dls(run.data, bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
                     num_workers=num_workers, device=device, skip_bad=run.skip_bad,
                     augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
-                    valid_pct=run.valid_pct, max_memory=run.max_memory, valid_files=valid_files)
+                    valid_pct=run.valid_pct, max_memory=run.max_memory, valid_files=valid_files, jitter=s['jitter'])
     if p is not None and len(dls.train_ds) // p.size < dls.train.bs:  # every rank, the same answer: none waits
         raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
                           f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
@@ -367,7 +367,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16 mixed on CUDA; bf16 autocast on
     CPUs with bf16 instructions)."""
     s = dict(settings or SEED_PROFILE) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
-    model = make_model(s['arch'], len(dls.vocab), s['width'])
+    model = make_model(s['arch'], len(dls.vocab), s['width'], s['act'])
     model.initialize(s, lambda: training_images(dls))
     cbs = [PlainTensors()]
     if s['lookahead']: cbs.append(Lookahead())
@@ -569,7 +569,7 @@ def final_stage(learn, run, run_record, checkpoint, keep):
         classes = class_metrics(logits.cpu(), targets.as_subclass(torch.Tensor).cpu(), list(learn.dls.vocab))
         record.update(ece=classes['ece'], per_class=classes['per_class'])  # of the reported accuracy's logits
         mean, std = learn.dls.stats
-        meta = dict(format=MODEL_FORMAT, classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], tta=s['tta'],
+        meta = dict(format=MODEL_FORMAT, classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], act=s['act'], tta=s['tta'],
                     tta_below=s['tta_below'], n_out=len(learn.dls.vocab), size=s['size'], mean=mean, std=std,
                     profile=s['profile'], parameters=sum(w.numel() for w in learn.model.parameters()), test_accuracy=record['test_accuracy'], test_accuracy_no_tta=record.get('test_accuracy_no_tta'),
                     data_sha256=record['data']['file_list_sha256'], git_commit=record['git_commit'])
