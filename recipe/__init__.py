@@ -4,7 +4,7 @@ __version__ = '0.1.0'
 import warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # fastai 2.8 on torch 2.14: noise
 from .config import *
-from .model import CustomResNet, FastNet
+from .model import CustomResNet, FastNet, make_model
 from .augment import BatchAugment, batch_augment
 from .data import RecipeError, image_dls, train_augs
 from .seed import choose_lrs, find_lrs, fit_recipe

@@ -7,6 +7,7 @@
 | `ExpectedDuration`, `WhitenBias` | 0 | prints the expected duration; trains the whitening bias for its first epochs only |
 | `CPUAutocast` | 10 | bf16 autocast of the forward pass on a CPU |
 | `PlainTensors` | 11 | training batches as plain tensors (after the autocast and channels_last callbacks) |
+| `SmallEarly` | 12 | the first epochs' training batches at a smaller size (progressive resizing) |
 | `Lookahead` | 15 | pulls the net towards slow weights, after the optimizer step |
 | `KeepTestLogits` | 20 | keeps the last epoch's test logits for the final stage |
 | `RunRecord` | Recorder + 1 | metrics.csv and results.json after every epoch |
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from fastai.vision.all import Callback, Recorder
 
 from .checkpoint import rng_states, save_checkpoint
@@ -23,7 +25,7 @@ from .data import RecipeError
 from .distributed import first_bad, gather, rank0, unwrap
 from .record import write_csv, write_json
 
-__all__ = ['AlternatingFlip', 'StopOnNaN', 'ExpectedDuration', 'WhitenBias', 'CPUAutocast', 'PlainTensors', 'Lookahead',
+__all__ = ['AlternatingFlip', 'StopOnNaN', 'ExpectedDuration', 'WhitenBias', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'Lookahead',
            'KeepTestLogits', 'RunRecord', 'Checkpoint']
 
 
@@ -107,6 +109,18 @@ class PlainTensors(Callback):
     def before_batch(self):
         self.learn.xb = tuple(x.as_subclass(torch.Tensor) for x in self.xb)
         self.learn.yb = tuple(y.as_subclass(torch.Tensor) for y in self.yb)
+
+
+class SmallEarly(Callback):
+    """Progressive resizing (fastai's DAWNBench ImageNet entry, Howard 2018): the training batches of the first
+    `epochs` epochs are resized to `size` pixels (bilinear, antialiased), for about (size / full size)^2 of an
+    epoch's arithmetic; the later epochs and the test batches keep the full size"""
+    order, run_valid = 12, False  # after PlainTensors
+    def __init__(self, size, epochs): self.size, self.epochs = size, epochs
+    def before_batch(self):
+        if self.epoch >= self.epochs: return
+        x = F.interpolate(self.xb[0], size=self.size, mode='bilinear', antialias=True, align_corners=False)
+        self.learn.xb = (x.contiguous(memory_format=torch.channels_last),)
 
 
 class Lookahead(Callback):

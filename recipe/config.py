@@ -46,6 +46,8 @@ SEED_PROFILE = dict(
     pad=(PAD_TO - CROP) // 2,  # pixels of reflect padding before the random crop (batch augmentation)
     flip=True,              # random horizontal flip; 'alternate': airbench's alternating flip (batch path only)
     cutout=CUTOUT,          # pixels: side of the one square hole (0: none)
+    small_early=None,       # (pixels, epochs): the first `epochs` epochs train on images resized to `pixels` (progressive
+                            # resizing, recipe/callbacks.py SmallEarly), ~(pixels/size)^2 of the arithmetic; None: none
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
@@ -131,6 +133,8 @@ ABLATIONS = {
     'ls-0.09':            dict(label_smoothing=0.09),                # label smoothing 0.09 instead of 0.2
     'whiten-bias-0.19':   dict(whiten_bias_epochs=0.19),             # the whitening bias learns for 0.19 epoch, not 3
     'jitter':             dict(jitter=(0.14, 0.13)),                 # brightness and contrast jitter (in std units)
+    'small-early':        dict(small_early=(24, 1)),                 # the first epoch at 24x24 pixels: 0.56 of its FLOPs
+    'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24
     'hiverge-opt':        dict(bs=1536, lr_max=0.205, mom=0.655, sgd_lr=0.0573 * 1536, head_lr=0.5415 * 1536 * (9/256)**2,
                                sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch and optimizer settings, to our mean loss
 }

@@ -25,7 +25,7 @@ from fastai.vision.all import (CancelBatchException, CancelEpochException, Cross
 from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed
-from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, KeepTestLogits, Lookahead, PlainTensors,
+from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, KeepTestLogits, Lookahead, PlainTensors, SmallEarly,
                         RunRecord, StopOnNaN, WhitenBias)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
@@ -193,6 +193,11 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
         if fast_only: raise RecipeError(f"settings that do not go together: arch {s['arch']!r} with {', '.join(fast_only)} "
                                         "(the fast net's whitening layer): use arch 'fast', or a seed profile's settings")
     check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
+    if s['small_early'] is not None:
+        size, epochs = (list(s['small_early']) + [None, None])[:2] if isinstance(s['small_early'], (tuple, list)) else (None, None)
+        if not (isinstance(size, int) and 16 <= size < s['size'] and isinstance(epochs, int) and 0 < epochs < s['epochs']):
+            raise RecipeError(f"small_early must be (pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < "
+                              f"epochs {s['epochs']}, got {s['small_early']!r}")
     return dict(s, profile=profile)
 
 
@@ -373,6 +378,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['lookahead']: cbs.append(Lookahead())
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
+    if s['small_early']: cbs.append(SmallEarly(*s['small_early']))
     cuda = dls.device.type == 'cuda'
     if dls.device.type == 'mps':  # not verified on MPS: fp32 there
         if s['precision'] not in ('auto', 'fp32'): raise RecipeError(f"precision {s['precision']!r} on MPS: the recipe trains in fp32 there (--precision auto or fp32)")
