@@ -4,12 +4,14 @@ would end past the deadline (judged by the last run of its kind) is skipped and 
 1. the fast profile, seed 0: img/s per epoch, GPU utilisation, accuracy, time to 94%;
 2. the seed profile exactly as the write-up has it (width 64, 24 epochs, lr_find; batched augmentation: the same
    pad/crop/flip/cutout on the GPU), seed 0;
-3. bench/step_overhead.py with the real fast net: a plain PyTorch loop against the recipe's Learner, img/s;
-4. bench/compile_speed.py (eager against `torch.compile`d training steps of the fast net, and the compile's cost),
+3. the fast95 and fast96 profiles (after airbench95 and airbench96), seed 0 (seeds 1-2 later, in 6);
+4. bench/step_overhead.py with the real fast net: a plain PyTorch loop against the recipe's Learner, img/s;
+5. bench/compile_speed.py (eager against `torch.compile`d training steps of the fast net, and the compile's cost),
    then the fast profile with `--compile`, seed 0: whether compiling pays on this GPU;
-5. more seeds and epoch counts of the fast and quick profiles, the fast profile before Muon, and ablations.
+6. more seeds and epoch counts of the fast and quick profiles, the fast profile before Muon, and ablations.
 
-Every run's bench JSON goes to OUT/results/; OUT/gpu_check.json (the summary) is rewritten after every run.
+Every run's bench JSON goes to OUT/results/; OUT/gpu_check.json (the summary, with each run's wall time itemised by
+bench/fixed_cost.py) is rewritten after every run.
 
     python3 bench/gpu_runs.py --out OUT --data DIR [--budget 420] [--dry-run]
 """
@@ -22,10 +24,13 @@ from fastcore.script import call_parse
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recipe.bench import run_profile, time_to
+from fixed_cost import itemise
 
 FULL = [  # (name, profile, seed, overrides)
     ('fast-s0', 'fast', 0, {}),
     ('seed-w64-s0', 'seed', 0, dict(augment='batch')),
+    ('fast95-s0', 'fast95', 0, {}),
+    ('fast96-s0', 'fast96', 0, {}),
     ('step-overhead', None, None, {}),
     ('compile-speed', None, None, {}),
     ('fast-compile-s0', 'fast', 0, dict(compile=True)),
@@ -37,10 +42,13 @@ FULL = [  # (name, profile, seed, overrides)
     ('fast-sgd-e10-s0', 'fast-sgd', 0, dict(epochs=10)),
     ('fast-sgd-e10-alternate-flip-s0', 'fast-sgd', 0, dict(epochs=10, ablation='alternate-flip')),
     *[(f'fast-ablation-{a}-s0', 'fast', 0, dict(ablation=a)) for a in ('random-flip', 'sgd', 'no-whitening', 'no-label-smoothing', 'no-identity-init')],
+    *[(f'fast95-s{s}', 'fast95', s, {}) for s in (1, 2)],
     *[(f'fast-s{s}', 'fast', s, {}) for s in (5, 6, 7, 8, 9)],
+    *[(f'fast96-s{s}', 'fast96', s, {}) for s in (1, 2)],
 ]
 DRY = [('fast-s0', 'fast', 0, dict(epochs=2, bs=50)), ('seed-w64-s0', 'seed', 0, dict(augment='batch', epochs=1, width=8, bs=50)),
-       ('step-overhead', None, None, {}), ('compile-speed', None, None, {}), ('quick-s0', 'quick', 0, dict(epochs=1, bs=50))]
+       ('step-overhead', None, None, {}), ('compile-speed', None, None, {}), ('quick-s0', 'quick', 0, dict(epochs=1, bs=50)),
+       ('fast96-s0', 'fast96', 0, dict(epochs=2, width=8, bs=50))]
 
 
 class Utilisation:
@@ -65,7 +73,8 @@ def summary_of(path) -> dict:
                 test_accuracy_no_tta=r.get('test_accuracy_no_tta'), wall_seconds=r['wall_seconds'],
                 epoch_seconds=secs, train_img_per_s_best_epoch=round(r['data']['n_train'] / min(secs)) if secs else None,
                 time_to_94=time_to(r, 0.94), time_to_90=time_to(r, 0.90), precision=r.get('precision'),
-                n_train=r['data']['n_train'], n_test=r['data']['n_test'], git_commit=r.get('git_commit'), file=Path(path).name)
+                n_train=r['data']['n_train'], n_test=r['data']['n_test'], git_commit=r.get('git_commit'), file=Path(path).name,
+                fixed_cost=itemise(r) if r['complete'] and 'phases' in r else None)  # bench/fixed_cost.py
 
 
 @call_parse

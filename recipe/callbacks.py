@@ -178,11 +178,14 @@ class RunRecord(Callback):
     def before_fit(self):
         "Start the CSV and JSON; on resume, keep the epochs the checkpoint holds and continue after them"
         self.record.update(complete=False, per_epoch=self.record.get('per_epoch', [])[:self.start_epoch],
-                           per_epoch_wall=self.record.get('per_epoch_wall', [])[:self.start_epoch])
+                           per_epoch_wall=self.record.get('per_epoch_wall', [])[:self.start_epoch],
+                           per_epoch_test_seconds=self.record.get('per_epoch_test_seconds', [])[:self.start_epoch])
         write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])
         self.save()  # a run cut short in its first epoch still leaves its record
 
     def before_epoch(self): self.t_epoch = time.perf_counter()
+    def before_validate(self): self.t_test = time.perf_counter()
+    def after_validate(self): self.test_seconds = time.perf_counter() - self.t_test
 
     def after_epoch(self):
         if self.epoch < self.start_epoch: return  # skipped on resume
@@ -192,6 +195,7 @@ class RunRecord(Callback):
         self.record['per_epoch'].append(row)
         write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])  # whole: a full disk leaves the old file
         self.record['per_epoch_wall'].append(round(time.perf_counter() - self.t0, 1))  # since the run started: time-to-accuracy
+        self.record['per_epoch_test_seconds'].append(round(self.test_seconds, 2))  # of `seconds`: the epoch's test pass
         self.record.update(test_accuracy=acc, test_loss=test_loss)
         self.save()
 

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from fastai.vision.all import Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg
 
-from .config import TRIANGLE
 from .distributed import unwrap
 from .record import TABLE_HEADER, print_row
 
@@ -115,7 +114,8 @@ def pick_lrs(learn, s, out) -> dict:
 def lr_text(s) -> str:
     if s['opt'] == 'muon': return (f"LR (fixed, decaying linearly to 0): filters {s['lr_max']:.2e} (Muon), biases {s['sgd_lr']:.3g}, "
                                    f"head {s['head_lr']:.3g} (Nesterov SGD)")
-    return f"LR {TRIANGLE[0]*s['lr_max']:.2e} -> {s['lr_max']:.2e} -> {TRIANGLE[2]*s['lr_max']:.2e} (fixed)"
+    start, _, end = s['schedule']
+    return f"LR {start*s['lr_max']:.2e} -> {s['lr_max']:.2e} -> {end*s['lr_max']:.2e} (fixed)"
 
 
 def fit_muon(learn, epochs, settings, cbs=None, start_epoch=0):
@@ -131,11 +131,11 @@ def fit_muon(learn, epochs, settings, cbs=None, start_epoch=0):
 
 
 def fit_fast(learn, epochs, lr_max, settings, cbs=None, start_epoch=0):
-    """The fast profiles: `TRIANGLE` x lr_max per param group (the BatchNorm biases x bias_lr), coupled L2 of
+    """The fast profiles: their `schedule` (a triangle, TRIANGLE) x lr_max per param group (the BatchNorm biases x bias_lr), coupled L2 of
     wd / (group's peak LR), so every weight shrinks by `wd` per step at the peak."""
     if learn.logger is print_row: print_row(TABLE_HEADER)
     lrs = [lr_max * settings['bias_lr'], lr_max]  # the groups of `param_groups`
-    learn.fit(epochs, lr=lrs, wd=[settings['wd'] / lr for lr in lrs], cbs=[triangle(lrs, *TRIANGLE)] + (cbs or []),
+    learn.fit(epochs, lr=lrs, wd=[settings['wd'] / lr for lr in lrs], cbs=[triangle(lrs, *settings['schedule'])] + (cbs or []),
               start_epoch=start_epoch)
 
 

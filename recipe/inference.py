@@ -38,7 +38,8 @@ def load(path) -> torch.nn.Module:
         raise RecipeError(f"{meta_path} has model format {version!r}; this recipe reads formats 1 to {MODEL_FORMAT} "
                           "(a newer recipe wrote it? update recipe)")
     try:
-        model = make_model(meta.get('arch', 'resnet'), meta['n_out'], meta['width'], meta.get('act'))  # no act: the net's own
+        model = make_model(meta.get('arch', 'resnet'), meta['n_out'], meta['width'],  # what a model.json lacks: the net's own
+                           **{k: meta.get(k) for k in ('act', 'widths', 'depth')})
         model.load_state_dict(state)
     except Exception as e: raise RecipeError(f"{path} does not hold this recipe's model as {meta_path} describes it: {e}") from None
     model.classes, model.mean, model.std, model.tta = meta['classes'], meta['mean'], meta['std'], meta.get('tta', 0)

@@ -60,9 +60,9 @@ class Mul(nn.Module):
     def forward(self, x): return x * self.scale
 
 
-def batch_norm(c):
+def batch_norm(c, mom=0.4):
     "BatchNorm with no learned scale (weight frozen at 1) and fast-moving statistics (PyTorch momentum 0.4)"
-    bn = nn.BatchNorm2d(c, momentum=0.4, eps=1e-12)
+    bn = nn.BatchNorm2d(c, momentum=mom, eps=1e-12)
     bn.weight.requires_grad_(False)
     return bn
 
@@ -74,25 +74,35 @@ def identity_conv(c_in, c_out):
     return conv
 
 
-def conv_group(c_in, c_out, act='gelu'):
-    "conv -> MaxPool2d(2) -> BN -> GELU -> conv -> BN -> GELU (or `act`)"
-    return nn.Sequential(identity_conv(c_in, c_out), nn.MaxPool2d(2), batch_norm(c_out), activation(act),
-                         identity_conv(c_out, c_out), batch_norm(c_out), activation(act))
+def conv_group(c_in, c_out, act='gelu', depth=2, bn_mom=0.4):
+    """depth 2: conv -> MaxPool2d(2) -> BN -> GELU -> conv -> BN -> GELU (or `act`). depth 3 (airbench96): the second
+    conv's output is followed by a third conv -> BN, added to the first's output (a residual), then GELU."""
+    first = [identity_conv(c_in, c_out), nn.MaxPool2d(2), batch_norm(c_out, bn_mom), activation(act)]
+    if depth == 2: return nn.Sequential(*first, identity_conv(c_out, c_out), batch_norm(c_out, bn_mom), activation(act))
+    return nn.Sequential(*first, Residual(nn.Sequential(identity_conv(c_out, c_out), batch_norm(c_out, bn_mom), activation(act),
+                                                        identity_conv(c_out, c_out), batch_norm(c_out, bn_mom))), activation(act))
 
 
 class FastNet(nn.Sequential):
     """Frozen 2x2 whitening conv (24 filters) -> GELU -> groups w, 4w, 4w -> global max pool -> FC (x 1/9). Logits.
-    `act`: the groups' activation (the one after the whitening stays GELU, as in airbench and Hiverge's speedrun)"""
-    def __init__(self, n_out=10, width=64, act='gelu'):
+    `act`: the groups' activation (the one after the whitening stays GELU, as in airbench and Hiverge's speedrun).
+    `widths`: the three groups' channels instead of (w, 4w, 4w) (airbench95: 128, 384, 384); `depth`: convs per group,
+    2 or 3 (`conv_group`); `bn_mom`: the BatchNorms' PyTorch momentum (airbench96: PyTorch's default, 0.1)"""
+    def __init__(self, n_out=10, width=64, act='gelu', widths=None, depth=2, bn_mom=0.4):
         if not (isinstance(width, int) and width > 0): raise ValueError(f"width must be a positive integer, got {width!r}")
+        widths = tuple(widths or (width, 4*width, 4*width))
+        if not (len(widths) == 3 and all(isinstance(w, int) and w > 0 for w in widths)):
+            raise ValueError(f"widths must be 3 positive integers, got {widths!r}")
+        w1, w2, w3 = widths
+        if depth not in (2, 3): raise ValueError(f"depth must be 2 or 3, got {depth!r}")
         whiten = nn.Conv2d(3, 24, 2)                 # (B, 24, 31, 31); weights from `init_whitening`, never trained
         whiten.weight.requires_grad_(False)
         super().__init__(whiten, nn.GELU(),
-                         conv_group(24, width, act),      # (B, w, 15, 15)
-                         conv_group(width, 4*width, act),  # (B, 4w, 7, 7)
-                         conv_group(4*width, 4*width, act),  # (B, 4w, 3, 3)
-                         nn.AdaptiveMaxPool2d(1), nn.Flatten(),  # (B, 4w)
-                         nn.Linear(4*width, n_out, bias=False), Mul(1/9))
+                         conv_group(24, w1, act, depth, bn_mom),  # (B, w, 15, 15)
+                         conv_group(w1, w2, act, depth, bn_mom),  # (B, 4w, 7, 7)
+                         conv_group(w2, w3, act, depth, bn_mom),  # (B, 4w, 3, 3)
+                         nn.AdaptiveMaxPool2d(1), nn.Flatten(),    # (B, 4w)
+                         nn.Linear(w3, n_out, bias=False), Mul(1/9))
 
     def initialize(self, s, images):
         """The init of settings `s`: the first conv whitens `images()` (the training images, normalized; a function,
@@ -126,8 +136,9 @@ def default_init(model):
 ARCHS = {'resnet': CustomResNet, 'fast': FastNet}
 
 
-def make_model(arch, n_out, width, act=None):
+def make_model(arch, n_out, width, act=None, **shape):
     """One of ARCHS by name: 'resnet' (the custom ResNet) or 'fast' (the airbench94-style net), with activation `act`
-    (one of ACTS; None: the net's own, ReLU or GELU)"""
+    (one of ACTS; None: the net's own, ReLU or GELU); `shape`: the fast net's widths, depth, bn_mom (None: its own)"""
     if arch not in ARCHS: raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
-    return ARCHS[arch](n_out, width) if act is None else ARCHS[arch](n_out, width, act)
+    options = {k: v for k, v in dict(act=act, **shape).items() if v is not None}
+    return ARCHS[arch](n_out, width, **options)

@@ -15,7 +15,7 @@ one `Run`, which carries the process group of a distributed run.
 """
 import ctypes, importlib, json, os, shutil, sys, time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -157,8 +157,17 @@ class Run:
     start_epoch: int = 0    # epochs done before this process started (a resumed run)
     ckpt: dict = None       # the checkpoint resumed from; None for a new run
     record: dict = None     # the record (results.json); a new run gets its first once its LRs are chosen
+    phases: dict = field(default_factory=dict)  # seconds of this process's parts outside the epochs (`timed`)
     @property
     def rank0(self) -> bool: return rank0(self.process)
+
+
+@contextmanager
+def timed(run, phase):
+    "Adds the seconds the block takes to run.phases[phase]: the fixed costs of a run, itemised in its record"
+    t = time.perf_counter()
+    try: yield
+    finally: run.phases[phase] = round(run.phases.get(phase, 0) + time.perf_counter() - t, 2)
 
 
 # train()'s arguments that override a profile's settings (the rest are about the data, the run folder and the process)
@@ -180,6 +189,9 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     s = ({k: v for k, v in PROFILES[profile].items() if k != 'doc'} | (settings or {}) |
          {k: v for k, v in overrides.items() if v is not None})
+    if s.get('widths') and overrides.get('width') is not None:  # a wider or narrower net of the same proportions
+        base = {k: v for k, v in PROFILES[profile].items()} | (settings or {})
+        s['widths'] = tuple(max(1, round(w * overrides['width'] / base['width'])) for w in s['widths'])
     unknown = set(s) - set(SEED_PROFILE)
     if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
     if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
@@ -187,9 +199,10 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
     if s['flip'] == 'alternate' and s['augment'] != 'batch':
         raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {s['augment']!r}")
-    if s['arch'] != 'fast':  # these need the fast net's whitening conv (net[0].bias)
+    if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
         fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
-                                                     ('whiten_bias_epochs', s['whiten_bias_epochs'])) if on]
+                                                     ('whiten_bias_epochs', s['whiten_bias_epochs']), ('widths', s['widths']),
+                                                     ('depth', s['depth'] != 2), ('bn_mom', s['bn_mom'] != 0.4)) if on]
         if fast_only: raise RecipeError(f"settings that do not go together: arch {s['arch']!r} with {', '.join(fast_only)} "
                                         "(the fast net's whitening layer): use arch 'fast', or a seed profile's settings")
     check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
@@ -312,7 +325,8 @@ def run_learner(run, num_workers=None, device=None) -> Learner:
     augmentation); a resumed run's weights, optimizer state and place in the schedule from its checkpoint"""
     s, seed, p = run.settings, run.seed, run.process
     if seed is not None: set_seed(seed, reproducible=True)
-    learn = make_learner(run_dls(run, num_workers, device), path=run.out, settings=s)
+    with timed(run, 'data'): dls = run_dls(run, num_workers, device)  # decoding, or reading the cache
+    with timed(run, 'model'): learn = make_learner(dls, path=run.out, settings=s)  # the whitening's sample included
     if p is not None:
         if seed is not None: set_seed(seed + p.rank, reproducible=True)
         if p.rank: learn.remove_cb(ProgressCallback); learn.logger = noop  # rank 0 speaks for the run
@@ -372,7 +386,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     callbacks. channels_last always; the precision of `choose_precision` (bf16 or fp16 mixed on CUDA; bf16 autocast on
     CPUs with bf16 instructions)."""
     s = dict(settings or SEED_PROFILE) | {k: v for k, v in dict(width=width, wd=wd).items() if v is not None}
-    model = make_model(s['arch'], len(dls.vocab), s['width'], s['act'])
+    model = make_model(s['arch'], len(dls.vocab), s['width'], **net_shape(s))
     model.initialize(s, lambda: training_images(dls))
     cbs = [PlainTensors()]
     if s['lookahead']: cbs.append(Lookahead())
@@ -398,6 +412,11 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if not (IN_NOTEBOOK or sys.stdout.isatty()):
         learn.remove_cb(ProgressCallback); learn.logger = print_row
     return learn
+
+
+def net_shape(s) -> dict:
+    "What the net is built from besides its arch and width: its activation, and the fast net's widths and depth"
+    return dict(act=s['act']) | (dict(widths=s['widths'], depth=s['depth'], bn_mom=s['bn_mom']) if s['arch'] == 'fast' else {})
 
 
 class RecipeLearner(Learner):
@@ -564,7 +583,7 @@ def final_stage(learn, run, run_record, checkpoint, keep):
         if plain is None:  # other weights than the last epoch's test pass saw (a callback loaded them), or no pass (resumed)
             plain, targets = test_logits(learn)
             record.update(test_loss=float(learn.loss_func(plain, targets)), test_accuracy=accuracy_of(plain, targets))
-        logits, targets = test_logits(learn, s['tta'], s['tta_below'], plain)
+        with timed(run, 'tta'): logits, targets = test_logits(learn, s['tta'], s['tta_below'], plain)
         if s['tta']:
             record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])
             record['test_loss'] = float(learn.loss_func(logits, targets))
@@ -575,15 +594,15 @@ def final_stage(learn, run, run_record, checkpoint, keep):
         classes = class_metrics(logits.cpu(), targets.as_subclass(torch.Tensor).cpu(), list(learn.dls.vocab))
         record.update(ece=classes['ece'], per_class=classes['per_class'])  # of the reported accuracy's logits
         mean, std = learn.dls.stats
-        meta = dict(format=MODEL_FORMAT, classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], act=s['act'], tta=s['tta'],
+        meta = dict(format=MODEL_FORMAT, classes=list(learn.dls.vocab), arch=s['arch'], width=s['width'], **net_shape(s), tta=s['tta'],
                     tta_below=s['tta_below'], n_out=len(learn.dls.vocab), size=s['size'], mean=mean, std=std,
                     profile=s['profile'], parameters=sum(w.numel() for w in learn.model.parameters()), test_accuracy=record['test_accuracy'], test_accuracy_no_tta=record.get('test_accuracy_no_tta'),
                     data_sha256=record['data']['file_list_sha256'], git_commit=record['git_commit'])
-        save_weights(learn.model, out/'model', meta)
-        checkpoint.whole_history(learn.recorder)
-        save_run_plots(learn, out, logits, targets)
+        with timed(run, 'weights'): save_weights(learn.model, out/'model', meta); checkpoint.whole_history(learn.recorder)
+        with timed(run, 'plots'): save_run_plots(learn, out, logits, targets)
     run_record.save(stopped=None)  # the wall time, for the card
-    write_model_card(out, record, meta)
+    with timed(run, 'card'): write_model_card(out, record, meta)
+    record['phases'] = dict(record.get('phases', {}), **run.phases)  # a resumed run: this process's
     run_record.save(complete=True)  # a run cut short before this resumes to finish the stage
     write_run_page(out)  # report.html, from what is on disk; `recipe show` makes it again if this is cut short
     print(f"test accuracy {record['test_accuracy']:.4f}  ({record['wall_seconds']:.0f} s)  run folder: {out}", flush=True)

@@ -1,7 +1,10 @@
-"""Issue 23's candidate changes to the fast profile (after Hiverge's cifar10-speedrun), each a setting: the net's
-activation, brightness/contrast jitter, the whitening bias for a fraction of an epoch, and bench's combined ablations."""
+"""Variants of the fast profile, each a setting: the candidates of issue 23 (after Hiverge's cifar10-speedrun: the
+net's activation, brightness/contrast jitter, the whitening bias for a fraction of an epoch; progressive resizing), bench's
+combined ablations, and the wider nets of the fast95 and fast96 profiles (after airbench95 and airbench96)."""
 import json
 import re
+
+import numpy as np
 
 import pytest
 import torch
@@ -88,3 +91,45 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_and_tests_at_full
     for bad in [(24, 2), (32, 1), (12, 1), 24]:  # every epoch small, not smaller, too small, not a pair
         with pytest.raises(RecipeError, match=r"small_early must be \(pixels, epochs\).*got " + re.escape(repr(bad))):
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(small_early=bad), epochs=2)
+
+
+def convs(net): return [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def test_the_fast_net_takes_the_widths_and_depth_of_airbench95_and_airbench96():
+    assert convs(recipe.FastNet(10, 8)) == [24, 8, 8, 32, 32, 32, 32]  # (w, 4w, 4w), 2 convs a group
+    assert convs(recipe.FastNet(10, 8, widths=(16, 24, 40))) == [24, 16, 16, 24, 24, 40, 40]
+    net = recipe.FastNet(10, 8, widths=(16, 24, 40), depth=3, bn_mom=0.1)
+    assert convs(net) == [24, 16, 16, 16, 24, 24, 24, 40, 40, 40]
+    assert {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    group = net[2]
+    block = next(m for m in group.modules() if type(m).__name__ == 'Residual')
+    x = torch.randn(2, 24, 8, 8)
+    first = group[:4](x)
+    assert torch.allclose(group(x), group[-1](first + block.block(first)))  # the last two convs add to the first's output
+    with pytest.raises(ValueError, match='widths must be 3 positive integers'): recipe.FastNet(10, 8, widths=(16, 24))
+    with pytest.raises(ValueError, match='depth must be 2 or 3, got 4'): recipe.FastNet(10, 8, depth=4)
+
+
+def test_fast95_and_fast96_are_airbench95_and_airbench96_in_our_units():
+    s95, s96 = recipe.settings_for('fast95'), recipe.settings_for('fast96')
+    assert (s95['widths'], s95['epochs'], s95['depth'], s95['flip']) == ((128, 384, 384), 15, 2, 'alternate')
+    assert s95['lr_max'] == pytest.approx(10.0 / (1 + 1 / (1 - 0.85))) and s95['wd'] == 0.002
+    assert (s96['widths'], s96['depth'], s96['epochs'], s96['pad'], s96['cutout'], s96['bn_mom']) == ((128, 384, 512), 3, 37, 4, 12, 0.1)
+    assert s96['schedule'] == (0.2, 0.1, 0.0) and s96['lr_max'] == pytest.approx(9.0 / 7.6667, rel=1e-3)
+    assert recipe.settings_for('fast96', width=16)['widths'] == (16, 48, 64)  # --width keeps the proportions
+    with pytest.raises(RecipeError, match="arch 'resnet' with widths"): recipe.settings_for('seed', dict(widths=(8, 8, 8)))
+
+
+def test_a_fast96_run_trains_on_its_schedule_and_saves_its_net(tiny, tmp_path):
+    out = tmp_path/'run'
+    learn = recipe.train(tiny, out=out, profile='fast96', epochs=2, width=8, bs=50, seed=0)
+    lrs = np.array(learn.recorder.hps['lr'])  # 8 steps: up from 0.2 x over 10% of training, down to 0
+    peak = recipe.settings_for('fast96')['lr_max']
+    assert lrs[0] == pytest.approx(0.2 * peak) and lrs.max() <= peak and lrs[-1] == pytest.approx(peak / 8 * (1 / 0.9), rel=0.02)
+    meta = json.loads((out/'model.json').read_text())
+    assert (meta['widths'], meta['depth']) == ([8, 24, 32], 3)
+    model = recipe.load(out)
+    assert convs(model) == [24, 8, 8, 8, 24, 24, 24, 32, 32, 32]
+    images = sorted((tiny/'test').rglob('*.png'))[:4]
+    assert all(isinstance(p, list) for p in recipe.predict(model, images))

@@ -1,0 +1,42 @@
+"""Where a run's wall time goes besides training (issue 23, part 5): from bench JSONs (or run folders' results.json)
+that have `phases` and `per_epoch_test_seconds`, one column per run:
+
+    python bench/fixed_cost.py bench/results/fast-w64-e7-*.json [--json OUT]
+
+- start: the run's start to its first epoch: `data` (decoding or the cache), `model` (the net, the whitening), other
+  (the record, the checks, lr_find where a profile has it);
+- epochs: training, the per-epoch test passes, and between epochs (the record and the checkpoint);
+- final stage: `tta` (the test set with TTA), `weights`, `plots`, `card`, other;
+- end to end / training: the aim is at most 2.
+"""
+import json
+from pathlib import Path
+
+from fastcore.script import call_parse
+
+
+def itemise(r) -> dict:
+    "Seconds of each part of run record `r` (a complete run of one process, recorded with `phases`)"
+    ph, pe, walls = r['phases'], r['per_epoch'], r['per_epoch_wall']
+    epoch_s, test_s = sum(e['seconds'] for e in pe), sum(r['per_epoch_test_seconds'])
+    start = walls[0] - pe[0]['seconds']
+    final = r['wall_seconds'] - walls[-1]
+    final_known = sum(ph.get(k, 0) for k in ('tta', 'weights', 'plots', 'card'))
+    parts = {'start: data': ph['data'], 'start: model': ph['model'], 'start: other': start - ph['data'] - ph['model'],
+             'epochs: training': epoch_s - test_s, 'epochs: test passes': test_s,
+             'epochs: between (record, checkpoint)': walls[-1] - start - epoch_s,
+             **{f'final: {k}': ph.get(k, 0) for k in ('tta', 'weights', 'plots', 'card')}, 'final: other': final - final_known}
+    parts = {k: round(v, 1) for k, v in parts.items()}
+    return dict(parts, wall=r['wall_seconds'], end_to_end_over_training=round(r['wall_seconds'] / (epoch_s - test_s), 2))
+
+
+@call_parse
+def main(files: str = None,  # bench JSON files or run folders, separated by spaces
+         *more: str, json_out: str = None):  # write the table as JSON too
+    "Itemise the wall time of each run"
+    paths = [Path(f) for f in ([files] if files else []) + list(more)]
+    rows = {p.name: itemise(json.loads((p/'results.json' if p.is_dir() else p).read_text())) for p in paths}
+    keys = list(next(iter(rows.values())))
+    print('| part | ' + ' | '.join(rows) + ' |\n|---|' + '---|' * len(rows))
+    for k in keys: print(f'| {k} | ' + ' | '.join(f'{r[k]}' for r in rows.values()) + ' |')
+    if json_out: Path(json_out).write_text(json.dumps(rows, indent=1))
