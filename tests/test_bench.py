@@ -1,5 +1,7 @@
 import json, os, subprocess, sys
 
+import pytest
+
 from recipe.bench import run_profile, write_report
 from recipe.run import choose_precision
 from conftest import ROOT
@@ -94,12 +96,16 @@ def test_gpu_check_dry_run_on_the_cpu(tiny, tmp_path):
     assert '200 training and 50 test files' in p.stdout
     summary = json.loads((out/'gpu_check.json').read_text())
     assert summary['dry_run'] and not summary['failed'] and not summary['skipped']
-    assert set(summary['runs']) == {'fast-s0', 'seed-w64-s0', 'step-overhead', 'compile-speed', 'quick-s0'}
+    assert set(summary['runs']) == {'fast-s0', 'seed-w64-s0', 'step-overhead', 'compile-speed', 'quick-s0', 'fast96-s0'}
     assert summary['runs']['compile-speed']['eager_ms_per_step'] > 0 and summary['runs']['compile-speed']['compiled_ms_per_step'] > 0
     fast = summary['runs']['fast-s0']
     assert fast['complete'] and fast['epochs'] == 2 and fast['n_train'] == 200 and len(fast['epoch_seconds']) == 2
+    cost = fast['fixed_cost']  # bench/fixed_cost.py: the parts add up to the wall time
+    assert cost['epochs: training'] > 0 and cost['start: data'] > 0 and cost['final: tta'] > 0
+    assert sum(v for k, v in cost.items() if ':' in k) == pytest.approx(cost['wall'], abs=0.6)
+    assert summary['runs']['fast96-s0']['complete']
     with tarfile.open(out/'results.tar.gz') as t:
-        assert len([n for n in t.getnames() if n.endswith('.json')]) == 3
+        assert len([n for n in t.getnames() if n.endswith('.json')]) == 4
     assert not (out/'results').exists()
 
 
