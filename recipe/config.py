@@ -2,7 +2,7 @@
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
            'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE', 'ECE_BINS',
            'STATS_SAMPLE', 'MEMORY_FRACTION', 'PEAK_COPIES',
-           'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'FAST95', 'FAST96', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
+           'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'FAST7', 'FAST95', 'FAST96', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
 BS = 512                # images per batch (the original write-up)
@@ -113,31 +113,6 @@ FAST = FAST_SGD | dict(
     wd=0.004,               # L2 x LR of the SGD groups at their initial LR: 2e-6 per summed example x 2,000
     bias_lr=1, lookahead=False, flip='alternate',
 )
-# After airbench95 and airbench96 (legacy/ in the same repository: 95.01% in 15 epochs and 96.03% in 37 epochs on
-# average, on an A100): airbench94's training (FAST_SGD) with wider nets, their LRs and weight decays turned the same way
-# (x 1 / NESTEROV_GAIN per 1024 summed examples), and airbench's alternating flip.
-NESTEROV_GAIN = 1 + 1 / (1 - 0.85)  # 7.67: how much larger than the gradient Nesterov steps at momentum 0.85 are
-FAST95 = FAST_SGD | dict(
-    width=128, widths=(128, 384, 384), epochs=15,
-    lr_max=10.0 / NESTEROV_GAIN,  # airbench95: 10.0 per 1024 summed examples
-    flip='alternate',       # airbench95: 94.95% with a random flip instead
-)
-FAST96 = FAST_SGD | dict(
-    width=128, widths=(128, 384, 512), depth=3, bn_mom=0.1, epochs=37,
-    lr_max=9.0 / NESTEROV_GAIN, wd=0.012 / NESTEROV_GAIN,  # airbench96: 9.0 and 0.012 per 1024 summed examples
-    schedule=(0.2, 0.1, 0.0),  # up to the peak over the first 10% of training, then down to 0
-    pad=4, cutout=12,       # translate by up to 4 pixels, a 12-pixel hole
-    flip='alternate',
-)
-PROFILES = {
-    'seed':     SEED_PROFILE | dict(doc='the original recipe exactly (width 64: a GPU configuration, ~5 h per run on 2 CPU cores)'),
-    'seed-w32': SEED_PROFILE | dict(width=32, doc='the original recipe at width 32: a quarter of the compute'),
-    'fast':     FAST | dict(doc='airbench94_muon-style net and training (Muon) in fastai, for 94%'),
-    'quick':    FAST | dict(epochs=3, doc='the fast profile for 3 epochs, for 90% as soon as possible'),
-    'fast-sgd': FAST_SGD | dict(doc='the fast profile before Muon: airbench94-style Nesterov SGD, 12 epochs'),
-    'fast95':   FAST95 | dict(doc='after airbench95 (widths 128/384/384, 15 epochs), for 95%'),
-    'fast96':   FAST96 | dict(doc='after airbench96 (widths 128/384/512, 3 convs a group, 37 epochs), for 96%: a GPU profile'),
-}
 # One change to a profile at a time (`bench PROFILE --ablation NAME`): an ingredient of the fast profiles removed, for
 # "what each bought", or a candidate added (issue 23: Hiverge's cifar10-speedrun, github.com/hiverge/cifar10-speedrun)
 ABLATIONS = {
@@ -161,4 +136,33 @@ ABLATIONS = {
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24
     'hiverge-opt':        dict(bs=1536, lr_max=0.205, mom=0.655, sgd_lr=0.0573 * 1536, head_lr=0.5415 * 1536 * (9/256)**2,
                                sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch and optimizer settings, to our mean loss
+}
+# The fast profile in 7 epochs with the candidates that helped on their own in the quick profile's screen (issue 23,
+# docs/results.md): Hiverge's batch and optimizer settings, its label smoothing and its brightness/contrast jitter
+FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] | ABLATIONS['jitter']
+# After airbench95 and airbench96 (legacy/ in the same repository: 95.01% in 15 epochs and 96.03% in 37 epochs on
+# average, on an A100): airbench94's training (FAST_SGD) with wider nets, their LRs and weight decays turned the same way
+# (x 1 / NESTEROV_GAIN per 1024 summed examples), and airbench's alternating flip.
+NESTEROV_GAIN = 1 + 1 / (1 - 0.85)  # 7.67: how much larger than the gradient Nesterov steps at momentum 0.85 are
+FAST95 = FAST_SGD | dict(
+    width=128, widths=(128, 384, 384), epochs=15,
+    lr_max=10.0 / NESTEROV_GAIN,  # airbench95: 10.0 per 1024 summed examples
+    flip='alternate',       # airbench95: 94.95% with a random flip instead
+)
+FAST96 = FAST_SGD | dict(
+    width=128, widths=(128, 384, 512), depth=3, bn_mom=0.1, epochs=37,
+    lr_max=9.0 / NESTEROV_GAIN, wd=0.012 / NESTEROV_GAIN,  # airbench96: 9.0 and 0.012 per 1024 summed examples
+    schedule=(0.2, 0.1, 0.0),  # up to the peak over the first 10% of training, then down to 0
+    pad=4, cutout=12,       # translate by up to 4 pixels, a 12-pixel hole
+    flip='alternate',
+)
+PROFILES = {
+    'seed':     SEED_PROFILE | dict(doc='the original recipe exactly (width 64: a GPU configuration, ~5 h per run on 2 CPU cores)'),
+    'seed-w32': SEED_PROFILE | dict(width=32, doc='the original recipe at width 32: a quarter of the compute'),
+    'fast':     FAST | dict(doc='airbench94_muon-style net and training (Muon) in fastai, for 94%'),
+    'quick':    FAST | dict(epochs=3, doc='the fast profile for 3 epochs, for 90% as soon as possible'),
+    'fast-sgd': FAST_SGD | dict(doc='the fast profile before Muon: airbench94-style Nesterov SGD, 12 epochs'),
+    'fast7':    FAST7 | dict(doc='the fast profile in 7 epochs with the changes that helped in the 3-epoch screen (issue 23)'),
+    'fast95':   FAST95 | dict(doc='after airbench95 (widths 128/384/384, 15 epochs), for 95%'),
+    'fast96':   FAST96 | dict(doc='after airbench96 (widths 128/384/512, 3 convs a group, 37 epochs), for 96%: a GPU profile'),
 }
