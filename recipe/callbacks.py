@@ -183,7 +183,7 @@ class RunRecord(Callback):
         write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])
         self.save()  # a run cut short in its first epoch still leaves its record
 
-    def before_epoch(self): self.t_epoch = time.perf_counter()
+    def before_epoch(self): self.t_epoch, self.test_seconds = time.perf_counter(), 0.
     def before_validate(self): self.t_test = time.perf_counter()
     def after_validate(self): self.test_seconds = time.perf_counter() - self.t_test
 
