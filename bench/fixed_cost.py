@@ -5,7 +5,8 @@ that have `phases` and `per_epoch_test_seconds`, one column per run:
 
 - start: the run's start to its first epoch: `data` (decoding or the cache), `model` (the net, the whitening), other
   (the record, the checks, lr_find where a profile has it);
-- epochs: training, the per-epoch test passes, and between epochs (the record and the checkpoint);
+- epochs: training, the per-epoch test passes, and between epochs (the record and the checkpoint; the last epoch's
+  checkpoint falls in the final stage's other);
 - final stage: `tta` (the test set with TTA), `weights`, `plots`, `card`, other;
 - end to end / training: the aim is at most 2.
 """

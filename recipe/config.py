@@ -35,11 +35,14 @@ AUGMENTS = ('albumentations', 'batch')  # per item on the CPU (the seed's), or p
 DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective before the run stops with an error
                         # (PyTorch's default): the others wait while rank 0 runs lr_find, which takes minutes on a CPU
 
+TRIANGLE = (0.2, 0.23, 0.07)  # Nesterov LR schedule: from 0.2 x lr_max up to lr_max at 23% of training, down to 0.07 x
+
 # Profiles: every setting of a run, by name (`train --profile NAME`, `bench NAME`); options given on the command
 # line or to `recipe.train` override them. 'lr_min'/'lr_max' None: from lr_find.
 SEED_PROFILE = dict(
     arch='resnet',          # the custom ResNet (recipe/model.py)
-    act='relu',             # the net's activation: 'relu', 'gelu' or 'silu' (recipe/model.py, ACTS)
+    act=None,               # the net's activation: 'relu', 'gelu' or 'silu' (recipe/model.py, ACTS); None: the net's own
+                            # (ReLU in the custom ResNet, GELU in the fast net)
     widths=None,            # (fast net only) its three groups' channels; None: (width, 4 width, 4 width)
     depth=2,                # (fast net only) convs per group: 2, or 3 with a residual over the last two (airbench96)
     bn_mom=0.4,             # (fast net only) PyTorch momentum of its BatchNorm statistics
@@ -54,7 +57,7 @@ SEED_PROFILE = dict(
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
-    schedule=None,          # (Nesterov SGD only) the LR triangle (start, peak_at, end): from start x lr_max up to lr_max
+    schedule=TRIANGLE,      # (Nesterov SGD only) the LR triangle (start, peak_at, end): from start x lr_max up to lr_max
                             # at peak_at (a fraction of training), down to end x lr_max
     lr_min=None, lr_max=None, wd=WD,
     mom=None,               # (Nesterov SGD and Muon only) momentum of the optimizer of lr_max
@@ -77,17 +80,14 @@ SEED_PROFILE = dict(
                             # measures when it pays back
 )
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
-TRIANGLE = (0.2, 0.23, 0.07)  # Nesterov LR schedule: from 0.2 x lr_max up to lr_max at 23% of training, down to 0.07 x
 # After airbench94 (Keller Jordan, github.com/KellerJordan/cifar10-airbench): his hyperparameters, turned from his
 # summed loss into fastai's mean loss. LRs are fixed: they were tuned there; lr_find is not run.
 FAST_SGD = SEED_PROFILE | dict(
     arch='fast',            # the airbench94-style net (recipe/model.py): widths 64/256/256
-    act='gelu',             # airbench's activation
     width=64, epochs=12,    # airbench94 trains 9.9 epochs for 94.0% on average; 12 for a margin over 3 seeds
     bs=1024,                # airbench94's batch
     augment='batch', pad=2, flip=True, cutout=0,  # translate by up to 2 pixels (reflect) and flip; no cutout
     opt='nesterov',         # SGD, Nesterov momentum, coupled L2, LR schedule `TRIANGLE`
-    schedule=TRIANGLE,
     lr_max=1.5,             # peak LR per mean-loss gradient at bs 1024 (airbench: 11.5 per 1024 summed examples / 7.67)
     wd=0.002,               # L2 x LR: the weights shrink by this fraction per step at the peak LR, before momentum
     mom=0.85,               # Nesterov momentum
@@ -135,7 +135,8 @@ ABLATIONS = {
     'small-early':        dict(small_early=(24, 1)),                 # the first epoch at 24x24 pixels: 0.56 of its FLOPs
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24
     'hiverge-opt':        dict(bs=1536, lr_max=0.205, mom=0.655, sgd_lr=0.0573 * 1536, head_lr=0.5415 * 1536 * (9/256)**2,
-                               sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch and optimizer settings, to our mean loss
+                               sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch, LRs, momenta and the SGD groups' weight
+                                                                     # decay, to our mean loss (not its decay of the filters)
 }
 # The fast profile in 7 epochs with the candidates that helped on their own in the quick profile's screen (issue 23,
 # docs/results.md): Hiverge's batch and optimizer settings, its label smoothing and its brightness/contrast jitter

@@ -358,7 +358,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if flip == 'alternate' and augment != 'batch': raise RecipeError(f"flip 'alternate' needs augment 'batch', got {augment!r}")
-    if jitter and (augment != 'batch' or len(jitter) != 2 or min(jitter) < 0):
+    if jitter and (augment != 'batch' or not isinstance(jitter, (tuple, list)) or len(jitter) != 2 or min(jitter) < 0):
         raise RecipeError(f"jitter must be (brightness, contrast), each >= 0, with augment 'batch'; got {jitter!r} with augment {augment!r}")
     if flip not in (True, False, 'alternate'): raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")

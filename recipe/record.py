@@ -10,7 +10,8 @@ from .data import RecipeError
 
 __all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
-MODEL_FORMAT = 2  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit
+MODEL_FORMAT = 3  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit;
+                  # 3: with the net's act, widths, depth (a reader of 2 would build another net and load its weights)
 
 
 def atomic_write(path, write, mode='w'):
@@ -118,6 +119,8 @@ def card_rows(record: dict, meta: dict) -> list:
             ('Input', f"RGB, {meta['size']}x{meta['size']} (other sizes are resized), normalised with mean {list(meta['mean'])} and std {list(meta['std'])}"),
             ('Model', f"{'custom ResNet-9' if meta['arch'] == 'resnet' else 'airbench-style net'} (`{meta['arch']}`), width {meta['width']}, "
                       f"{meta['act'] + ' activation, ' if meta.get('act') else ''}"
+                      f"{'groups ' + '/'.join(map(str, meta['widths'])) + ', ' if meta.get('widths') else ''}"
+                      f"{str(meta['depth']) + ' convs a group, ' if meta.get('depth', 2) != 2 else ''}"
                       f"{meta.get('parameters', 0):,} parameters"),
             ('Training', f"profile `{record['profile']}`: {record['epochs']} epochs, batch {record['bs']}, optimizer {record['opt']}, {lrs}, "
                          f"precision {record.get('precision')}, seed {record.get('seed')}, {record.get('world_size', 1)} process(es)"),

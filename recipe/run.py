@@ -34,7 +34,7 @@ from .evaluation import class_metrics
 from .pages import write_run_page
 from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
-from .model import make_model
+from .model import ACTS, make_model
 from .plots import save_run_plots
 from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, versions, write_json,
                      write_model_card)
@@ -189,9 +189,9 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     s = ({k: v for k, v in PROFILES[profile].items() if k != 'doc'} | (settings or {}) |
          {k: v for k, v in overrides.items() if v is not None})
-    if s.get('widths') and overrides.get('width') is not None:  # a wider or narrower net of the same proportions
-        base = {k: v for k, v in PROFILES[profile].items()} | (settings or {})
-        s['widths'] = tuple(max(1, round(w * overrides['width'] / base['width'])) for w in s['widths'])
+    base_width = PROFILES[profile]['width']
+    if s.get('widths') and 'widths' not in (settings or {}) and s['width'] != base_width:  # the profile's net, wider or narrower
+        s['widths'] = tuple(max(1, round(w * s['width'] / base_width)) for w in s['widths'])
     unknown = set(s) - set(SEED_PROFILE)
     if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
     if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
@@ -206,12 +206,35 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
         if fast_only: raise RecipeError(f"settings that do not go together: arch {s['arch']!r} with {', '.join(fast_only)} "
                                         "(the fast net's whitening layer): use arch 'fast', or a seed profile's settings")
     check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
-    if s['small_early'] is not None:
-        size, epochs = (list(s['small_early']) + [None, None])[:2] if isinstance(s['small_early'], (tuple, list)) else (None, None)
-        if not (isinstance(size, int) and 16 <= size < s['size'] and isinstance(epochs, int) and 0 < epochs < s['epochs']):
-            raise RecipeError(f"small_early must be (pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < "
-                              f"epochs {s['epochs']}, got {s['small_early']!r}")
+    check_net_settings(s)
     return dict(s, profile=profile)
+
+
+def pair(v) -> tuple:
+    "(a, b) of a 2-item list or tuple of numbers (not bools), else (None, None)"
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    return tuple(v) if ok else (None, None)
+
+
+def check_net_settings(s):
+    "The net's and the newer augmentations' settings, checked before any work, each named with its value"
+    def need(ok, name, what):
+        if not ok: raise RecipeError(f"{name} must be {what}, got {s[name]!r}")
+    need(s['act'] is None or s['act'] in ACTS, 'act', f"one of {', '.join(ACTS)} (or None: the net's own)")
+    need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
+                                 all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
+         'widths', '3 positive integers (or None)')
+    need(s['depth'] in (2, 3) and not isinstance(s['depth'], bool), 'depth', '2 or 3')
+    need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
+    sched = s['schedule']
+    need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(isinstance(x, (int, float)) for x in sched)
+         and 0 < sched[1] < 1, 'schedule', '(start, peak_at, end) with 0 < peak_at < 1')
+    b, c = pair(s['jitter'])
+    need(s['jitter'] is None or (b is not None and b >= 0 and c >= 0), 'jitter', '(brightness, contrast), each >= 0, or None')
+    need(not s['jitter'] or s['augment'] == 'batch', 'jitter', f"None with augment {s['augment']!r} (it needs augment 'batch')")
+    px, ep = pair(s['small_early'])
+    need(s['small_early'] is None or (isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and 0 < ep < s['epochs']),
+         'small_early', f"(pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < epochs {s['epochs']}")
 
 
 def check_options(epochs, bs, width, lr_min, lr_max, seed):
@@ -416,7 +439,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
 
 def net_shape(s) -> dict:
     "What the net is built from besides its arch and width: its activation, and the fast net's widths and depth"
-    return dict(act=s['act']) | (dict(widths=s['widths'], depth=s['depth'], bn_mom=s['bn_mom']) if s['arch'] == 'fast' else {})
+    return dict(act=s['act']) | (dict(widths=s['widths'], depth=s['depth'], bn_mom=s['bn_mom']) if s['arch'] == 'fast' else {})  # act None: the net's own
 
 
 class RecipeLearner(Learner):

@@ -59,15 +59,33 @@ def test_jitter_reaches_the_training_batches_only_and_needs_the_batch_path(tiny)
 
 
 def test_the_whitening_bias_learns_for_a_fraction_of_an_epoch_only(tiny, tmp_path):
-    "0.5 epoch of 4 steps: the bias moves in steps 1-2 and never after"
+    """0.5 epoch of 4 steps: the bias moves in steps 1-2 and never after. On fast-sgd (no lookahead), where nothing
+    else stops it: its LR does not decay to 0 there, as Muon's schedule does"""
     seen = []
     class Watch(recipe.callbacks.Callback):
         order = 50
+        def before_fit(self): seen.append(self.learn.model[0].bias.detach().clone())
         def after_step(self): seen.append(self.learn.model[0].bias.detach().clone())
-    recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=dict(whiten_bias_epochs=0.5), epochs=2, bs=50, width=8,
-                 seed=0, cbs=[Watch()])
-    moved = [not torch.equal(a, b) for a, b in zip(seen, seen[1:])]
-    assert len(seen) == 8 and moved[:1] == [True] and not any(moved[2:])
+    recipe.train(tiny, out=tmp_path/'run', profile='fast-sgd', settings=dict(whiten_bias_epochs=0.5, lookahead=False), epochs=2,
+                 bs=50, width=8, seed=0, cbs=[Watch()])
+    moved = [not torch.equal(a, b) for a, b in zip(seen, seen[1:])]  # moved[i]: step i + 1 changed it
+    assert len(moved) == 8 and moved[:2] == [True, True] and not any(moved[2:])
+
+
+@pytest.mark.parametrize('bad, message', [
+    (dict(act='tanh'), "act must be one of relu, gelu, silu"), (dict(jitter=0.1), 'jitter must be'),
+    (dict(small_early=(24, True)), 'small_early must be'), (dict(widths=(8, 8)), 'widths must be 3 positive integers'),
+    (dict(depth=4), 'depth must be 2 or 3, got 4'), (dict(schedule=(0.2, 1.5, 0.1)), 'schedule must be'),
+    (dict(bn_mom=0.0), 'bn_mom must be')])
+def test_the_new_settings_are_checked_before_any_work(bad, message, tmp_path):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        recipe.train(tmp_path/'no-data-needed', out=tmp_path/'x', profile='quick', settings=bad)
+    assert not (tmp_path/'x').exists()
+
+
+def test_a_nesterov_run_of_a_profile_without_a_schedule_gets_the_triangle():
+    assert recipe.settings_for('seed', dict(opt='nesterov', lr_max=1.0))['schedule'] == recipe.TRIANGLE
+    assert recipe.settings_for('fast-sgd')['act'] is None and recipe.settings_for('seed')['act'] is None  # the net's own
 
 
 def test_bench_joins_ablations_given_with_commas_and_names_an_unknown_one(tiny, tmp_path):
@@ -118,6 +136,8 @@ def test_fast95_and_fast96_are_airbench95_and_airbench96_in_our_units():
     assert (s96['widths'], s96['depth'], s96['epochs'], s96['pad'], s96['cutout'], s96['bn_mom']) == ((128, 384, 512), 3, 37, 4, 12, 0.1)
     assert s96['schedule'] == (0.2, 0.1, 0.0) and s96['lr_max'] == pytest.approx(9.0 / 7.6667, rel=1e-3)
     assert recipe.settings_for('fast96', width=16)['widths'] == (16, 48, 64)  # --width keeps the proportions
+    assert recipe.settings_for('fast96', dict(width=16))['widths'] == (16, 48, 64)
+    assert recipe.settings_for('fast96', dict(widths=(64, 64, 64)), width=64)['widths'] == (64, 64, 64)  # given: kept
     with pytest.raises(RecipeError, match="arch 'resnet' with widths"): recipe.settings_for('seed', dict(widths=(8, 8, 8)))
 
 
