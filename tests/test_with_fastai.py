@@ -235,7 +235,7 @@ def test_load_refuses_an_unknown_model_format_naming_it(seed_run, tmp_path):
     run = tmp_path/'run'; shutil.copytree(out, run)
     meta = json.loads((run/'model.json').read_text())
     (run/'model.json').write_text(json.dumps(meta | {'format': 99}))
-    with pytest.raises(RecipeError, match=rf"{run/'model.json'} has model format 99; this recipe reads formats 1 to 2"):
+    with pytest.raises(RecipeError, match=rf"{run/'model.json'} has model format 99; this recipe reads formats 1 to {recipe.record.MODEL_FORMAT}"):
         recipe.load(run)
     del meta['format']; (run/'model.json').write_text(json.dumps(meta))  # a run from before the format: version 1
     assert recipe.load(run).classes == meta['classes']
