@@ -9,7 +9,8 @@ from .augment import BatchAugment, batch_augment
 from .data import RecipeError, image_dls, train_augs
 from .seed import choose_lrs, find_lrs, fit_recipe
 from .fast import fit_fast, fit_muon
-from .run import make_learner, settings_for, train
+from .settings import settings_for
+from .run import make_learner, train
 from .plots import plot_lr_find
 from .inference import export_onnx, load, load_learner, predict
 from .evaluation import evaluate

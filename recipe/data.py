@@ -21,7 +21,7 @@ from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, C
 
 __all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'ImageCache',
            'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
-           'parse_bytes', 'memory_budget', 'random_split', 'image_dls']
+           'parse_bytes', 'memory_budget', 'random_split', 'pair', 'check_jitter', 'image_dls']
 
 
 class RecipeError(CliError):
@@ -342,6 +342,20 @@ def split_tensors(dset, cache: ImageCache):
     return images, labels
 
 
+def pair(v) -> tuple:
+    "(a, b) of a 2-item list or tuple of numbers (not bools), else (None, None)"
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    return tuple(v) if ok else (None, None)
+
+
+def check_jitter(jitter, augment):
+    "`ColorJitter`'s (brightness, contrast), or None; it works on the batch path only"
+    b, c = pair(jitter)
+    if jitter is not None and (b is None or b < 0 or c < 0 or augment != 'batch'):
+        raise RecipeError(f"jitter must be (brightness, contrast), each >= 0, or None, with augment 'batch'; "
+                          f"got {jitter!r} with augment {augment!r}")
+
+
 def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
               pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None, stats=None,
               valid_files=None, jitter=None):
@@ -358,8 +372,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if flip == 'alternate' and augment != 'batch': raise RecipeError(f"flip 'alternate' needs augment 'batch', got {augment!r}")
-    if jitter and (augment != 'batch' or not isinstance(jitter, (tuple, list)) or len(jitter) != 2 or min(jitter) < 0):
-        raise RecipeError(f"jitter must be (brightness, contrast), each >= 0, with augment 'batch'; got {jitter!r} with augment {augment!r}")
+    check_jitter(jitter, augment)
     if flip not in (True, False, 'alternate'): raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")
     if valid_pct is not None and not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1):

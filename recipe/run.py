@@ -28,18 +28,19 @@ from . import fast, seed
 from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, KeepTestLogits, Lookahead, PlainTensors, SmallEarly,
                         RunRecord, StopOnNaN, WhitenBias)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
-from .config import PRECISIONS, PROFILES, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
+from .config import PRECISIONS, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
 from .evaluation import class_metrics
 from .pages import write_run_page
 from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
-from .model import ACTS, make_model
+from .model import make_model
 from .plots import save_run_plots
+from .settings import check_seed, settings_for
 from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, versions, write_json,
                      write_model_card)
 
-__all__ = ['train', 'settings_for', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits', 'check_options',
+__all__ = ['train', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits',
            'LOGGERS', 'check_loggers', 'logger_cbs', 'check_device', 'check_out', 'make_out', 'BF16_FLAGS', 'cpu_flags',
            'choose_precision', 'Run', 'training_images', 'whiten_sample']
 
@@ -181,74 +182,6 @@ def new_run(p, profile, settings, given, out, **data) -> Run:
     data['record_to'] = [str(Path(f).resolve()) for f in data['record_to']]  # a resume may start from another folder
     # rank 0's timestamp names the folder of all; absolute, as the record and the card give it: a resume works from anywhere
     return Run(s, on_rank0(p, lambda: check_out(out).resolve()), process=p, **data)
-
-
-def settings_for(profile='seed', settings=None, **overrides) -> dict:
-    """A profile's settings (recipe/config.py), then `settings` (a dict: every value counts, None too), then the
-    keyword overrides (None: the profile's), checked"""
-    if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
-    s = ({k: v for k, v in PROFILES[profile].items() if k != 'doc'} | (settings or {}) |
-         {k: v for k, v in overrides.items() if v is not None})
-    base_width = PROFILES[profile]['width']
-    if s.get('widths') and 'widths' not in (settings or {}) and s['width'] != base_width:  # the profile's net, wider or narrower
-        s['widths'] = tuple(max(1, round(w * s['width'] / base_width)) for w in s['widths'])
-    unknown = set(s) - set(SEED_PROFILE)
-    if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
-    if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
-        raise RecipeError(f"profile {profile!r} has no LRMIN (its LRs follow a fixed schedule from lr_max): give --lr-max only")
-    if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
-    if s['flip'] == 'alternate' and s['augment'] != 'batch':
-        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {s['augment']!r}")
-    if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
-        fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
-                                                     ('whiten_bias_epochs', s['whiten_bias_epochs']), ('widths', s['widths']),
-                                                     ('depth', s['depth'] != 2), ('bn_mom', s['bn_mom'] != 0.4)) if on]
-        if fast_only: raise RecipeError(f"settings that do not go together: arch {s['arch']!r} with {', '.join(fast_only)} "
-                                        "(the fast net's whitening layer): use arch 'fast', or a seed profile's settings")
-    check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
-    check_net_settings(s)
-    return dict(s, profile=profile)
-
-
-def pair(v) -> tuple:
-    "(a, b) of a 2-item list or tuple of numbers (not bools), else (None, None)"
-    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-    return tuple(v) if ok else (None, None)
-
-
-def check_net_settings(s):
-    "The net's and the newer augmentations' settings, checked before any work, each named with its value"
-    def need(ok, name, what):
-        if not ok: raise RecipeError(f"{name} must be {what}, got {s[name]!r}")
-    need(s['act'] is None or s['act'] in ACTS, 'act', f"one of {', '.join(ACTS)} (or None: the net's own)")
-    need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
-                                 all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
-         'widths', '3 positive integers (or None)')
-    need(s['depth'] in (2, 3) and not isinstance(s['depth'], bool), 'depth', '2 or 3')
-    need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
-    sched = s['schedule']
-    need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(isinstance(x, (int, float)) for x in sched)
-         and 0 < sched[1] < 1, 'schedule', '(start, peak_at, end) with 0 < peak_at < 1')
-    b, c = pair(s['jitter'])
-    need(s['jitter'] is None or (b is not None and b >= 0 and c >= 0), 'jitter', '(brightness, contrast), each >= 0, or None')
-    need(not s['jitter'] or s['augment'] == 'batch', 'jitter', f"None with augment {s['augment']!r} (it needs augment 'batch')")
-    px, ep = pair(s['small_early'])
-    need(s['small_early'] is None or (isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and 0 < ep < s['epochs']),
-         'small_early', f"(pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < epochs {s['epochs']}")
-
-
-def check_options(epochs, bs, width, lr_min, lr_max, seed):
-    "Reject bad options before any work, naming the value"
-    for name, v in dict(epochs=epochs, bs=bs, width=width).items():
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0: raise RecipeError(f"{name} must be a positive integer, got {v!r}")
-    for name, v in dict(lr_min=lr_min, lr_max=lr_max).items():
-        if v is not None and not (isinstance(v, (int, float)) and 0 < v < float('inf')): raise RecipeError(f"{name} must be a positive number, got {v!r}")
-    if lr_min is not None and lr_max is not None and lr_min > lr_max: raise RecipeError(f"lr_min ({lr_min}) must not exceed lr_max ({lr_max})")
-    check_seed(seed)
-
-
-def check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0): raise RecipeError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def check_out(out=None) -> Path:

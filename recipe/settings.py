@@ -1,0 +1,68 @@
+"""A run's settings: a profile's (recipe/config.py) with the caller's changes, each checked before any work and named
+with its value in the error"""
+from .config import PRECISIONS, PROFILES, SEED_PROFILE
+from .data import RecipeError, check_jitter, pair
+from .model import ACTS
+
+__all__ = ['settings_for', 'check_net_settings', 'check_options', 'check_seed']
+
+
+def settings_for(profile='seed', settings=None, **overrides) -> dict:
+    """A profile's settings (recipe/config.py), then `settings` (a dict: every value counts, None too), then the
+    keyword overrides (None: the profile's), checked"""
+    if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    s = ({k: v for k, v in PROFILES[profile].items() if k != 'doc'} | (settings or {}) |
+         {k: v for k, v in overrides.items() if v is not None})
+    base_width = PROFILES[profile]['width']
+    if s.get('widths') and 'widths' not in (settings or {}) and s['width'] != base_width:  # the profile's net, wider or narrower
+        s['widths'] = tuple(max(1, round(w * s['width'] / base_width)) for w in s['widths'])
+    unknown = set(s) - set(SEED_PROFILE)
+    if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
+        raise RecipeError(f"profile {profile!r} has no LRMIN (its LRs follow a fixed schedule from lr_max): give --lr-max only")
+    if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
+    if s['flip'] == 'alternate' and s['augment'] != 'batch':
+        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {s['augment']!r}")
+    if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
+        fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
+                                                     ('whiten_bias_epochs', s['whiten_bias_epochs']), ('widths', s['widths']),
+                                                     ('depth', s['depth'] != SEED_PROFILE['depth']),
+                                                     ('bn_mom', s['bn_mom'] != SEED_PROFILE['bn_mom'])) if on]
+        if fast_only: raise RecipeError(f"settings that do not go together: arch {s['arch']!r} with {', '.join(fast_only)} "
+                                        "(the fast net's whitening layer): use arch 'fast', or a seed profile's settings")
+    check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
+    check_net_settings(s)
+    return dict(s, profile=profile)
+
+
+def check_net_settings(s):
+    "The net's and the newer augmentations' settings, checked before any work, each named with its value"
+    def need(ok, name, what):
+        if not ok: raise RecipeError(f"{name} must be {what}, got {s[name]!r}")
+    need(s['act'] is None or s['act'] in ACTS, 'act', f"one of {', '.join(ACTS)} (or None: the net's own)")
+    need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
+                                 all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
+         'widths', '3 positive integers (or None)')
+    need(s['depth'] in (2, 3) and not isinstance(s['depth'], bool), 'depth', '2 or 3')
+    need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
+    sched = s['schedule']
+    need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(isinstance(x, (int, float)) for x in sched)
+         and 0 < sched[1] < 1, 'schedule', '(start, peak_at, end) with 0 < peak_at < 1')
+    check_jitter(s['jitter'], s['augment'])
+    px, ep = pair(s['small_early'])
+    need(s['small_early'] is None or (isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and 0 < ep < s['epochs']),
+         'small_early', f"(pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < epochs {s['epochs']}")
+
+
+def check_options(epochs, bs, width, lr_min, lr_max, seed):
+    "Reject bad options before any work, naming the value"
+    for name, v in dict(epochs=epochs, bs=bs, width=width).items():
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0: raise RecipeError(f"{name} must be a positive integer, got {v!r}")
+    for name, v in dict(lr_min=lr_min, lr_max=lr_max).items():
+        if v is not None and not (isinstance(v, (int, float)) and 0 < v < float('inf')): raise RecipeError(f"{name} must be a positive number, got {v!r}")
+    if lr_min is not None and lr_max is not None and lr_min > lr_max: raise RecipeError(f"lr_min ({lr_min}) must not exceed lr_max ({lr_max})")
+    check_seed(seed)
+
+
+def check_seed(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0): raise RecipeError(f"seed must be a non-negative integer, got {seed!r}")
