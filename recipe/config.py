@@ -134,6 +134,7 @@ ABLATIONS = {
     'jitter':             dict(jitter=(0.14, 0.13)),                 # brightness and contrast jitter (in std units)
     'small-early':        dict(small_early=(24, 1)),                 # the first epoch at 24x24 pixels: 0.56 of its FLOPs
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24
+    'small-early-3':      dict(small_early=(24, 3)),                 # the first 3 epochs at 24x24
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
     'hiverge-opt':        dict(bs=1536, lr_max=0.205, mom=0.655, sgd_lr=0.0573 * 1536, head_lr=0.5415 * 1536 * (9/256)**2,
                                sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch, LRs, momenta and the SGD groups' weight
