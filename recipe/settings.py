@@ -49,6 +49,8 @@ def check_net_settings(s):
     need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(isinstance(x, (int, float)) for x in sched)
          and 0 < sched[1] < 1, 'schedule', '(start, peak_at, end) with 0 < peak_at < 1')
     check_jitter(s['jitter'], s['augment'])
+    need(s['tta_below'] is None or (isinstance(s['tta_below'], (int, float)) and not isinstance(s['tta_below'], bool)
+                                    and 0 < s['tta_below'] <= 1), 'tta_below', 'a probability in (0, 1], or None')
     px, ep = pair(s['small_early'])
     need(s['small_early'] is None or (isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and 0 < ep < s['epochs']),
          'small_early', f"(pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < epochs {s['epochs']}")
