@@ -187,7 +187,10 @@ def test_the_other_rank_waits_for_rank_0s_final_stage_and_leaves_when_it_fails(t
                       "print('rank', os.environ['RANK'], 'left at', time.time(), flush=True)\n")
     env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='', PYTHONUNBUFFERED='1')
     t = time.time()
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', script],
+    # torchrun stops the other workers when it sees one fail (it looks every 0.1 s by default): every 2 s, so rank 1,
+    # released by rank 0's failure, has the time to return and say so (once, under load, it was stopped first)
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                        '--monitor-interval', '2', script],
                        capture_output=True, text=True, env=env, timeout=180)
     assert time.time() - t < 60 + 30
     assert r.returncode != 0 and 'ValueError: boom in the final stage' in r.stdout + r.stderr
