@@ -47,10 +47,9 @@ def tta(views, shifts):
 @call_parse
 def main(runs: str = None,  # run folders, separated by spaces
          data: str = None):  # the test set's folder (fastai's CIFAR layout); default $RECIPE_DATA
-    root = find_data(data)
+    files = folder_images(find_data(data)/'test')  # listed once for every run
     for run in runs.split():
         model = recipe.load(run)
-        files = folder_images(root/'test')
         y = torch.tensor([model.classes.index(f.parent.name) for f in files])
         x = torch.stack([torch.from_numpy(decode(f, model.size)).permute(2, 0, 1) for f in files]).float().div_(255)
         x = (x - torch.tensor(model.mean).view(1, 3, 1, 1)) / torch.tensor(model.std).view(1, 3, 1, 1)
