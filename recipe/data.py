@@ -21,7 +21,7 @@ from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, C
 
 __all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'ImageCache',
            'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
-           'parse_bytes', 'memory_budget', 'random_split', 'pair', 'check_jitter', 'image_dls']
+           'parse_bytes', 'memory_budget', 'random_split', 'is_number', 'pair', 'check_flip', 'check_jitter', 'image_dls']
 
 
 class RecipeError(CliError):
@@ -342,10 +342,23 @@ def split_tensors(dset, cache: ImageCache):
     return images, labels
 
 
+def is_number(x) -> bool:
+    "an int or a float, not a bool (True is an int to Python, never a setting's number)"
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def pair(v) -> tuple:
     "(a, b) of a 2-item list or tuple of numbers (not bools), else (None, None)"
-    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_number, v))
     return tuple(v) if ok else (None, None)
+
+
+def check_flip(flip, augment):
+    "True (random), False, or 'alternate' (airbench's alternating flip), which works on the batch path only"
+    if not (flip is True or flip is False or flip == 'alternate'):  # not `in`: 1 == True
+        raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
+    if flip == 'alternate' and augment != 'batch':
+        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {augment!r}")
 
 
 def check_jitter(jitter, augment):
@@ -371,9 +384,8 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     the normalized training batches (augment='batch' only), or None."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
-    if flip == 'alternate' and augment != 'batch': raise RecipeError(f"flip 'alternate' needs augment 'batch', got {augment!r}")
+    check_flip(flip, augment)
     check_jitter(jitter, augment)
-    if flip not in (True, False, 'alternate'): raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")
     if valid_pct is not None and not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1):
         raise RecipeError(f"valid_pct must be between 0 and 1, got {valid_pct!r}")

@@ -1,7 +1,7 @@
 """A run's settings: a profile's (recipe/config.py) with the caller's changes, each checked before any work and named
 with its value in the error"""
 from .config import PRECISIONS, PROFILES, SEED_PROFILE
-from .data import RecipeError, check_jitter, pair
+from .data import RecipeError, check_flip, check_jitter, is_number, pair
 from .model import ACTS
 
 __all__ = ['settings_for', 'check_net_settings', 'check_options', 'check_seed']
@@ -21,8 +21,7 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
         raise RecipeError(f"profile {profile!r} has no LRMIN (its LRs follow a fixed schedule from lr_max): give --lr-max only")
     if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
-    if s['flip'] == 'alternate' and s['augment'] != 'batch':
-        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {s['augment']!r}")
+    check_flip(s['flip'], s['augment'])
     if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
         fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
                                                      ('whiten_bias_epochs', s['whiten_bias_epochs']), ('widths', s['widths']),
@@ -46,11 +45,10 @@ def check_net_settings(s):
     need(s['depth'] in (2, 3) and not isinstance(s['depth'], bool), 'depth', '2 or 3')
     need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
     sched = s['schedule']
-    need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(isinstance(x, (int, float)) for x in sched)
+    need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(map(is_number, sched))
          and 0 < sched[1] < 1, 'schedule', '(start, peak_at, end) with 0 < peak_at < 1')
     check_jitter(s['jitter'], s['augment'])
-    need(s['tta_below'] is None or (isinstance(s['tta_below'], (int, float)) and not isinstance(s['tta_below'], bool)
-                                    and 0 < s['tta_below'] <= 1), 'tta_below', 'a probability in (0, 1], or None')
+    need(s['tta_below'] is None or (is_number(s['tta_below']) and 0 < s['tta_below'] <= 1), 'tta_below', 'a probability in (0, 1], or None')
     px, ep = pair(s['small_early'])
     need(s['small_early'] is None or (isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and 0 < ep < s['epochs']),
          'small_early', f"(pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < epochs {s['epochs']}")
@@ -61,7 +59,7 @@ def check_options(epochs, bs, width, lr_min, lr_max, seed):
     for name, v in dict(epochs=epochs, bs=bs, width=width).items():
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0: raise RecipeError(f"{name} must be a positive integer, got {v!r}")
     for name, v in dict(lr_min=lr_min, lr_max=lr_max).items():
-        if v is not None and not (isinstance(v, (int, float)) and 0 < v < float('inf')): raise RecipeError(f"{name} must be a positive number, got {v!r}")
+        if v is not None and not (is_number(v) and 0 < v < float('inf')): raise RecipeError(f"{name} must be a positive number, got {v!r}")
     if lr_min is not None and lr_max is not None and lr_min > lr_max: raise RecipeError(f"lr_min ({lr_min}) must not exceed lr_max ({lr_max})")
     check_seed(seed)
 

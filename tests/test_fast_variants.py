@@ -76,7 +76,11 @@ def test_the_whitening_bias_learns_for_a_fraction_of_an_epoch_only(tiny, tmp_pat
     (dict(act='tanh'), "act must be one of relu, gelu, silu"), (dict(jitter=0.1), 'jitter must be'),
     (dict(small_early=(24, True)), 'small_early must be'), (dict(widths=(8, 8)), 'widths must be 3 positive integers'),
     (dict(depth=4), 'depth must be 2 or 3, got 4'), (dict(schedule=(0.2, 1.5, 0.1)), 'schedule must be'),
-    (dict(bn_mom=0.0), 'bn_mom must be'), (dict(tta_below=1.5), 'tta_below must be a probability in (0, 1], or None, got 1.5')])
+    (dict(bn_mom=0.0), 'bn_mom must be'), (dict(tta_below=1.5), 'tta_below must be a probability in (0, 1], or None, got 1.5'),
+    (dict(tta_below=True), 'tta_below must be'), (dict(schedule=(True, 0.5, 0.1)), 'schedule must be'),
+    (dict(flip=1), "flip must be True, False or 'alternate', got 1"), (dict(flip='sometimes'), 'flip must be'),
+    (dict(flip='alternate', augment='albumentations'), "flip 'alternate' needs augment 'batch'"),
+    (dict(lr_max=True), 'lr_max must be a positive number, got True')])
 def test_the_new_settings_are_checked_before_any_work(bad, message, tmp_path):
     with pytest.raises(RecipeError, match=re.escape(message)):
         recipe.train(tmp_path/'no-data-needed', out=tmp_path/'x', profile='quick', settings=bad)
