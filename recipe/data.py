@@ -15,11 +15,12 @@ from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitt
 from fastcore.script import CliError
 
 from .augment import BatchAugment, ColorJitter
+from .image_store import ImageStore
 from .space_app import decode as decode_image
 from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
                      PEAK_COPIES, SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
 
-__all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'ImageCache',
+__all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'decoded', 'ImageCache',
            'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
            'parse_bytes', 'memory_budget', 'random_split', 'is_number', 'pair', 'check_flip', 'check_jitter', 'image_dls']
 
@@ -161,22 +162,37 @@ def worker_signals():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def decoded(files, size=CROP) -> tuple:
+    """(images: (N, size, size, 3) uint8, {index: error message} of the files that cannot be read) of `files`: read
+    back from an earlier run's entry in the image store (recipe/image_store.py), else decoded and kept there"""
+    store = ImageStore.of(files, size)
+    kept = store.read() if store is not None else None
+    if kept is not None: return kept
+    results = decode_all(files, size)
+    errors = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+    images = np.zeros((len(files), size, size, 3), np.uint8)
+    for i, r in enumerate(results):
+        if i not in errors: images[i] = r
+    if store is not None: store.write(images, errors)
+    return images, errors
+
+
 class ImageCache:
-    """Maps an image path to its decoded (size, size, 3) array. `cache=True`: every file is decoded once up front;
-    `cache=False` (the per-item path): every file is decoded once up front to check it, whole (a truncated file is
-    found before training, not in the middle of an epoch), then decoded again on every call."""
+    """Maps an image path to its decoded (size, size, 3) array. `cache=True`: every file is decoded once up front
+    (or read back from the disk, `decoded`); `cache=False` (the per-item path): every file is decoded once up front to
+    check it, whole (a truncated file is found before training, not in the middle of an epoch), then decoded again on
+    every call. A file that cannot be read is an error, or with `on_error` reported to it and left out."""
     def __init__(self, files, size=CROP, on_error=None, cache=True):
-        arrays, self.files, self.size, self.cached = [], [], size, cache
-        for f, res in zip(files, decode_all(files, size, keep=cache)):
-            try:
-                if isinstance(res, str): raise RecipeError(res)
-                if cache: arrays.append(res)
-                self.files.append(f)
-            except RecipeError as e:
-                if on_error is None: raise
-                on_error(str(e))
+        self.size, self.cached = size, cache
+        if cache: images, errors = decoded(files, size)
+        else: images, errors = None, {i: r for i, r in enumerate(decode_all(files, size, keep=False)) if r is not None}
+        for i in sorted(errors):
+            if on_error is None: raise RecipeError(errors[i])
+            on_error(errors[i])
+        good = [i for i in range(len(files)) if i not in errors]
+        self.files = [files[i] for i in good]
         self.index = {f: i for i, f in enumerate(self.files)} if cache else {}
-        self.arrays = np.stack(arrays) if cache and arrays else np.zeros((0, size, size, 3), np.uint8)
+        self.arrays = (images[good] if errors else images) if cache else np.zeros((0, size, size, 3), np.uint8)
     def __call__(self, fn):
         i = self.index.get(fn)
         return decode(fn, self.size) if i is None else self.arrays[i]

@@ -20,6 +20,15 @@ def make_subset(dest, n_train, n_test, classes=None):
     return dest
 
 
+@pytest.fixture(scope='session', autouse=True)
+def image_store(tmp_path_factory):
+    "The decoded-image store of every test (and every process a test starts) in a folder of its own, not ~/.cache"
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp('image-store')
+        mp.setenv('RECIPE_CACHE', str(folder))
+        yield folder
+
+
 @pytest.fixture(scope='session')
 def tiny(tmp_path_factory):
     "20 training and 5 test images per class: for runs where only the plumbing matters"

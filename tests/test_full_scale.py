@@ -95,7 +95,8 @@ def test_ctrl_c_or_sigterm_while_decoding_stops_within_seconds_and_gives_the_fol
     "The whole CIFAR-10 (60,000 files, several seconds of decoding): the signal comes once the decoding processes run"
     out = tmp_path/'run'
     proc = subprocess.Popen([sys.executable, '-m', 'recipe', 'train', '--data', CIFAR, '--profile', 'quick', '--width', '8',
-                             '--out', out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             '--out', out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {'RECIPE_CACHE': 'off'})  # decoded, not read back from an earlier test's store
     try:
         t = time.time()
         # two at once: the decoding processes (a single one can be git's, forked by the run before it becomes git)
@@ -128,7 +129,7 @@ runpy.run_module('recipe', run_name='__main__', alter_sys=True)  # as `python -m
 """
 
 
-def test_a_short_run_of_the_fast_profile_on_the_whole_of_cifar10(tmp_path):
+def test_a_short_run_of_the_fast_profile_on_the_whole_of_cifar10(tmp_path, image_store):
     out = tmp_path/'run'
     r = run_script(FEW_STEPS, 'train', '--data', CIFAR, '--profile', 'fast', '--epochs', '1', '--width', '8', '--seed', '0',
                    '--out', out, timeout=900)
@@ -137,3 +138,5 @@ def test_a_short_run_of_the_fast_profile_on_the_whole_of_cifar10(tmp_path):
     assert record['complete'] and (record['data']['n_train'], record['data']['n_test']) == (50_000, 10_000)
     assert record['test_accuracy_no_tta'] == record['per_epoch'][-1]['test_accuracy'] and math.isfinite(record['test_loss'])
     for f in ('model.safetensors', 'model.json', 'README.md', 'loss.png', 'confusion_matrix.png', 'top_losses.png'): assert (out/f).exists(), f
+    kept = [np.load(f, mmap_mode='r').shape for f in image_store.glob('images-*.npy')]  # for the next run
+    assert (60_000, 32, 32, 3) in kept and len(list(image_store.glob('.*'))) == 0, kept
