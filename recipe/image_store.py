@@ -1,23 +1,27 @@
 """Decoded images kept on disk for the next run (issue 23's fixed cost): decoding CIFAR-10's 60,000 PNGs took 15-17 s
 on 2 CPU cores and 10-12 s of a 15-25 s run on an H200; reading them back takes about a second.
 
-Where: $RECIPE_CACHE, else $XDG_CACHE_HOME/recipe, else ~/.cache/recipe; `RECIPE_CACHE=off` turns it off. Only folders
-of at least STORE_FROM images are kept (fewer decode in about a second anyway), and only when they are decoded into
-memory. An entry is the decoded array (NAME.npy) and, written after it, the list of files that could not be read
-(NAME.json): an entry without its .json is never read, so a run killed while writing leaves nothing that is used.
-NAME is a digest of the folder and the size, then of every file's path, size, mtime and ctime and of DECODE_FORMAT: a
-file changed, added or removed makes a new entry, and writing it removes the folder's older ones.
+Where: $RECIPE_CACHE, else $XDG_CACHE_HOME/recipe, else ~/.cache/recipe; `RECIPE_CACHE=off` turns it off. Only sets of
+at least STORE_FROM images are kept (fewer decode in about a second anyway), and only when they are decoded into memory.
+An entry is one .npz file (the images, and the messages of the files that could not be read), written under a name of
+its own and renamed into place whole: a run stopped while writing leaves nothing that is read.
+Its name: a digest of the set of files (their folder, their names) and the size, then one of every file's size, mtime
+and ctime and of the decoding (DECODE_FORMAT, Pillow's version). A file changed makes a new entry and writing it removes
+the set's older one; beyond STORE_KEEP entries the least recently used go.
 """
-import hashlib, json, os, shutil, time, warnings
+import hashlib, json, os, secrets, shutil, time, warnings
 from pathlib import Path
 
 import numpy as np
+import PIL
 
-__all__ = ['CACHE_ENV', 'STORE_FROM', 'DECODE_FORMAT', 'store_dir', 'ImageStore']
+__all__ = ['CACHE_ENV', 'STORE_FROM', 'STORE_KEEP', 'DECODE_FORMAT', 'store_dir', 'ImageStore']
 
 CACHE_ENV = 'RECIPE_CACHE'
 STORE_FROM = 4000   # files: below this a folder decodes in about a second, not worth a file on disk
+STORE_KEEP = 4      # entries: the least recently used beyond these are removed (CIFAR-10's is 184 MB)
 DECODE_FORMAT = 1   # what a file decodes to (recipe/space_app.py, decode): a change to it must change this number
+LEFT_AFTER = 3600   # seconds: an unfinished write older than this was stopped, its file is removed
 
 
 def store_dir():
@@ -35,50 +39,55 @@ class ImageStore:
     "The entry of `files` decoded at `size`: `read()` (None when there is none) and `write(images, errors)`"
     def __init__(self, files, size, folder: Path):
         self.folder, self.n, self.size = folder, len(files), size
-        root = os.path.commonpath([str(d.resolve()) for d in {Path(f).parent for f in files}])
-        self.prefix = f"images-{digest(root, size)}-"  # one folder at one size: its entries share this
-        stats = [(str(f), st.st_size, st.st_mtime_ns, st.st_ctime_ns) for f in files for st in [os.stat(f)]]
-        self.path = folder/f"{self.prefix}{digest(DECODE_FORMAT, size, stats)}"
+        given = os.path.commonpath([str(d) for d in {Path(f).parent for f in files}])  # as given: relative or not
+        names = [str(f)[len(given):] for f in files]
+        self.prefix = f"images-{digest(str(Path(given).resolve()), size, names)}-"  # this set of files at this size
+        stats = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns) for f in files for st in [os.stat(f)]]
+        self.path = folder/f"{self.prefix}{digest(DECODE_FORMAT, PIL.__version__, stats)}.npz"
 
     @classmethod
     def of(cls, files, size):
-        "The store of these files, or None: turned off, or too few files to be worth it"
+        "The store of these files, or None: turned off, too few files to be worth it, or a file that cannot be read"
         folder = store_dir()
-        return cls(files, size, folder) if folder is not None and len(files) >= STORE_FROM else None
+        if folder is None or len(files) < STORE_FROM: return None
+        try: return cls(files, size, folder)
+        except OSError: return None  # gone or unreadable: decoding names it
 
     def read(self):
         "(images, {index: error message}) of the entry, or None: no entry, or one that does not match"
         try:
-            errors = {int(i): msg for i, msg in json.loads(self.path.with_suffix('.json').read_text()).items()}
-            images = np.load(self.path.with_suffix('.npy'))
-        except (OSError, ValueError, EOFError): return None
+            with np.load(self.path) as entry: images, errors = entry['images'], json.loads(str(entry['errors']))
+        except Exception: return None  # none, or not whole (np.load raises OSError, ValueError, zipfile's errors)
+        try: os.utime(self.path)  # recently used
+        except OSError: pass  # a store this user may read, not write
         if images.shape != (self.n, self.size, self.size, 3) or images.dtype != np.uint8: return None
-        return images, errors
+        return images, {int(i): msg for i, msg in errors.items()}
 
     def write(self, images, errors):
         "Keep the entry, or warn and go on (no room, no right to write): the next run decodes again"
-        tmp = [self.folder/f".{self.path.name}.{os.getpid()}{ext}" for ext in ('.npy', '.json')]
+        tmp = self.folder/f".{self.path.stem}.{os.getpid()}-{secrets.token_hex(4)}.npz"  # one per writer
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            if shutil.disk_usage(self.folder).free < 2 * images.nbytes:
-                raise OSError(f"less than {2 * images.nbytes / 1e6:,.0f} MB free")
-            np.save(tmp[0], images)
-            tmp[1].write_text(json.dumps({str(i): msg for i, msg in errors.items()}))
-            os.replace(tmp[0], self.path.with_suffix('.npy'))
-            os.replace(tmp[1], self.path.with_suffix('.json'))  # last: the entry exists from here
+            if shutil.disk_usage(self.folder).free < 2 * images.nbytes: raise OSError(f"less than {2 * images.nbytes / 1e6:,.0f} MB free")
+            with open(tmp, 'wb') as f: np.savez(f, images=images, errors=np.array(json.dumps({str(i): m for i, m in errors.items()})))
+            os.replace(tmp, self.path)
         except OSError as e:
             warnings.warn(f"the decoded images were not kept in {self.folder} ({e}): the next run decodes them again "
                           f"(${CACHE_ENV} names another folder, or 'off')")
-            for t in tmp:
-                try: t.unlink(missing_ok=True)
-                except OSError: pass  # never made: the folder is not there
             return
-        self.remove_older()
+        finally:  # stopped (Ctrl-C, SIGTERM) or failed: nothing half-written stays
+            try: tmp.unlink(missing_ok=True)
+            except OSError: pass  # never made: no folder
+        self.remove_old()
 
-    def remove_older(self):
-        "The folder's other entries at this size: its images as they were. Another run's unfinished write is left alone"
-        for old in self.folder.glob(f"*{self.prefix}*"):
-            try:
-                unfinished = old.name.startswith('.') and time.time() - old.stat().st_mtime < 3600
-                if old.stem != self.path.name and not unfinished: old.unlink()
-            except OSError: pass  # gone already: another run removed it
+    def remove_old(self):
+        "This set's older entries, the least recently used beyond STORE_KEEP, and writes stopped long ago"
+        def age(p):
+            try: return time.time() - p.stat().st_mtime
+            except OSError: return 0  # gone: another run removed it
+        entries = sorted(self.folder.glob('images-*.npz'), key=age)
+        old = ([p for p in entries if p.name.startswith(self.prefix) and p != self.path] + entries[STORE_KEEP:] +
+               [p for p in self.folder.glob('.images-*') if age(p) > LEFT_AFTER])
+        for p in old:
+            try: p.unlink(missing_ok=True)
+            except OSError: pass  # not ours to remove: left as it is

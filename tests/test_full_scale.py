@@ -138,5 +138,5 @@ def test_a_short_run_of_the_fast_profile_on_the_whole_of_cifar10(tmp_path, image
     assert record['complete'] and (record['data']['n_train'], record['data']['n_test']) == (50_000, 10_000)
     assert record['test_accuracy_no_tta'] == record['per_epoch'][-1]['test_accuracy'] and math.isfinite(record['test_loss'])
     for f in ('model.safetensors', 'model.json', 'README.md', 'loss.png', 'confusion_matrix.png', 'top_losses.png'): assert (out/f).exists(), f
-    kept = [np.load(f, mmap_mode='r').shape for f in image_store.glob('images-*.npy')]  # for the next run
+    kept = [np.load(f)['images'].shape for f in image_store.glob('images-*.npz')]  # for the next run
     assert (60_000, 32, 32, 3) in kept and len(list(image_store.glob('.*'))) == 0, kept

@@ -1,18 +1,19 @@
 """The decoded images kept on disk for the next run (recipe/image_store.py): read back only when every file is as it
 was, never half-written, and a store that cannot be written costs a warning, not the run."""
-import shutil, warnings
+import os, shutil, time, warnings
 
 import numpy as np
 import pytest
 
 import recipe.data
 import recipe.image_store
-from recipe.data import decode, decoded, load_images, scan_split
+from recipe.data import RecipeError, decode, decoded, load_images, scan_split
+from recipe.image_store import ImageStore
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    "A store of its own that keeps folders of any size (STORE_FROM is 4,000 files)"
+    "A store of its own that keeps sets of any size (STORE_FROM is 4,000 files)"
     monkeypatch.setenv('RECIPE_CACHE', str(tmp_path/'store'))
     monkeypatch.setattr(recipe.image_store, 'STORE_FROM', 1)
     return tmp_path/'store'
@@ -30,40 +31,78 @@ def decoding_counted(monkeypatch) -> list:
 
 
 def entries(store) -> list:
-    return sorted(p.name for p in store.iterdir())
+    return sorted(p.name for p in store.iterdir()) if store.exists() else []
 
 
 def test_the_next_load_reads_the_images_back_instead_of_decoding(tiny, store, monkeypatch):
     files, calls = files_of(tiny), decoding_counted(monkeypatch)
     images, errors = decoded(files)
     assert calls == [len(files)] and errors == {} and images.shape == (len(files), 32, 32, 3)
-    assert [p.rsplit('.', 1)[1] for p in entries(store)] == ['json', 'npy']  # one entry, nothing half-written left
+    assert len(entries(store)) == 1 and entries(store)[0].endswith('.npz')  # nothing half-written left beside it
     again, errors = decoded(files)
     assert calls == [len(files)] and errors == {}  # not decoded again
     assert np.array_equal(again, images) and np.array_equal(again[7], decode(files[7]))
 
 
-def test_a_changed_file_is_decoded_again_and_the_folders_old_entry_goes(tiny_copy, store, monkeypatch):
+def test_a_changed_file_is_decoded_again_and_the_sets_old_entry_goes(tiny_copy, store, monkeypatch):
     files = files_of(tiny_copy)
     first, _ = decoded(files)
     shutil.copy(files[1], files[0])  # another picture under the same name
     calls = decoding_counted(monkeypatch)
     images, _ = decoded(files)
     assert calls == [len(files)] and np.array_equal(images[0], first[1]) and not np.array_equal(images[0], first[0])
-    assert len(entries(store)) == 2  # the new entry's .npy and .json; the old one removed
+    assert len(entries(store)) == 1  # the old one removed
 
 
-@pytest.mark.parametrize('damage', ['no list of errors', 'truncated images'])
-def test_an_entry_half_written_is_not_read(damage, tiny, store, monkeypatch):
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_a_new_entry(tiny_copy, store):
+    files = files_of(tiny_copy)
+    before, st = ImageStore(files, 32, store).path, os.stat(files[0])
+    files[0].write_bytes(files[0].read_bytes())  # as a copy that keeps the mtime (cp -p, shutil.copy2) would
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(files[0]).st_mtime_ns == st.st_mtime_ns and ImageStore(files, 32, store).path != before  # the ctime moved
+
+
+def test_a_subset_and_the_whole_set_keep_their_own_entries_and_a_relative_path_finds_them(tiny, store, monkeypatch):
+    files = files_of(tiny)
+    decoded(files); decoded(files[::2])
+    calls = decoding_counted(monkeypatch)
+    monkeypatch.chdir(tiny.parent)
+    again, _ = decoded([f.relative_to(tiny.parent) for f in files])
+    assert calls == [] and len(entries(store)) == 2 and np.array_equal(again[3], decode(files[3]))
+
+
+def test_the_least_recently_used_entries_go_beyond_store_keep(tiny, store, monkeypatch):
+    monkeypatch.setattr(recipe.image_store, 'STORE_KEEP', 2)
+    files = files_of(tiny)
+    decoded(files); time.sleep(0.05); decoded(files[::2]); time.sleep(0.05)
+    decoded(files)  # read: the most recently used now
+    time.sleep(0.05); decoded(files[1::2])
+    calls = decoding_counted(monkeypatch)
+    decoded(files); decoded(files[1::2])
+    assert calls == [] and len(entries(store)) == 2  # files[::2] went
+
+
+def test_an_entry_not_whole_is_not_read(tiny, store, monkeypatch):
     files = files_of(tiny)
     images, _ = decoded(files)
-    npy, = store.glob('*.npy')
-    if damage == 'no list of errors': npy.with_suffix('.json').unlink()  # killed between the two files
-    else: npy.write_bytes(npy.read_bytes()[:len(npy.read_bytes()) // 2])
+    entry, = store.glob('*.npz')
+    entry.write_bytes(entry.read_bytes()[:len(entry.read_bytes()) // 2])
     calls = decoding_counted(monkeypatch)
     again, _ = decoded(files)
-    assert calls == [len(files)] and np.array_equal(again, images)
-    assert len(entries(store)) == 2  # written whole again
+    assert calls == [len(files)] and np.array_equal(again, images) and entry.stat().st_size > 2 * images.nbytes // 3  # whole again
+
+
+def test_a_write_stopped_by_ctrl_c_leaves_nothing_and_one_stopped_long_ago_is_removed(tiny, store, monkeypatch):
+    files, savez = files_of(tiny), np.savez
+    def interrupted(f, **arrays): f.write(b'PK half an entry'); raise KeyboardInterrupt
+    monkeypatch.setattr(np, 'savez', interrupted)
+    with pytest.raises(KeyboardInterrupt): decoded(files)
+    assert entries(store) == []
+    monkeypatch.setattr(np, 'savez', savez)
+    old, young = store/'.images-0-0.1-a.npz', store/'.images-0-0.2-b.npz'  # as a killed run (SIGKILL) leaves them
+    old.write_bytes(b'PK'); young.write_bytes(b'PK'); os.utime(old, (time.time() - 7200,) * 2)
+    decoded(files)
+    assert not old.exists() and young.exists()  # the young one may be another run's write, still going
 
 
 def test_off_keeps_nothing(tiny, tmp_path, monkeypatch):
@@ -74,10 +113,10 @@ def test_off_keeps_nothing(tiny, tmp_path, monkeypatch):
     assert not (tmp_path/'cache').exists()
     monkeypatch.delenv('RECIPE_CACHE')  # the default place: $XDG_CACHE_HOME/recipe
     decoded(files_of(tiny))
-    assert len(list((tmp_path/'cache'/'recipe').glob('images-*.npy'))) == 1
+    assert len(list((tmp_path/'cache'/'recipe').glob('images-*.npz'))) == 1
 
 
-def test_a_folder_of_few_images_is_not_kept(tiny, tmp_path, monkeypatch):
+def test_a_set_of_few_images_is_not_kept(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv('RECIPE_CACHE', str(tmp_path/'store'))
     assert len(files_of(tiny)) < recipe.image_store.STORE_FROM
     decoded(files_of(tiny))
@@ -104,6 +143,27 @@ def test_a_bad_file_is_reported_again_when_the_images_are_read_back(tiny_copy, s
             cache = load_images(tiny_copy, skip_bad=True)
         assert bad not in cache.files and len(cache.files) == len(files_of(tiny_copy)) - 1
         assert any(f'skipped 1 bad file or folder in {tiny_copy}' in str(w.message) and bad.name in str(w.message) for w in seen)
-    assert len(calls) == 1  # the second time read back, and the bad file named all the same
-    with pytest.raises(recipe.data.RecipeError, match=f'cannot read image {bad}'):
+    assert calls == [len(files_of(tiny_copy)), 1]  # the second time read back, only the bad file tried again
+    with pytest.raises(RecipeError, match=f'cannot read image {bad}'):
         load_images(tiny_copy)
+
+
+def test_a_file_that_failed_for_a_passing_reason_is_read_next_time(tiny, store, monkeypatch):
+    files, decode_ = files_of(tiny), recipe.data.decode
+    def out_of_files(fn, size):
+        if fn == files[2]: raise RecipeError(f"cannot read image {fn}: [Errno 24] Too many open files")
+        return decode_(fn, size)
+    monkeypatch.setattr(recipe.data, 'decode', out_of_files)
+    assert list(decoded(files)[1]) == [2]
+    monkeypatch.setattr(recipe.data, 'decode', decode_)
+    images, errors = decoded(files)
+    assert errors == {} and np.array_equal(images[2], decode(files[2]))
+    calls = decoding_counted(monkeypatch)
+    assert decoded(files)[1] == {} and calls == []  # the entry was written again, without the error
+
+
+def test_a_file_gone_since_the_scan_is_named_not_a_traceback(tiny_copy, store):
+    files = files_of(tiny_copy)
+    files[5].unlink()
+    images, errors = decoded(files)
+    assert list(errors) == [5] and f'cannot read image {files[5]}' in errors[5] and entries(store) == []
