@@ -3,7 +3,7 @@ that have `phases` and `per_epoch_test_seconds`, one column per run:
 
     python bench/fixed_cost.py bench/results/fast-w64-e7-*.json [--json OUT]
 
-- start: the run's start to its first epoch: `data` (decoding or the cache), `model` (the net, the whitening), other
+- start: the run's start to its first epoch: `data` (decoding, or reading the images back from the image store, recipe/image_store.py), `model` (the net, the whitening), other
   (the record, the checks, lr_find where a profile has it);
 - epochs: training, the per-epoch test passes, and between epochs (the record and the checkpoint; the last epoch's
   checkpoint falls in the final stage's other);
