@@ -171,7 +171,7 @@ def decoded(files, size=CROP) -> tuple:
     if kept is not None:
         images, errors = kept
         retried = dict(zip(errors, decode_all([files[i] for i in errors], size))) if errors else {}
-        if all(isinstance(r, str) for r in retried.values()): return images, errors
+        if all(isinstance(r, str) for r in retried.values()): return images, retried  # this run's messages
         errors = {i: r for i, r in retried.items() if isinstance(r, str)}
         for i, r in retried.items():
             if i not in errors: images[i] = r

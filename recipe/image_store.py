@@ -9,7 +9,7 @@ Its name: a digest of the set of files (their folder, their names) and the size,
 and ctime and of the decoding (DECODE_FORMAT, Pillow's version). A file changed makes a new entry and writing it removes
 the set's older one; beyond STORE_KEEP entries the least recently used go.
 """
-import hashlib, json, os, secrets, shutil, time, warnings
+import hashlib, json, os, re, secrets, shutil, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,8 @@ STORE_FROM = 4000   # files: below this a folder decodes in about a second, not 
 STORE_KEEP = 4      # entries: the least recently used beyond these are removed (CIFAR-10's is 184 MB)
 DECODE_FORMAT = 1   # what a file decodes to (recipe/space_app.py, decode): a change to it must change this number
 LEFT_AFTER = 3600   # seconds: an unfinished write older than this was stopped, its file is removed
+ENTRY = re.compile(r'images-[0-9a-f]{24}-[0-9a-f]{24}\.npz')               # an entry's name
+TEMP = re.compile(r'\.images-[0-9a-f]{24}-[0-9a-f]{24}\.[0-9]+-[0-9a-f]{8}\.npz')  # a write's, until it is renamed
 
 
 def store_dir():
@@ -39,9 +41,10 @@ class ImageStore:
     "The entry of `files` decoded at `size`: `read()` (None when there is none) and `write(images, errors)`"
     def __init__(self, files, size, folder: Path):
         self.folder, self.n, self.size = folder, len(files), size
-        given = os.path.commonpath([str(d) for d in {Path(f).parent for f in files}])  # as given: relative or not
-        names = [str(f)[len(given):] for f in files]
-        self.prefix = f"images-{digest(str(Path(given).resolve()), size, names)}-"  # this set of files at this size
+        where = {d: str(d.resolve()) for d in {Path(f).parent for f in files}}  # the few folders, each resolved once
+        root = os.path.commonpath(list(where.values()))
+        names = [where[Path(f).parent][len(root):] + '/' + Path(f).name for f in files]  # the same, given relative or not
+        self.prefix = f"images-{digest(root, size, names)}-"  # this set of files at this size
         stats = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns) for f in files for st in [os.stat(f)]]
         self.path = folder/f"{self.prefix}{digest(DECODE_FORMAT, PIL.__version__, stats)}.npz"
 
@@ -51,16 +54,17 @@ class ImageStore:
         folder = store_dir()
         if folder is None or len(files) < STORE_FROM: return None
         try: return cls(files, size, folder)
-        except OSError: return None  # gone or unreadable: decoding names it
+        except (OSError, ValueError): return None  # gone or unreadable: decoding names it
 
     def read(self):
         "(images, {index: error message}) of the entry, or None: no entry, or one that does not match"
+        try: os.utime(self.path)  # recently used, before a long read: another run's remove_old leaves it
+        except OSError: pass  # none, or a store this user may read, not write
         try:
             with np.load(self.path) as entry: images, errors = entry['images'], json.loads(str(entry['errors']))
         except Exception: return None  # none, or not whole (np.load raises OSError, ValueError, zipfile's errors)
-        try: os.utime(self.path)  # recently used
-        except OSError: pass  # a store this user may read, not write
         if images.shape != (self.n, self.size, self.size, 3) or images.dtype != np.uint8: return None
+        self.remove_old()
         return images, {int(i): msg for i, msg in errors.items()}
 
     def write(self, images, errors):
@@ -81,13 +85,17 @@ class ImageStore:
         self.remove_old()
 
     def remove_old(self):
-        "This set's older entries, the least recently used beyond STORE_KEEP, and writes stopped long ago"
-        def age(p):
-            try: return time.time() - p.stat().st_mtime
-            except OSError: return 0  # gone: another run removed it
-        entries = sorted(self.folder.glob('images-*.npz'), key=age)
-        old = ([p for p in entries if p.name.startswith(self.prefix) and p != self.path] + entries[STORE_KEEP:] +
-               [p for p in self.folder.glob('.images-*') if age(p) > LEFT_AFTER])
+        """This set's older entries, the least recently used beyond STORE_KEEP, and writes stopped long ago (a killed
+        run's). Only files named as this store names them: $RECIPE_CACHE may be a folder that holds other things"""
+        def mtime(p):
+            try: return p.stat().st_mtime
+            except OSError: return None  # gone: another run removed it
+        ours = [(p, mtime(p)) for p in self.folder.glob('*images-*.npz') if ENTRY.fullmatch(p.name) or TEMP.fullmatch(p.name)]
+        entries = sorted(((p, t) for p, t in ours if t is not None and ENTRY.fullmatch(p.name)), key=lambda e: -e[1])
+        others = [p for p, _ in entries if not p.name.startswith(self.prefix)]
+        mine = [p for p, _ in entries if p.name.startswith(self.prefix)]
+        old = ([p for p in mine if p != self.path] + others[STORE_KEEP - 1:] +
+               [p for p, t in ours if t is not None and TEMP.fullmatch(p.name) and time.time() - t > LEFT_AFTER])
         for p in old:
             try: p.unlink(missing_ok=True)
             except OSError: pass  # not ours to remove: left as it is

@@ -10,6 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CIFAR = Path(os.environ.get('RECIPE_DATA', ROOT.parent/'shared'/'cifar10'))
 
 
+def default_sigint():
+    "preexec_fn of a child that must stop on Ctrl-C: one of a background job (`nohup pytest &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt"
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def make_subset(dest, n_train, n_test, classes=None):
     "Copy the first n images per class of each split into dest (fastai's CIFAR layout)"
     if not (CIFAR/'train').is_dir(): pytest.fail(f"CIFAR-10 not found at {CIFAR}: set RECIPE_DATA")

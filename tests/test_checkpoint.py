@@ -4,15 +4,11 @@ import csv, errno, json, signal, subprocess, sys, time
 import numpy as np, pytest, torch
 
 import recipe
+from conftest import default_sigint
 from recipe import RecipeError
 from recipe.checkpoint import CHECKPOINT, load_checkpoint
 
 ARGS = ['--epochs', 4, '--bs', 64, '--width', 8, '--lr-min', 1e-3, '--lr-max', 1e-2, '--seed', 0]
-
-
-def default_sigint():
-    "A child of a background job (`nohup pytest &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt"
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def train_args(data, out, *extra): return ['train', '--data', str(data), '--out', str(out), *map(str, extra)]

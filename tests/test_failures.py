@@ -1,6 +1,6 @@
 """Failures that used to lose a run, hang or end in a traceback (issue 17): each works now, or stops with one message
 naming its cause, and nothing already written is lost. Each test here failed on main at e81376e."""
-import datetime as dt, errno, json, os, shutil, signal, subprocess, sys, time, zipfile
+import datetime as dt, errno, json, os, shutil, signal, socket, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import pytest
@@ -185,17 +185,25 @@ def test_the_other_rank_waits_for_rank_0s_final_stage_and_leaves_when_it_fails(t
                       "recipe.run.test_logits = final\n"
                       f"recipe.train({str(tiny)!r}, epochs=1, bs=40, width=8, lr_max=1e-2, seed=0, out={str(tmp_path/'run')!r})\n"
                       "print('rank', os.environ['RANK'], 'left at', time.time(), flush=True)\n")
-    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='', PYTHONUNBUFFERED='1')
+    # The two processes started as torchrun starts them, without its agent: the agent stops the other workers when it
+    # sees one fail (every 0.1 s, or --monitor-interval), and so stopped rank 1 before it could say it left (CI, stop 29)
+    with socket.socket() as sock: sock.bind(('127.0.0.1', 0)); port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='', PYTHONUNBUFFERED='1', MASTER_ADDR='127.0.0.1',
+               MASTER_PORT=str(port), WORLD_SIZE='2', LOCAL_WORLD_SIZE='2')
     t = time.time()
-    # torchrun stops the other workers when it sees one fail (it looks every 0.1 s by default): every 2 s, so rank 1,
-    # released by rank 0's failure, has the time to return and say so (once, under load, it was stopped first)
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                        '--monitor-interval', '2', script],
-                       capture_output=True, text=True, env=env, timeout=180)
+    logs = [(tmp_path/f'rank{i}.out', tmp_path/f'rank{i}.err') for i in (0, 1)]  # files: no pipe fills and blocks a rank
+    ranks = [subprocess.Popen([sys.executable, script], stdout=open(o, 'w'), stderr=open(e, 'w'),
+                              env=dict(env, RANK=str(i), LOCAL_RANK=str(i))) for i, (o, e) in enumerate(logs)]
+    try:
+        for p in ranks: p.wait(timeout=120)  # a rank that waits for ever fails the test here
+    finally:
+        for p in ranks:
+            if p.poll() is None: p.kill(); p.wait()
+    out = [(o.read_text(), e.read_text()) for o, e in logs]
     assert time.time() - t < 60 + 30
-    assert r.returncode != 0 and 'ValueError: boom in the final stage' in r.stdout + r.stderr
-    left = [float(l.split()[-1]) for l in r.stdout.splitlines() if l.startswith('rank 1 left at')]
-    assert left and 'rank 0 left at' not in r.stdout
+    assert ranks[0].returncode != 0 and 'ValueError: boom in the final stage' in out[0][1]
+    left = [float(l.split()[-1]) for l in out[1][0].splitlines() if l.startswith('rank 1 left at')]
+    assert left and 'rank 0 left at' not in out[0][0], out[1][1][-3000:]
     assert left[0] >= float((tmp_path/'started').read_text()) + 3  # rank 1 waited for rank 0's final stage, then left
     assert json.loads((tmp_path/'run'/'results.json').read_text())['per_epoch']  # the epoch is kept: --resume finishes
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CIFAR
+from conftest import CIFAR, default_sigint
 from recipe.data import PARALLEL_FROM
 
 PARALLEL = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason='decoding goes parallel from 2 cores (CI has 2)')
@@ -96,7 +96,8 @@ def test_ctrl_c_or_sigterm_while_decoding_stops_within_seconds_and_gives_the_fol
     out = tmp_path/'run'
     proc = subprocess.Popen([sys.executable, '-m', 'recipe', 'train', '--data', CIFAR, '--profile', 'quick', '--width', '8',
                              '--out', out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {'RECIPE_CACHE': 'off'})  # decoded, not read back from an earlier test's store
+                            env=os.environ | {'RECIPE_CACHE': 'off'},  # decoded, not read back from an earlier test's store
+                            preexec_fn=default_sigint)
     try:
         t = time.time()
         # two at once: the decoding processes (a single one can be git's, forked by the run before it becomes git)

@@ -57,17 +57,22 @@ def test_a_changed_file_is_decoded_again_and_the_sets_old_entry_goes(tiny_copy, 
 def test_a_file_rewritten_with_its_old_size_and_mtime_is_a_new_entry(tiny_copy, store):
     files = files_of(tiny_copy)
     before, st = ImageStore(files, 32, store).path, os.stat(files[0])
+    time.sleep(0.05)  # past the timestamp granularity of older kernels
     files[0].write_bytes(files[0].read_bytes())  # as a copy that keeps the mtime (cp -p, shutil.copy2) would
     os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert os.stat(files[0]).st_mtime_ns == st.st_mtime_ns and ImageStore(files, 32, store).path != before  # the ctime moved
+    after = os.stat(files[0])
+    assert (after.st_mtime_ns, after.st_size) == (st.st_mtime_ns, st.st_size) and after.st_ctime_ns != st.st_ctime_ns
+    assert ImageStore(files, 32, store).path != before
 
 
-def test_a_subset_and_the_whole_set_keep_their_own_entries_and_a_relative_path_finds_them(tiny, store, monkeypatch):
+@pytest.mark.parametrize('cwd', ['parent', 'folder'])
+def test_a_subset_and_the_whole_set_keep_their_own_entries_and_a_relative_path_finds_them(cwd, tiny, store, monkeypatch):
     files = files_of(tiny)
     decoded(files); decoded(files[::2])
     calls = decoding_counted(monkeypatch)
-    monkeypatch.chdir(tiny.parent)
-    again, _ = decoded([f.relative_to(tiny.parent) for f in files])
+    here = tiny.parent if cwd == 'parent' else tiny  # `--data tiny0/` or `--data .`
+    monkeypatch.chdir(here)
+    again, _ = decoded([f.relative_to(here) for f in files])
     assert calls == [] and len(entries(store)) == 2 and np.array_equal(again[3], decode(files[3]))
 
 
@@ -80,6 +85,18 @@ def test_the_least_recently_used_entries_go_beyond_store_keep(tiny, store, monke
     calls = decoding_counted(monkeypatch)
     decoded(files); decoded(files[1::2])
     assert calls == [] and len(entries(store)) == 2  # files[::2] went
+
+
+def test_a_sets_new_entry_replaces_its_old_one_without_pushing_another_out(tiny_copy, store, monkeypatch):
+    monkeypatch.setattr(recipe.image_store, 'STORE_KEEP', 2)
+    files = files_of(tiny_copy)
+    evens, odds = files[::2], files[1::2]
+    decoded(evens); time.sleep(0.05); decoded(odds); time.sleep(0.05)
+    shutil.copy(files[2], files[1])  # one of the odds changed
+    decoded(odds)
+    calls = decoding_counted(monkeypatch)
+    decoded(evens); decoded(odds)
+    assert calls == [] and len(entries(store)) == 2  # the odds' old entry went, not the evens'
 
 
 def test_an_entry_not_whole_is_not_read(tiny, store, monkeypatch):
@@ -99,10 +116,13 @@ def test_a_write_stopped_by_ctrl_c_leaves_nothing_and_one_stopped_long_ago_is_re
     with pytest.raises(KeyboardInterrupt): decoded(files)
     assert entries(store) == []
     monkeypatch.setattr(np, 'savez', savez)
-    old, young = store/'.images-0-0.1-a.npz', store/'.images-0-0.2-b.npz'  # as a killed run (SIGKILL) leaves them
-    old.write_bytes(b'PK'); young.write_bytes(b'PK'); os.utime(old, (time.time() - 7200,) * 2)
+    name = f".images-{'a' * 24}-{'b' * 24}"
+    old, young = store/f'{name}.1-aaaaaaaa.npz', store/f'{name}.2-bbbbbbbb.npz'  # as a killed run (SIGKILL) leaves them
+    foreign = [store/'images-holiday-photos.npz', store/'.images-notes']  # $RECIPE_CACHE may be a folder of other things
+    for f in [old, young, *foreign]: f.write_bytes(b'PK'); os.utime(f, (time.time() - 7200,) * 2)
+    os.utime(young)
     decoded(files)
-    assert not old.exists() and young.exists()  # the young one may be another run's write, still going
+    assert not old.exists() and young.exists() and all(f.exists() for f in foreign)  # the young one may be another run's write
 
 
 def test_off_keeps_nothing(tiny, tmp_path, monkeypatch):
