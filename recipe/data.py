@@ -162,25 +162,28 @@ def worker_signals():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def put(images, results: dict) -> dict:
+    "Each decoded array of `results` ({index: array or error message}) into `images`; the error messages, by index"
+    for i, r in results.items():
+        if not isinstance(r, str): images[i] = r
+    return {i: r for i, r in results.items() if isinstance(r, str)}
+
+
 def decoded(files, size=CROP) -> tuple:
     """(images: (N, size, size, 3) uint8, {index: error message} of the files that cannot be read) of `files`: read
     back from an earlier run's entry in the image store (recipe/image_store.py), else decoded and kept there. The files
     that could not be read are tried again: the error may have been the machine's (too many open files), not the file's"""
     store = ImageStore.of(files, size)
     kept = store.read() if store is not None else None
-    if kept is not None:
-        images, errors = kept
-        retried = dict(zip(errors, decode_all([files[i] for i in errors], size))) if errors else {}
-        if all(isinstance(r, str) for r in retried.values()): return images, retried  # this run's messages
-        errors = {i: r for i, r in retried.items() if isinstance(r, str)}
-        for i, r in retried.items():
-            if i not in errors: images[i] = r
-    else:
-        results = decode_all(files, size)
-        errors = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+    if kept is None:
         images = np.zeros((len(files), size, size, 3), np.uint8)
-        for i, r in enumerate(results):
-            if i not in errors: images[i] = r
+        errors = put(images, dict(enumerate(decode_all(files, size))))
+    else:
+        images, errors = kept
+        if not errors: return kept
+        still = put(images, dict(zip(errors, decode_all([files[i] for i in errors], size))))
+        if len(still) == len(errors): return images, still  # this run's messages; the entry stays as it is
+        errors = still
     if store is not None: store.write(images, errors)
     return images, errors
 
