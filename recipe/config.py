@@ -65,6 +65,8 @@ SEED_PROFILE = dict(
     sgd_lr=None,            # (Muon only) LR of the Nesterov SGD of the biases (BatchNorm and whitening), mean loss
     head_lr=None,           # (Muon only) LR of the Nesterov SGD of the final linear layer, mean loss
     sgd_mom=None,           # (Muon only) momentum of that Nesterov SGD
+    renorm_every=1,         # (Muon only) steps between rescaling each filter bank to norm sqrt(out channels)
+    filter_wd=0.,           # (Muon only) the filters shrink by LR x filter_wd after every step (Hiverge's 1.6e-3)
     label_smoothing=0.0,
     lookahead=False,        # lookahead of the weights (recipe/fast.py)
     whiten=False,           # (fast net only) first conv frozen as a whitening of 2x2 patches; False: trained from random
@@ -139,6 +141,8 @@ ABLATIONS = {
     'hiverge-opt':        dict(bs=1536, lr_max=0.205, mom=0.655, sgd_lr=0.0573 * 1536, head_lr=0.5415 * 1536 * (9/256)**2,
                                sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch, LRs, momenta and the SGD groups' weight
                                                                      # decay, to our mean loss (not its decay of the filters)
+    'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
+                                                                     # step with weight decay between, its BatchNorm momentum
 }
 # The fast profile in 7 epochs with the candidates that helped on their own in the quick profile's screen (issue 23,
 # docs/results.md): Hiverge's batch and optimizer settings, its label smoothing and its brightness/contrast jitter

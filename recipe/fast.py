@@ -9,7 +9,7 @@ Its interface, the same as recipe/seed.py's: `optimizer(s)`, `pick_lrs(learn, s,
 import math
 import numpy as np
 import torch
-from fastai.vision.all import Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg
+from fastai.vision.all import Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg, step_stat
 
 from .distributed import unwrap
 from .record import TABLE_HEADER, print_row
@@ -63,19 +63,22 @@ def orthogonalize(G, steps=3, eps=1e-7):
     return (X if wide else X.T).to(G.dtype)
 
 
-def muon_step(p, lr, mom, grad_avg, **kwargs):
+def muon_step(p, lr, mom, grad_avg, step=1, renorm_every=1, filter_wd=0., **kwargs):
     """Conv filters (4-d): Muon. The Nesterov momentum g + mom v, flattened to (out, in x k x k), orthogonalized; the
-    filters are first rescaled to norm sqrt(out) (airbench94_muon's weight normalization, which takes the place of
-    weight decay), so the LR is the step's size relative to the weights. Anything else: Nesterov SGD."""
+    filters are first rescaled to norm sqrt(out) on every `renorm_every`-th step (airbench94_muon: every step; Hiverge's
+    cifar10-speedrun: every 8th, with weight decay), so the LR is the step's size relative to the weights; then they
+    shrink by lr x `filter_wd`. `step` counts from 1 (fastai's step_stat). Anything else: Nesterov SGD."""
     if p.ndim != 4: return nesterov_step(p, lr, mom, grad_avg)
     update = orthogonalize((p.grad.data + mom * grad_avg).flatten(1)).view_as(p)
-    p.data.mul_(math.sqrt(len(p)) / p.data.norm())
+    if step % renorm_every == 0: p.data.mul_(math.sqrt(len(p)) / p.data.norm())
     p.data.add_(update, alpha=-lr)
+    if filter_wd: p.data.mul_(1 - lr * filter_wd)
 
 
-def MuonSGD(params, lr, moms, wd=0.):
+def MuonSGD(params, lr, moms, wd=0., renorm_every=1, filter_wd=0.):
     "Muon for conv filters, Nesterov SGD (L2) for every other param, from fastai's optimizer steps; `moms` per group"
-    opt = Optimizer(params, [l2_reg, average_grad, muon_step], lr=lr, mom=moms[-1], wd=wd)
+    opt = Optimizer(params, [l2_reg, average_grad, step_stat, muon_step], lr=lr, mom=moms[-1], wd=wd,
+                    renorm_every=renorm_every, filter_wd=filter_wd)
     opt.set_hyper('mom', list(moms))
     return opt
 
@@ -102,7 +105,8 @@ def optimizer(s) -> dict:
     """The Learner's optimizer: Muon with its four groups (`muon_groups`), or Nesterov SGD with two; weight decay on
     BatchNorm and biases too (airbench's)"""
     if s['opt'] == 'muon':
-        return dict(opt_func=lambda params, lr: MuonSGD(params, lr, moms=[s['sgd_mom']] * 3 + [s['mom']]), splitter=muon_groups, wd_bn_bias=True)
+        return dict(opt_func=lambda params, lr: MuonSGD(params, lr, moms=[s['sgd_mom']] * 3 + [s['mom']], renorm_every=s['renorm_every'],
+                                                        filter_wd=s['filter_wd']), splitter=muon_groups, wd_bn_bias=True)
     return dict(opt_func=lambda params, lr: NesterovSGD(params, lr, mom=s['mom']), splitter=param_groups, wd_bn_bias=True)
 
 

@@ -44,6 +44,9 @@ def check_net_settings(s):
          'widths', '3 positive integers (or None)')
     need(s['depth'] in (2, 3) and not isinstance(s['depth'], bool), 'depth', '2 or 3')
     need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
+    need(isinstance(s['renorm_every'], int) and not isinstance(s['renorm_every'], bool) and s['renorm_every'] > 0,
+         'renorm_every', 'a positive integer (steps)')
+    need(is_number(s['filter_wd']) and 0 <= s['filter_wd'] < float('inf'), 'filter_wd', 'a non-negative number')
     sched = s['schedule']
     need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(map(is_number, sched))
          and 0 < sched[1] < 1, 'schedule', '(start, peak_at, end) with 0 < peak_at < 1')

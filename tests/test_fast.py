@@ -13,6 +13,7 @@ from recipe.config import FAST, TRIANGLE
 from recipe.callbacks import Lookahead
 from recipe.fast import MuonSGD, muon_groups, orthogonalize
 from recipe.run import choose_precision, training_images, whiten_sample
+from recipe.settings import settings_for
 from recipe.model import FastNet, init_whitening
 
 FAST_KW = dict(profile='fast', epochs=4, bs=50, width=8, seed=0)  # 4 batches an epoch on `tiny`
@@ -210,6 +211,31 @@ def test_muon_step_normalizes_the_filters_then_steps_along_the_orthogonalized_mo
     expected = before_conv * math.sqrt(8) / before_conv.norm() - 0.1 * orthogonalize(g.flatten(1)).view_as(g)
     assert torch.allclose(conv, expected, atol=1e-6)
     assert torch.allclose(bias, before_bias - 0.1 * bias.grad * 1.5, atol=1e-6)  # Nesterov SGD for the rest
+
+
+def test_muon_rescales_the_filters_every_nth_step_and_decays_them_between():
+    "Hiverge's variant (ABLATIONS 'hiverge-muon'): rescaled on steps 2, 4, ... only; every step shrinks them by lr x filter_wd"
+    torch.manual_seed(0)
+    conv = torch.nn.Parameter(3 * torch.randn(8, 4, 3, 3))
+    opt = MuonSGD([[conv]], lr=0.1, moms=[0.6], renorm_every=2, filter_wd=0.5)
+    expected, v = conv.detach().clone(), torch.zeros_like(conv)
+    for step in (1, 2, 3):
+        conv.grad = torch.randn_like(conv)
+        v = 0.6 * v + conv.grad
+        if step % 2 == 0: expected = expected * math.sqrt(8) / expected.norm()
+        expected = (expected - 0.1 * orthogonalize((conv.grad + 0.6 * v).flatten(1)).view_as(conv)) * (1 - 0.1 * 0.5)
+        opt.step()
+        assert torch.allclose(conv, expected, atol=1e-5), step
+    assert abs(conv.norm() - math.sqrt(8)) > 0.01  # not rescaled on step 3: the every-step default would be
+
+
+@pytest.mark.parametrize('change, message', [(dict(renorm_every=0), 'renorm_every must be a positive integer'),
+                                             (dict(renorm_every=True), 'renorm_every must be a positive integer'),
+                                             (dict(filter_wd=-1e-3), 'filter_wd must be a non-negative number'),
+                                             (dict(filter_wd='0.001'), 'filter_wd must be a non-negative number')])
+def test_bad_muon_settings_are_refused_before_any_work(change, message):
+    with pytest.raises(RecipeError, match=message):
+        settings_for('fast', settings=change)
 
 
 def test_alternating_flip_shows_each_image_both_ways_over_two_epochs(tiny):
