@@ -46,7 +46,11 @@ def check_net_settings(s):
     need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
     need(isinstance(s['renorm_every'], int) and not isinstance(s['renorm_every'], bool) and s['renorm_every'] > 0,
          'renorm_every', 'a positive integer (steps)')
-    need(is_number(s['filter_wd']) and 0 <= s['filter_wd'] < float('inf'), 'filter_wd', 'a non-negative number')
+    need(is_number(s['filter_wd']) and 0 <= s['filter_wd'] * (s['lr_max'] or 1) < 1, 'filter_wd',
+         f"a non-negative number under 1 / lr_max ({s['lr_max']}): the filters shrink by lr x filter_wd a step")
+    if s['opt'] != 'muon' and (s['renorm_every'] != 1 or s['filter_wd']):
+        raise RecipeError(f"renorm_every {s['renorm_every']!r} and filter_wd {s['filter_wd']!r} are Muon's settings, "
+                          f"and opt is {s['opt']!r}: use a Muon profile (fast, fast7, quick) or leave them at 1 and 0")
     sched = s['schedule']
     need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(map(is_number, sched))
          and 0 < sched[1] < 1, 'schedule', '(start, peak_at, end) with 0 < peak_at < 1')

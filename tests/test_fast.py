@@ -226,13 +226,17 @@ def test_muon_rescales_the_filters_every_nth_step_and_decays_them_between():
         expected = (expected - 0.1 * orthogonalize((conv.grad + 0.6 * v).flatten(1)).view_as(conv)) * (1 - 0.1 * 0.5)
         opt.step()
         assert torch.allclose(conv, expected, atol=1e-5), step
-    assert abs(conv.norm() - math.sqrt(8)) > 0.01  # not rescaled on step 3: the every-step default would be
+    s = settings_for('fast', settings=recipe.ABLATIONS['hiverge-muon'])  # the settings reach the optimizer
+    opt = recipe.fast.optimizer(s)['opt_func'](muon_groups(FastNet(width=8)), lr=0.1)
+    assert {(h['renorm_every'], h['filter_wd']) for h in opt.hypers} == {(8, 1.0418e-6 * 1536)}
 
 
 @pytest.mark.parametrize('change, message', [(dict(renorm_every=0), 'renorm_every must be a positive integer'),
                                              (dict(renorm_every=True), 'renorm_every must be a positive integer'),
                                              (dict(filter_wd=-1e-3), 'filter_wd must be a non-negative number'),
-                                             (dict(filter_wd='0.001'), 'filter_wd must be a non-negative number')])
+                                             (dict(filter_wd='0.001'), 'filter_wd must be a non-negative number'),
+                                             (dict(filter_wd=100.), r'filter_wd must be a non-negative number under 1 / lr_max \(0.24\)'),
+                                             (dict(opt='nesterov', renorm_every=8), "renorm_every 8 and filter_wd 0.0 are Muon's")])
 def test_bad_muon_settings_are_refused_before_any_work(change, message):
     with pytest.raises(RecipeError, match=message):
         settings_for('fast', settings=change)
