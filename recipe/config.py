@@ -141,6 +141,10 @@ ABLATIONS = {
     'hiverge-opt':        dict(bs=1536, lr_max=0.205, mom=0.655, sgd_lr=0.0573 * 1536, head_lr=0.5415 * 1536 * (9/256)**2,
                                sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch, LRs, momenta and the SGD groups' weight
                                                                      # decay, to our mean loss (not its decay of the filters)
+    # (on fast7) 1.5x the steps an epoch, since a CPU runs smaller batches about as fast: the SGD groups' LRs and decay
+    # per summed example kept, Muon's LR x sqrt(batch ratio) (airbench94_muon -> Hiverge: 0.24 at 2,000 -> 0.205 at 1,536)
+    'bs-1024':            dict(bs=1024, lr_max=0.205 * (1024 / 1536) ** 0.5, sgd_lr=0.0573 * 1024,
+                               head_lr=0.5415 * 1024 * (9/256)**2, wd=1.0418e-6 * 1024),
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
                                                                      # step with weight decay between, its BatchNorm momentum
 }
