@@ -115,6 +115,16 @@ FAST = FAST_SGD | dict(
     wd=0.004,               # L2 x LR of the SGD groups at their initial LR: 2e-6 per summed example x 2,000
     bias_lr=1, lookahead=False, flip='alternate',
 )
+
+
+def at_batch(bs) -> dict:
+    """Hiverge's optimizer settings at batch `bs`, turned into our mean loss: the SGD groups' LRs and weight decay per
+    summed example as its 1,536 have them; Muon's LR x sqrt(bs / 1,536), as airbench94_muon -> Hiverge went (0.24 at
+    2,000 -> 0.205 at 1,536)"""
+    return dict(bs=bs, lr_max=0.205 * (bs / 1536) ** 0.5, sgd_lr=0.0573 * bs, head_lr=0.5415 * bs * (9/256)**2,
+                wd=1.0418e-6 * bs)
+
+
 # One change to a profile at a time (`bench PROFILE --ablation NAME`): an ingredient of the fast profiles removed, for
 # "what each bought", or a candidate added (issue 23: Hiverge's cifar10-speedrun, github.com/hiverge/cifar10-speedrun)
 ABLATIONS = {
@@ -138,13 +148,11 @@ ABLATIONS = {
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24
     'small-early-3':      dict(small_early=(24, 3)),                 # the first 3 epochs at 24x24
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
-    'hiverge-opt':        dict(bs=1536, lr_max=0.205, mom=0.655, sgd_lr=0.0573 * 1536, head_lr=0.5415 * 1536 * (9/256)**2,
-                               sgd_mom=0.825, wd=1.0418e-6 * 1536),  # its batch, LRs, momenta and the SGD groups' weight
-                                                                     # decay, to our mean loss (not its decay of the filters)
-    # (on fast7) 1.5x the steps an epoch, since a CPU runs smaller batches about as fast: the SGD groups' LRs and decay
-    # per summed example kept, Muon's LR x sqrt(batch ratio) (airbench94_muon -> Hiverge: 0.24 at 2,000 -> 0.205 at 1,536)
-    'bs-1024':            dict(bs=1024, lr_max=0.205 * (1024 / 1536) ** 0.5, sgd_lr=0.0573 * 1024,
-                               head_lr=0.5415 * 1024 * (9/256)**2, wd=1.0418e-6 * 1024),
+    'hiverge-opt':        at_batch(1536) | dict(mom=0.655, sgd_mom=0.825),  # its batch, LRs, momenta and the SGD groups'
+                                                                     # weight decay (not its decay of the filters)
+    # (on fast7) more steps an epoch, since a CPU runs smaller batches nearly as fast
+    'bs-1024':            at_batch(1024),
+    'bs-512':             at_batch(512),
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
                                                                      # step with weight decay between, its BatchNorm momentum
 }
