@@ -39,10 +39,14 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
     return path
 
 
+QUICK_SINCE = '2026-12-02T22:11'  # `quick` became fast7's training at batch 512 (efbabbf); before, the fast profile's
+
+
 def run_label(r, seed=True):
     "profile, ablation (if any) and seed of a result, for tables and legends"
     profile = r['profile']
     if profile in ('fast', 'quick') and r.get('opt') not in (None, 'muon'): profile += ' (before Muon: fast-sgd)'
+    elif profile == 'quick' and (r.get('started') or '') < QUICK_SINCE: profile += ' (then: the fast profile)'
     return profile + (f" ({r['ablation']})" if r.get('ablation') else '') + (f" w{r['width']} seed {r['seed']}" if seed else '')
 
 

@@ -2,7 +2,7 @@
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
            'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE', 'ECE_BINS',
            'STATS_SAMPLE', 'MEMORY_FRACTION', 'PEAK_COPIES',
-           'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'FAST7', 'FAST95', 'FAST96', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
+           'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'at_batch', 'QUICK', 'FAST7', 'FAST95', 'FAST96', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
 BS = 512                # images per batch (the original write-up)
@@ -120,7 +120,7 @@ FAST = FAST_SGD | dict(
 def at_batch(bs) -> dict:
     """Hiverge's optimizer settings at batch `bs`, turned into our mean loss: the SGD groups' LRs and weight decay per
     summed example as its 1,536 have them; Muon's LR x sqrt(bs / 1,536), as airbench94_muon -> Hiverge went (0.24 at
-    2,000 -> 0.205 at 1,536)"""
+    2,000 -> 0.205 at 1,536, roughly so)"""
     return dict(bs=bs, lr_max=0.205 * (bs / 1536) ** 0.5, sgd_lr=0.0573 * bs, head_lr=0.5415 * bs * (9/256)**2,
                 wd=1.0418e-6 * bs)
 
@@ -156,8 +156,8 @@ ABLATIONS = {
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
                                                                      # step with weight decay between, its BatchNorm momentum
 }
-# The fast profile in 7 epochs with the candidates that helped on their own in the quick profile's screen (issue 23,
-# docs/results.md): Hiverge's batch and optimizer settings, its label smoothing and its brightness/contrast jitter
+# The fast profile in 7 epochs with the candidates that helped on their own in the 3-epoch screen (issue 23,
+# docs/results.md; quick was then the fast profile for 3 epochs): Hiverge's batch and optimizer settings, its label smoothing and its brightness/contrast jitter
 FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] | ABLATIONS['jitter']
 # 90% as soon as possible (issue 23, part 6): fast7's training in 2 epochs, at batch 512 for 3x its steps (89.23% at
 # 1,536, 89.72% at 1,024, 90.62% at 512 on seed 0; docs/results.md)

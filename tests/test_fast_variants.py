@@ -93,10 +93,11 @@ def test_a_nesterov_run_of_a_profile_without_a_schedule_gets_the_triangle():
 
 
 def test_bench_joins_ablations_given_with_commas_and_names_an_unknown_one(tiny, tmp_path):
-    path = run_profile('quick', data=tiny, epochs=1, bs=50, width=8, ablation='silu,ls-0.09',
+    path = run_profile('quick', data=tiny, epochs=1, bs=50, width=8, ablation='silu,whiten-bias-0.19',
                                     results=tmp_path/'results', runs=tmp_path/'runs')
     r = json.loads(path.read_text())
-    assert (r['act'], r['label_smoothing'], r['ablation']) == ('silu', 0.09, 'silu,ls-0.09') and 'silu+ls-0.09' in path.name
+    assert (recipe.PROFILES['quick']['act'], recipe.PROFILES['quick']['whiten_bias_epochs']) != ('silu', 0.19)
+    assert (r['act'], r['whiten_bias_epochs'], r['ablation']) == ('silu', 0.19, 'silu,whiten-bias-0.19') and 'silu+whiten-bias-0.19' in path.name
     with pytest.raises(RecipeError, match="unknown ablation 'nope'"):
         run_profile('quick', data=tiny, ablation='silu,nope', results=tmp_path/'results', runs=tmp_path/'runs')
 

@@ -12,7 +12,7 @@ from conftest import ROOT
 
 BEFORE = '0ed9eb3'
 RUNS = {'seed': dict(epochs=2, bs=32, width=8, seed=0, precision='fp32'),  # fp32: the seed profile's choice on a CPU then
-        'fast': dict(profile='fast', epochs=2, bs=50, width=8, seed=0)}  # the fast profile (then 'quick' for 3 epochs)
+        'fast': dict(profile='fast', epochs=2, bs=50, width=8, seed=0)}  # 'quick' here until efbabbf, when quick was fast for 3 epochs
 
 
 def code_at(commit, dest):
