@@ -157,7 +157,8 @@ ABLATIONS = {
                                                                      # step with weight decay between, its BatchNorm momentum
 }
 # The fast profile in 7 epochs with the candidates that helped on their own in the 3-epoch screen (issue 23,
-# docs/results.md; quick was then the fast profile for 3 epochs): Hiverge's batch and optimizer settings, its label smoothing and its brightness/contrast jitter
+# docs/results.md; quick was then the fast profile for 3 epochs): Hiverge's batch and optimizer settings, its label
+# smoothing and its brightness/contrast jitter
 FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] | ABLATIONS['jitter']
 # 90% as soon as possible (issue 23, part 6): fast7's training in 2 epochs, at batch 512 for 3x its steps (89.23% at
 # 1,536, 89.72% at 1,024, 90.62% at 512 on seed 0; docs/results.md)
