@@ -153,6 +153,7 @@ ABLATIONS = {
     # (on fast7) more steps an epoch, since a CPU runs smaller batches nearly as fast
     'bs-1024':            at_batch(1024),
     'bs-512':             at_batch(512),
+    'lookahead':          dict(lookahead=True),                      # (on fast7) airbench94's lookahead, which Muon's dropped
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
                                                                      # step with weight decay between, its BatchNorm momentum
 }
