@@ -4,15 +4,16 @@ and BENCHMARKS.md (table + plots) generated from those files.
     python -m recipe bench seed-w32 --seed 0 --data DIR   # ~85 min on 2 CPU cores (width 32, 24 epochs)
     python -m recipe report                               # BENCHMARKS.md from bench/results/
 """
-import json
+import inspect, json, math
 from datetime import datetime
 from statistics import mean
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .config import ABLATIONS, PROFILES
+from .config import ABLATIONS, PROFILES, SEED_PROFILE
 from .data import RecipeError
+from .model import ARCHS
 
 __all__ = ['run_profile', 'load_results', 'time_to', 'write_report']
 
@@ -39,15 +40,47 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
     return path
 
 
-QUICK_SINCE = '2026-12-02T22:11'  # `quick` became fast7's training at batch 512 (efbabbf); before, the fast profile's
+# A run's options, not its profile's: shown in the table (width, epochs) or as the machine chose (precision)
+RUN_OPTIONS = ('width', 'widths', 'epochs', 'bs', 'augment', 'precision', 'compile')
+
+
+def as_json(v): return [as_json(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+def same(a, b) -> bool:
+    if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)): return math.isclose(a, b, rel_tol=1e-9)
+    return as_json(a) == as_json(b)
+
+
+def changes(r, settings) -> list:
+    """The keys in which result `r`'s settings differ from `settings`: the run's options, LRs that lr_find chose, and
+    keys the run predates aside; act None is the net's own"""
+    def value(s, k): return (s[k] or inspect.signature(ARCHS[s['arch']]).parameters['act'].default) if k == 'act' else s[k]
+    found_lr = {k for k in ('lr_min', 'lr_max') if settings[k] is None}
+    return [k for k in SEED_PROFILE if k not in (*RUN_OPTIONS, *found_lr) and k in r and not same(value(r, k), value(settings, k))]
 
 
 def run_label(r, seed=True):
-    "profile, ablation (if any) and seed of a result, for tables and legends"
-    profile = r['profile']
-    if profile in ('fast', 'quick') and r.get('opt') not in (None, 'muon'): profile += ' (before Muon: fast-sgd)'
-    elif profile == 'quick' and (r.get('started') or '') < QUICK_SINCE: profile += ' (then: the fast profile)'
-    return profile + (f" ({r['ablation']})" if r.get('ablation') else '') + (f" w{r['width']} seed {r['seed']}" if seed else '')
+    "Profile, ablation and seed of a result, for tables and legends"
+    return profile_label(r) + (f" w{r['width']} seed {r['seed']}" if seed else '')
+
+
+def profile_label(r) -> str:
+    """A result's profile and ablation as the run had them. A profile whose settings have changed since says so: the
+    keys that differ ("then: lookahead False"), or the profile it then matched ("then: the fast profile"). An ablation
+    that changed nothing in the profile as the run had it (one the profile has taken in since) is left out."""
+    profile, ablation = r['profile'], r.get('ablation') or ''
+    names = [a for a in ablation.split(',') if a]
+    if profile not in PROFILES or any(a not in ABLATIONS for a in names): return profile + (f' ({ablation})' if ablation else '')
+    change = {k: v for a in names for k, v in ABLATIONS[a].items()}
+    base, then = PROFILES[profile], changes(r, PROFILES[profile] | change)
+    if then:
+        other = len(then) > 2 and next((p for p in PROFILES if p != profile and not changes(r, PROFILES[p] | change)), None)
+        base = PROFILES[other] if other else None
+        listed = ', '.join(f'{k} {as_json(r[k])}' for k in then[:3]) + (f' and {len(then) - 3} more' if len(then) > 3 else '')
+        profile += f' (then: the {other} profile)' if other else f' (then: {listed})'
+    changed = base is None or any(not same(base[k], v) for k, v in change.items())
+    return profile + (f' ({ablation})' if ablation and changed else '')
 
 
 def load_results(results='bench/results') -> list:

@@ -54,6 +54,30 @@ def test_report_gives_mean_and_range_of_complete_runs_only(tmp_path):
     assert '| seed-w32 | 32 | 24 | 2 | incomplete: 50.00% after 1 of 24 epochs | 80.0 min | - | - |' in md
 
 
+def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_their_settings(tmp_path, monkeypatch):
+    from recipe.bench import run_label
+    from recipe.config import ABLATIONS, PROFILES
+    from recipe.settings import settings_for
+    def result(profile, ablation=None, seed=0, **changed):
+        s = settings_for(profile, {k: v for a in (ablation or '').split(',') if a for k, v in ABLATIONS[a].items()})
+        return json.loads(json.dumps(s | changed | dict(ablation=ablation, seed=seed)))  # tuples as JSON lists
+    assert run_label(result('fast7')) == 'fast7 w64 seed 0'
+    assert run_label(result('fast7', 'lookahead'), seed=False) == 'fast7 (lookahead)'
+    assert run_label(result('seed-w32', lr_min=1e-3, lr_max=1e-2, act='relu'), seed=False) == 'seed-w32'  # lr_find's LRs; the net's own act
+    runs = [result('fast7', seed=0), result('fast7', 'lookahead', seed=1), result('fast7', 'lookahead', seed=2)]
+    monkeypatch.setitem(PROFILES, 'fast7', PROFILES['fast7'] | dict(lookahead=True))  # the profile takes in the ablation
+    assert [run_label(r, seed=False) for r in runs] == ['fast7 (then: lookahead False)', 'fast7', 'fast7']
+    assert run_label(result('fast', epochs=3) | dict(profile='quick'), seed=False) == 'quick (then: the fast profile)'  # then another's settings
+    for i, r in enumerate(runs):
+        pe = [dict(epoch=1, test_accuracy=0.9 + i / 100, seconds=60)]
+        r |= dict(test_accuracy=pe[0]['test_accuracy'], complete=True, per_epoch=pe, wall_seconds=70, git_commit='0' * 12,
+                  machine=dict(cpu='AMD EPYC', cores=2, gpu='none'))
+        (tmp_path/f'run{i}.json').write_text(json.dumps(r))
+    md = write_report(tmp_path, tmp_path/'BENCHMARKS.md').read_text()
+    assert '- fast7 (then: lookahead False), width 64, 7 epochs: 1 run, mean 90.00%' in md
+    assert '- fast7, width 64, 7 epochs: 2 runs, mean 91.50%, lowest 91.00%, highest 92.00%' in md
+
+
 def test_time_to_accuracy_from_the_epoch_walls_or_the_final_tta_accuracy():
     from recipe.bench import time_to
     pe = [dict(epoch=i + 1, test_accuracy=a, seconds=100) for i, a in enumerate([0.5, 0.91, 0.935])]
