@@ -1,16 +1,35 @@
 """recipe: CIFAR-10 with fastai, albumentations and a small custom ResNet (or a fast airbench94-style net), with the
-plots that show what happened."""
+plots that show what happened.
+
+The settings (recipe/config.py) and RecipeError come at once; the rest on first use, so that `python -m recipe runs`,
+`show` and `--help` start without importing torch and fastai (about 8 s of CPU)."""
 __version__ = '0.1.0'
-import warnings
+import importlib, warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # fastai 2.8 on torch 2.14: noise
 from .config import *
-from .model import CustomResNet, FastNet, make_model
-from .augment import BatchAugment, batch_augment
-from .data import RecipeError, image_dls, train_augs
-from .seed import choose_lrs, find_lrs, fit_recipe
-from .fast import fit_fast, fit_muon
-from .settings import settings_for
-from .run import make_learner, train
-from .plots import plot_lr_find
-from .inference import export_onnx, load, load_learner, predict
-from .evaluation import evaluate
+from .config import __all__ as _settings
+from .errors import RecipeError
+
+LAZY = {  # module: the names it gives the package
+    'model': ['CustomResNet', 'FastNet', 'make_model'],
+    'augment': ['BatchAugment', 'batch_augment'],
+    'data': ['image_dls', 'train_augs'],
+    'seed': ['choose_lrs', 'find_lrs', 'fit_recipe'],
+    'fast': ['fit_fast', 'fit_muon'],
+    'settings': ['settings_for'],
+    'run': ['make_learner', 'train'],
+    'plots': ['plot_lr_find'],
+    'inference': ['export_onnx', 'load', 'load_learner', 'predict'],
+    'evaluation': ['evaluate'],
+}
+HOME = {name: module for module, names in LAZY.items() for name in names}
+__all__ = [*_settings, 'RecipeError', *HOME]
+
+
+def __getattr__(name):
+    if name not in HOME: raise AttributeError(f"module 'recipe' has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(f'.{HOME[name]}', __name__), name)
+    return value
+
+
+def __dir__(): return sorted(set(globals()) | set(HOME))

@@ -12,9 +12,9 @@ import torch
 from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitter, GrandparentSplitter, ImageBlock,
                                Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform,
                                URLs, default_device, image_extensions, parent_label, untar_data)
-from fastcore.script import CliError
 
 from .augment import BatchAugment, ColorJitter
+from .errors import RecipeError
 from .image_store import ImageStore
 from .space_app import decode as decode_image
 from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
@@ -23,10 +23,6 @@ from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, C
 __all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'decoded', 'ImageCache',
            'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
            'parse_bytes', 'memory_budget', 'random_split', 'is_number', 'pair', 'check_flip', 'check_jitter', 'image_dls']
-
-
-class RecipeError(CliError):
-    "Bad input: the message names the path or value. The CLI prints it and exits 1; Python callers get the exception."
 
 
 LAYOUTS = {  # where the training and the test (validation) images are, in the order they are looked for

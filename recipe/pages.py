@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
-from .data import RecipeError
+from .errors import RecipeError
 from .record import card_rows, read_record, write_text
 
 __all__ = ['PLOTS', 'write_run_page', 'show', 'run_rows', 'write_runs_page', 'runs']

@@ -2,11 +2,8 @@
 import csv, hashlib, json, os, platform, subprocess, tempfile
 from pathlib import Path
 
-import torch
-from safetensors.torch import save
-
 from .config import ECE_BINS
-from .data import RecipeError
+from .errors import RecipeError
 
 __all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
@@ -55,6 +52,7 @@ def write_text(path, text: str):
 
 
 def machine_info() -> dict:
+    import torch  # here, not at the top: `runs` and `show` read records without torch
     cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines()
                 if l.startswith('model name')), platform.processor()) if Path('/proc/cpuinfo').exists() else platform.processor()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'
@@ -62,7 +60,7 @@ def machine_info() -> dict:
 
 
 def versions() -> dict:
-    import albumentations, fastai
+    import albumentations, fastai, torch
     return {'python': platform.python_version(), 'torch': torch.__version__, 'fastai': fastai.__version__,
             'albumentations': albumentations.__version__}
 
@@ -101,6 +99,7 @@ def print_row(row):
 
 def save_weights(model, path, meta: dict):
     "Weights as safetensors (loading them never unpickles anything) plus a JSON of what is needed to use them"
+    from safetensors.torch import save
     path = Path(path)
     state = save({k: v.contiguous() for k, v in model.state_dict().items()})  # bytes: written atomically like the rest
     atomic_write(path.with_suffix('.safetensors'), lambda f: f.write(state), 'wb')

@@ -41,6 +41,17 @@ def test_help_lists_options():
     for opt in ('--data', '--epochs', '--bs', '--width', '--lr-min', '--lr-max', '--seed', '--out'): assert opt in r.stdout
 
 
+@pytest.mark.parametrize('args', [['train', '--help'], ['runs', '{tmp}'], ['show', '{tmp}', '--no-open'], ['fly']])
+def test_commands_that_need_no_model_start_without_torch(tmp_path, args):
+    "`recipe runs`, `show`, `--help` and a usage error answer in about a second: torch and fastai (~8 s) stay unimported"
+    code = ("import runpy, sys\n"
+            "try: runpy.run_module('recipe', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit: pass\n"
+            "print('heavy:', [m for m in ('torch', 'fastai') if m in sys.modules])")
+    r = subprocess.run([sys.executable, '-c', code, *(a.format(tmp=tmp_path) for a in args)], capture_output=True, text=True, timeout=120)
+    assert r.stdout.splitlines()[-1] == 'heavy: []', r.stdout + r.stderr
+
+
 def test_the_recipe_console_command_is_installed():
     "setup.cfg's entry point, next to `python -m recipe` (pip install -e . puts it beside this Python)"
     exe = Path(sys.executable).parent/'recipe'
