@@ -5,6 +5,7 @@ The settings (recipe/config.py) and RecipeError come at once; the rest on first 
 `show` and `--help` start without importing torch and fastai (about 8 s of CPU)."""
 __version__ = '0.1.0'
 import importlib, warnings
+from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # fastai 2.8 on torch 2.14: noise
 from .config import *
 from .config import __all__ as _settings
@@ -27,8 +28,11 @@ __all__ = [*_settings, 'RecipeError', *HOME]
 
 
 def __getattr__(name):
-    if name not in HOME: raise AttributeError(f"module 'recipe' has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(f'.{HOME[name]}', __name__), name)
+    "An export, or a module by name (`recipe.data.find_data` after `import recipe`), imported on first use"
+    if name in HOME: value = getattr(importlib.import_module(f'.{HOME[name]}', __name__), name)
+    elif (Path(__file__).parent/f'{name}.py').is_file(): value = importlib.import_module(f'.{name}', __name__)
+    else: raise AttributeError(f"module 'recipe' has no attribute {name!r}")
+    globals()[name] = value
     return value
 
 

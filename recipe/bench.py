@@ -52,12 +52,23 @@ def same(a, b) -> bool:
     return as_json(a) == as_json(b)
 
 
-def changes(r, settings) -> list:
-    """The keys in which result `r`'s settings differ from `settings`: the run's options, LRs that lr_find chose, and
-    keys the run predates aside; act None is the net's own"""
-    def value(s, k): return (s[k] or inspect.signature(ARCHS[s['arch']]).parameters['act'].default) if k == 'act' else s[k]
+def as_run(r) -> dict:
+    """Result `r`'s settings; a key the run predates at the value that kept the code of then: the seed profile's default
+    (each new setting's default is the old behaviour), except `whiten`: the fast net always whitened before it"""
+    s = {k: r.get(k, SEED_PROFILE[k]) for k in SEED_PROFILE}
+    if 'whiten' not in r and s['arch'] == 'fast': s['whiten'] = True
+    return s
+
+
+def value(s, k):
+    "A setting as it acts: act None is the net's own activation"
+    return (s[k] or inspect.signature(ARCHS[s['arch']]).parameters['act'].default) if k == 'act' else s[k]
+
+
+def changes(run, settings) -> list:
+    "The keys in which a run's settings differ from `settings`: the run's options and LRs that lr_find chose aside"
     found_lr = {k for k in ('lr_min', 'lr_max') if settings[k] is None}
-    return [k for k in SEED_PROFILE if k not in (*RUN_OPTIONS, *found_lr) and k in r and not same(value(r, k), value(settings, k))]
+    return [k for k in SEED_PROFILE if k not in (*RUN_OPTIONS, *found_lr) and not same(value(run, k), value(settings, k))]
 
 
 def run_label(r, seed=True):
@@ -66,21 +77,23 @@ def run_label(r, seed=True):
 
 
 def profile_label(r) -> str:
-    """A result's profile and ablation as the run had them. A profile whose settings have changed since says so: the
+    """A result's profile and ablations as the run had them. A profile whose settings have changed since says so: the
     keys that differ ("then: lookahead False"), or the profile it then matched ("then: the fast profile"). An ablation
     that changed nothing in the profile as the run had it (one the profile has taken in since) is left out."""
-    profile, ablation = r['profile'], r.get('ablation') or ''
-    names = [a for a in ablation.split(',') if a]
-    if profile not in PROFILES or any(a not in ABLATIONS for a in names): return profile + (f' ({ablation})' if ablation else '')
-    change = {k: v for a in names for k, v in ABLATIONS[a].items()}
-    base, then = PROFILES[profile], changes(r, PROFILES[profile] | change)
+    profile, names = r['profile'], [a for a in (r.get('ablation') or '').split(',') if a]
+    if profile not in PROFILES or any(a not in ABLATIONS for a in names): return profile + (f" ({r['ablation']})" if names else '')
+    run, change = as_run(r), {k: v for a in names for k, v in ABLATIONS[a].items()}
+    base, then = PROFILES[profile], changes(run, PROFILES[profile] | change)
     if then:
-        other = len(then) > 2 and next((p for p in PROFILES if p != profile and not changes(r, PROFILES[p] | change)), None)
+        other = len(then) > 2 and next((p for p in PROFILES if p != profile and not changes(run, PROFILES[p] | change)), None)
         base = PROFILES[other] if other else None
-        listed = ', '.join(f'{k} {as_json(r[k])}' for k in then[:3]) + (f' and {len(then) - 3} more' if len(then) > 3 else '')
+        listed = ', '.join(f'{k} {as_json(run[k])}' for k in then[:3]) + (f' and {len(then) - 3} more' if len(then) > 3 else '')
         profile += f' (then: the {other} profile)' if other else f' (then: {listed})'
-    changed = base is None or any(not same(base[k], v) for k, v in change.items())
-    return profile + (f' ({ablation})' if ablation and changed else '')
+    def acts(i, a):  # changes a key of the base that no later ablation sets again
+        return base is None or any(not same(value(base | {k: v}, k), value(base, k)) and not any(k in ABLATIONS[b] for b in names[i + 1:])
+                                   for k, v in ABLATIONS[a].items())
+    kept = [a for i, a in enumerate(names) if acts(i, a)]
+    return profile + (f" ({','.join(kept)})" if kept else '')
 
 
 def load_results(results='bench/results') -> list:

@@ -68,6 +68,11 @@ def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_t
     monkeypatch.setitem(PROFILES, 'fast7', PROFILES['fast7'] | dict(lookahead=True))  # the profile takes in the ablation
     assert [run_label(r, seed=False) for r in runs] == ['fast7 (then: lookahead False)', 'fast7', 'fast7']
     assert run_label(result('fast', epochs=3) | dict(profile='quick'), seed=False) == 'quick (then: the fast profile)'  # then another's settings
+    assert run_label(result('quick', 'ls-0.09,bs-1024'), seed=False) == 'quick (bs-1024)'  # quick has ls-0.09 already
+    older = {k: v for k, v in result('fast7').items() if k != 'renorm_every'}  # a run from before the setting existed
+    monkeypatch.setitem(PROFILES, 'fast7', PROFILES['fast7'] | dict(renorm_every=8))
+    assert run_label(older, seed=False) == 'fast7 (then: renorm_every 1)'  # its default: the code of then
+    monkeypatch.setitem(PROFILES, 'fast7', PROFILES['fast7'] | dict(renorm_every=1))
     for i, r in enumerate(runs):
         pe = [dict(epoch=1, test_accuracy=0.9 + i / 100, seconds=60)]
         r |= dict(test_accuracy=pe[0]['test_accuracy'], complete=True, per_epoch=pe, wall_seconds=70, git_commit='0' * 12,

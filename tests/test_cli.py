@@ -52,6 +52,13 @@ def test_commands_that_need_no_model_start_without_torch(tmp_path, args):
     assert r.stdout.splitlines()[-1] == 'heavy: []', r.stdout + r.stderr
 
 
+def test_import_recipe_reaches_every_module_by_name():
+    "`import recipe` then `recipe.data.find_data` (as bench/own_data.py does): a module loads on first use, as an export does"
+    r = subprocess.run([sys.executable, '-c', 'import recipe; print(recipe.data.find_data.__name__, recipe.train.__module__)'],
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ['find_data', 'recipe.run'], r.stderr
+
+
 def test_the_recipe_console_command_is_installed():
     "setup.cfg's entry point, next to `python -m recipe` (pip install -e . puts it beside this Python)"
     exe = Path(sys.executable).parent/'recipe'
