@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 from .config import ABLATIONS, PROFILES, SEED_PROFILE
 from .data import RecipeError
 from .model import ARCHS
+from .settings import widths_at
 
 __all__ = ['run_profile', 'load_results', 'time_to', 'write_report']
 
@@ -41,7 +42,7 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
 
 
 # A run's options, not its profile's: shown in the table (width, epochs) or as the machine chose (precision)
-RUN_OPTIONS = ('width', 'widths', 'epochs', 'bs', 'augment', 'precision', 'compile')
+RUN_OPTIONS = ('width', 'epochs', 'bs', 'augment', 'precision', 'compile')
 
 
 def as_json(v): return [as_json(x) for x in v] if isinstance(v, (tuple, list)) else v
@@ -66,8 +67,10 @@ def value(s, k):
 
 
 def changes(run, settings) -> list:
-    "The keys in which a run's settings differ from `settings`: the run's options and LRs that lr_find chose aside"
+    """The keys in which a run's settings differ from `settings`: the run's options and LRs that lr_find chose aside;
+    the groups' widths as `settings` has them at the run's width"""
     found_lr = {k for k in ('lr_min', 'lr_max') if settings[k] is None}
+    settings = settings | {'widths': widths_at(settings['widths'], run['width'], settings['width'])}
     return [k for k in SEED_PROFILE if k not in (*RUN_OPTIONS, *found_lr) and not same(value(run, k), value(settings, k))]
 
 

@@ -4,7 +4,7 @@ from .config import PRECISIONS, PROFILES, SEED_PROFILE
 from .data import RecipeError, check_flip, check_jitter, is_number, pair
 from .model import ACTS
 
-__all__ = ['settings_for', 'check_net_settings', 'check_options', 'check_seed']
+__all__ = ['settings_for', 'widths_at', 'check_net_settings', 'check_options', 'check_seed']
 
 
 def settings_for(profile='seed', settings=None, **overrides) -> dict:
@@ -13,9 +13,7 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     s = ({k: v for k, v in PROFILES[profile].items() if k != 'doc'} | (settings or {}) |
          {k: v for k, v in overrides.items() if v is not None})
-    base_width = PROFILES[profile]['width']
-    if s.get('widths') and 'widths' not in (settings or {}) and s['width'] != base_width:  # the profile's net, wider or narrower
-        s['widths'] = tuple(max(1, round(w * s['width'] / base_width)) for w in s['widths'])
+    if 'widths' not in (settings or {}): s['widths'] = widths_at(s['widths'], s['width'], PROFILES[profile]['width'])
     unknown = set(s) - set(SEED_PROFILE)
     if unknown: raise RecipeError(f"unknown settings: {', '.join(sorted(unknown))}")
     if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
@@ -32,6 +30,11 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
     check_net_settings(s)
     return dict(s, profile=profile)
+
+
+def widths_at(widths, width, base_width):
+    "A profile's group widths for the net `width` wide instead of its `base_width`: the profile's net, wider or narrower"
+    return tuple(max(1, round(w * width / base_width)) for w in widths) if widths and width != base_width else widths
 
 
 def check_net_settings(s):

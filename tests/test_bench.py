@@ -73,6 +73,10 @@ def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_t
     monkeypatch.setitem(PROFILES, 'fast7', PROFILES['fast7'] | dict(renorm_every=8))
     assert run_label(older, seed=False) == 'fast7 (then: renorm_every 1)'  # its default: the code of then
     monkeypatch.setitem(PROFILES, 'fast7', PROFILES['fast7'] | dict(renorm_every=1))
+    narrow = settings_for('fast95', width=64)  # the profile's net at half its width: widths (64, 192, 192)
+    assert run_label(json.loads(json.dumps(narrow | dict(ablation=None, seed=0))), seed=False) == 'fast95'
+    monkeypatch.setitem(PROFILES, 'fast95', PROFILES['fast95'] | dict(widths=(128, 384, 512)))  # the profile's widths change
+    assert run_label(result('fast95') | dict(widths=[128, 384, 384]), seed=False) == 'fast95 (then: widths [128, 384, 384])'
     for i, r in enumerate(runs):
         pe = [dict(epoch=1, test_accuracy=0.9 + i / 100, seconds=60)]
         r |= dict(test_accuracy=pe[0]['test_accuracy'], complete=True, per_epoch=pe, wall_seconds=70, git_commit='0' * 12,
