@@ -8,7 +8,7 @@ would end past the deadline (judged by the last run of its kind) is skipped and 
 4. bench/step_overhead.py with the real fast net: a plain PyTorch loop against the recipe's Learner, img/s;
 5. bench/compile_speed.py (eager against `torch.compile`d training steps of the fast net, and the compile's cost),
    then the fast profile with `--compile`, seed 0: whether compiling pays on this GPU;
-6. more seeds and epoch counts of the fast, fast7 and quick profiles, the fast profile before Muon, and ablations.
+6. more seeds and epoch counts of the fast, fast7, fast-progressive and quick profiles, the fast profile before Muon, and ablations.
 
 Every run's bench JSON goes to OUT/results/; OUT/gpu_check.json (the summary, with each run's wall time itemised by
 bench/fixed_cost.py) is rewritten after every run.
@@ -38,6 +38,7 @@ FULL = [  # (name, profile, seed, overrides)
     *[(f'quick-s{s}', 'quick', s, {}) for s in (0, 1)],
     *[(f'fast-e7-s{s}', 'fast', s, dict(epochs=7)) for s in (0, 1, 2, 3, 4)],
     *[(f'fast7-s{s}', 'fast7', s, {}) for s in (0, 1, 2, 3, 4)],
+    *[(f'fast-progressive-s{s}', 'fast-progressive', s, {}) for s in (0, 1, 2, 3, 4)],
     ('quick-e1-s0', 'quick', 0, dict(epochs=1)),
     ('fast-sgd-s0', 'fast-sgd', 0, {}),
     ('fast-sgd-e10-s0', 'fast-sgd', 0, dict(epochs=10)),

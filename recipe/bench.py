@@ -82,10 +82,15 @@ def run_label(r, seed=True):
 def profile_label(r) -> str:
     """A result's profile and ablations as the run had them. A profile whose settings have changed since says so: the
     keys that differ ("then: lookahead False"), or the profile it then matched ("then: the fast profile"). An ablation
-    that changed nothing in the profile as the run had it (one the profile has taken in since) is left out."""
+    that changed nothing in the profile as the run had it (one the profile has taken in since) is left out. A run with
+    ablations or other epochs that ran exactly another profile's settings (made a profile since) is that profile."""
     profile, names = r['profile'], [a for a in (r.get('ablation') or '').split(',') if a]
     if profile not in PROFILES or any(a not in ABLATIONS for a in names): return profile + (f" ({r['ablation']})" if names else '')
     run, change = as_run(r), {k: v for a in names for k, v in ABLATIONS[a].items()}
+    if names or r['epochs'] != PROFILES[profile]['epochs']:
+        ran = next((p for p, s in PROFILES.items() if p != profile and (r['epochs'], r['bs']) == (s['epochs'], s['bs'])
+                    and not changes(run, s)), None)
+        if ran: return ran
     base, then = PROFILES[profile], changes(run, PROFILES[profile] | change)
     if then:
         other = len(then) > 2 and next((p for p in PROFILES if p != profile and not changes(run, PROFILES[p] | change)), None)

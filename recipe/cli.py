@@ -10,7 +10,7 @@ __all__ = ['train', 'evaluate', 'show', 'runs', 'bench', 'report', 'predict', 'e
 
 @call_parse
 def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + valid/ or val/, or class folders only; default $RECIPE_DATA, else CIFAR-10's download
-          profile: str = 'seed',  # named settings (recipe/config.py): seed, seed-w32, fast, quick, fast-sgd, fast7, fast95, fast96
+          profile: str = 'seed',  # named settings (recipe/config.py): seed, seed-w32, fast, quick, fast-sgd, fast7, fast-progressive, fast95, fast96
           epochs: int = None,    # epochs (default: the profile's; seed 24)
           bs: int = None,        # batch size (default: the profile's; seed 512)
           width: int = None,     # channels of the model's first layer (default: the profile's; seed 64, the original)

@@ -161,6 +161,9 @@ ABLATIONS = {
 # docs/results.md; quick was then the fast profile for 3 epochs): Hiverge's batch and optimizer settings, its label
 # smoothing and its brightness/contrast jitter
 FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] | ABLATIONS['jitter']
+# 94% for fewer FLOPs than fast7 (issue 23, part 1): fast7's training for 8 epochs, the first 3 on images resized to 24
+# pixels (progressive resizing), 3 x (24/32)^2 + 5 = 6.7 epochs' arithmetic (docs/results.md: 5 seeds, fast7's seeds)
+FAST_PROGRESSIVE = FAST7 | dict(epochs=8) | ABLATIONS['small-early-3']
 # 90% as soon as possible (issue 23, part 6): fast7's training in 2 epochs, at batch 512 for 3x its steps (89.23% at
 # 1,536, 89.72% at 1,024, 90.62% at 512 on seed 0; docs/results.md)
 QUICK = FAST7 | at_batch(512) | dict(epochs=2)
@@ -187,6 +190,7 @@ PROFILES = {
     'quick':    QUICK | dict(doc="fast7's training at batch 512 for 2 epochs, for 90% as soon as possible"),
     'fast-sgd': FAST_SGD | dict(doc='the fast profile before Muon: airbench94-style Nesterov SGD, 12 epochs'),
     'fast7':    FAST7 | dict(doc='the fast profile in 7 epochs with the changes that helped in the 3-epoch screen (issue 23)'),
+    'fast-progressive': FAST_PROGRESSIVE | dict(doc="fast7's training for 8 epochs, the first 3 at 24 pixels: 6.7 epochs' arithmetic, for 94%"),
     'fast95':   FAST95 | dict(doc='after airbench95 (widths 128/384/384, 15 epochs), for 95%'),
     'fast96':   FAST96 | dict(doc='after airbench96 (widths 128/384/512, 3 convs a group, 37 epochs), for 96%: a GPU profile'),
 }

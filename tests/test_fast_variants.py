@@ -116,6 +116,13 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_and_tests_at_full
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(small_early=bad), epochs=2)
 
 
+def test_fast_progressive_is_what_its_measured_runs_ran():
+    # its results in bench/results/ ran as `bench fast7 --epochs 8 --ablation small-early-3`: the same settings
+    ran = recipe.settings_for('fast7', recipe.ABLATIONS['small-early-3'], epochs=8)
+    assert recipe.settings_for('fast-progressive') == ran | dict(profile='fast-progressive')
+    assert recipe.settings_for('fast-progressive')['small_early'] == (24, 3)
+
+
 def convs(net): return [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
