@@ -72,6 +72,25 @@ def test_the_whitening_bias_learns_for_a_fraction_of_an_epoch_only(tiny, tmp_pat
     assert len(moved) == 8 and moved[:2] == [True, True] and not any(moved[2:])
 
 
+def test_a_frozen_whitening_bias_has_its_gradient_switched_off_for_the_same_weights(tiny, tmp_path, monkeypatch):
+    """In one process, after its epochs the bias's gradient is off (as in airbench94): the backward pass no longer
+    reaches the first group's input, and the weights come out bit-identical to dropping its gradient at each step"""
+    graph = []  # per training batch: does the whitening's output (the first group's input) take part in the backward?
+    class Watch(recipe.callbacks.Callback):
+        order = 50
+        def before_fit(self): self.hook = self.learn.model[1].register_forward_hook(lambda m, i, o: graph.append(o.requires_grad) if m.training else None)
+        def after_fit(self): self.hook.remove()
+    kw = dict(profile='quick', settings=dict(whiten_bias_epochs=0.5), epochs=2, bs=50, width=8, seed=0)
+    off = recipe.train(tiny, out=tmp_path/'off', cbs=[Watch()], **kw)
+    assert graph == [True, True, False, False, False, False, False, False]  # 4 steps an epoch: 2 with the bias learning
+    assert off.model[0].bias.requires_grad  # given back as it was
+    monkeypatch.setattr(recipe.callbacks.WhitenBias, 'before_batch', lambda self: None)  # the gradient only dropped
+    dropped = recipe.train(tiny, out=tmp_path/'dropped', **kw)
+    assert all(torch.equal(a, b) for a, b in zip(off.model.state_dict().values(), dropped.model.state_dict().values()))
+    def metrics(run): return [line.split(',')[:4] for line in (tmp_path/run/'metrics.csv').read_text().splitlines()]  # not the seconds
+    assert metrics('off') == metrics('dropped')
+
+
 @pytest.mark.parametrize('bad, message', [
     (dict(act='tanh'), "act must be one of relu, gelu, silu"), (dict(jitter=0.1), 'jitter must be'),
     (dict(small_early=(24, True)), 'small_early must be'), (dict(widths=(8, 8)), 'widths must be 3 positive integers'),

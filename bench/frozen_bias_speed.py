@@ -1,0 +1,47 @@
+"""Training-step time of the fast net with the whitening bias learning and frozen (its gradient off, as `WhitenBias`
+switches it after its epochs in one process): with it off the backward pass stops at the first conv group, which
+skips that conv's input gradient (the largest feature maps, 31x31) and the GELU's backward before it. bf16 autocast,
+channels_last, random data: only the forward and backward passes are timed, alternating the two `--reps` times.
+
+    python bench/frozen_bias_speed.py [--bs 1536] [--steps 4] [--reps 3] [--json FILE]
+"""
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from fastcore.script import call_parse
+
+from recipe.model import make_model
+from recipe.record import git_commit, machine_info, write_json
+from recipe.run import keep_freed_memory
+
+
+@call_parse
+def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
+         steps: int = 4,   # timed steps each time (after one untimed)
+         reps: int = 3,    # times each way, alternating; the fastest counts
+         json: str = None):  # also write the result to this JSON file
+    "Print seconds per training step with the whitening bias learning and frozen, and their ratio"
+    keep_freed_memory()
+    torch.manual_seed(0)
+    net = make_model('fast', 10, 64).to(memory_format=torch.channels_last)
+    x, y = torch.randn(bs, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (bs,))
+    def step():
+        with torch.autocast('cpu', dtype=torch.bfloat16): loss = F.cross_entropy(net(x).float(), y)
+        loss.backward(); net.zero_grad(set_to_none=True)
+    times = {True: [], False: []}
+    for _ in range(reps):
+        for learning in times:
+            net[0].bias.requires_grad_(learning); step()
+            t = time.perf_counter()
+            for _ in range(steps): step()
+            times[learning].append((time.perf_counter() - t) / steps)
+    learning, frozen = min(times[True]), min(times[False])
+    print(f"fast net, batch {bs:,}, bf16 autocast, {torch.get_num_threads()} threads: bias learning {learning:.3f} s/step, "
+          f"frozen {frozen:.3f} s/step: {frozen/learning:.3f}x the time")
+    if json:
+        Path(json).parent.mkdir(parents=True, exist_ok=True)
+        write_json(json, dict(bs=bs, steps=steps, reps=reps, threads=torch.get_num_threads(), learning_s_per_step=times[True],
+                              frozen_s_per_step=times[False], ratio=frozen/learning, machine=machine_info(), git_commit=git_commit(),
+                              command=f"python bench/frozen_bias_speed.py --bs {bs} --steps {steps} --reps {reps}"))
