@@ -24,7 +24,7 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
     """Train `profile` (with optional width/epochs/bs/augment/precision/compile overrides, and one of ABLATIONS), writing
     bench JSON after every epoch; returns its path. `command`: the command line, for the record"""
     if profile == 'list':
-        for k, v in PROFILES.items(): print(f"{k:10} width {v['width']}, {v['epochs']} epochs, bs {v['bs']}: {v['doc']}")
+        for k, v in PROFILES.items(): print(f"{k:16} width {v['width']}, {v['epochs']} epochs, bs {v['bs']}: {v['doc']}")
         return None
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     unknown = [a for a in (ablation or '').split(',') if ablation and a not in ABLATIONS]  # 'a,b': both changes
@@ -87,9 +87,10 @@ def profile_label(r) -> str:
     profile, names = r['profile'], [a for a in (r.get('ablation') or '').split(',') if a]
     if profile not in PROFILES or any(a not in ABLATIONS for a in names): return profile + (f" ({r['ablation']})" if names else '')
     run, change = as_run(r), {k: v for a in names for k, v in ABLATIONS[a].items()}
-    if names or r['epochs'] != PROFILES[profile]['epochs']:
-        ran = next((p for p, s in PROFILES.items() if p != profile and (r['epochs'], r['bs']) == (s['epochs'], s['bs'])
-                    and not changes(run, s)), None)
+    matched = ('epochs', 'bs', 'width')  # the run options compared; an ablation of another (fp32) keeps the usual label
+    if ((changes(run, PROFILES[profile]) or r['epochs'] != PROFILES[profile]['epochs'])
+            and not any(k in RUN_OPTIONS and k not in matched for k in change)):
+        ran = next((p for p, s in PROFILES.items() if p != profile and all(r[k] == s[k] for k in matched) and not changes(run, s)), None)
         if ran: return ran
     base, then = PROFILES[profile], changes(run, PROFILES[profile] | change)
     if then:

@@ -88,13 +88,17 @@ class WhitenBias(Callback):
     """The whitening conv's bias is trained for the first `epochs` epochs only, then frozen (airbench94: 3). In one
     process its gradient is switched off, as airbench94 does, which also spares the backward pass the first conv
     group's input gradient (about 4% of a step's arithmetic); under DDP, which needs the same trained parameters
-    throughout, its gradient is dropped before each step instead. Either way fastai's optimizer skips it."""
+    throughout, or a compiled net, its gradient is dropped before each step instead. Either way fastai's optimizer
+    skips it."""
     def __init__(self, epochs=3): self.epochs = epochs  # may be a fraction (Hiverge's speedrun: 0.19)
     @property
     def bias(self): return unwrap(self.learn.model)[0].bias
     def frozen(self): return self.epoch + self.iter / self.n_iter >= self.epochs
+    def before_fit(self): self.bias.requires_grad_(True)  # learning again, whatever a fit that failed left
+    def switchable(self):  # not under DDP (wrapped by then), nor compiled (a switch would cost a second compile)
+        return self.learn.model is unwrap(self.learn.model) and getattr(self.learn.model, '_compiled_call_impl', None) is None
     def before_batch(self):
-        if self.training and self.frozen() and self.learn.model is unwrap(self.learn.model): self.bias.requires_grad_(False)
+        if self.training and self.frozen() and self.switchable(): self.bias.requires_grad_(False)
     def before_step(self):
         if self.frozen(): self.bias.grad = None
     def after_fit(self): self.bias.requires_grad_(True)  # the net as it was given, for another fit

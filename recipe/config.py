@@ -2,7 +2,7 @@
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
            'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE', 'ECE_BINS',
            'STATS_SAMPLE', 'MEMORY_FRACTION', 'PEAK_COPIES',
-           'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'at_batch', 'QUICK', 'FAST7', 'FAST95', 'FAST96', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
+           'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'at_batch', 'QUICK', 'FAST7', 'FAST_PROGRESSIVE', 'FAST95', 'FAST96', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
 
 EPOCHS = 24             # epochs of fit_one_cycle (the original write-up)
 BS = 512                # images per batch (the original write-up)

@@ -66,6 +66,10 @@ def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_t
     assert run_label(result('seed-w32', lr_min=1e-3, lr_max=1e-2, act='relu'), seed=False) == 'seed-w32'  # lr_find's LRs; the net's own act
     assert run_label(result('fast7', 'small-early-3', epochs=8), seed=False) == 'fast-progressive'  # its settings, before it was a profile
     assert run_label(result('fast7', 'small-early-3', epochs=9), seed=False) == 'fast7 (small-early-3)'  # not quite
+    assert run_label(result('fast7', 'small-early-3,fp32', epochs=8), seed=False) == 'fast7 (small-early-3,fp32)'  # not a profile's
+    assert run_label(result('seed-w32', 'fp32', lr_min=1e-3, lr_max=1e-2), seed=False) == 'seed-w32 (fp32)'  # not 'seed'
+    assert run_label(result('seed', 'fp32', lr_min=1e-3, lr_max=1e-2), seed=False) == 'seed (fp32)'  # not 'seed-w32'
+    assert run_label(result('seed-w32', 'random-flip', lr_min=1e-3, lr_max=1e-2), seed=False) == 'seed-w32'  # its flip already
     runs = [result('fast7', seed=0), result('fast7', 'lookahead', seed=1), result('fast7', 'lookahead', seed=2)]
     monkeypatch.setitem(PROFILES, 'fast7', PROFILES['fast7'] | dict(lookahead=True))  # the profile takes in the ablation
     assert [run_label(r, seed=False) for r in runs] == ['fast7 (then: lookahead False)', 'fast7', 'fast7']

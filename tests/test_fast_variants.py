@@ -91,6 +91,21 @@ def test_a_frozen_whitening_bias_has_its_gradient_switched_off_for_the_same_weig
     assert metrics('off') == metrics('dropped')
 
 
+def test_the_whitening_bias_switch_is_for_a_plain_net_in_one_process_only():
+    """DDP needs the same trained parameters throughout (the gradient is only dropped there), and a compiled net
+    would compile its step again at the switch"""
+    from types import SimpleNamespace
+    net, cb = recipe.FastNet(10, 8), recipe.callbacks.WhitenBias(0.5)
+    cb.learn = SimpleNamespace(model=net)
+    assert cb.switchable()
+    cb.learn = SimpleNamespace(model=SimpleNamespace(module=net))  # as DDP wraps it
+    assert not cb.switchable()
+    cb.learn = SimpleNamespace(model=net); net.compile()  # in place, as --compile does (nothing compiled until called)
+    assert not cb.switchable()
+    net[0].bias.requires_grad_(False); cb.before_fit()  # a fit that failed after the switch: the next one learns again
+    assert net[0].bias.requires_grad
+
+
 @pytest.mark.parametrize('bad, message', [
     (dict(act='tanh'), "act must be one of relu, gelu, silu"), (dict(jitter=0.1), 'jitter must be'),
     (dict(small_early=(24, True)), 'small_early must be'), (dict(widths=(8, 8)), 'widths must be 3 positive integers'),
