@@ -43,6 +43,7 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
 
 # A run's options, not its profile's: shown in the table (width, epochs) or as the machine chose (precision)
 RUN_OPTIONS = ('width', 'epochs', 'bs', 'augment', 'precision', 'compile')
+TIME_ONLY = ('test_every',)  # settings that change a run's time only: not its weights, nor its reported accuracy
 
 
 def as_json(v): return [as_json(x) for x in v] if isinstance(v, (tuple, list)) else v
@@ -67,11 +68,11 @@ def value(s, k):
 
 
 def changes(run, settings) -> list:
-    """The keys in which a run's settings differ from `settings`: the run's options and LRs that lr_find chose aside;
+    """The keys in which a run's settings differ from `settings`: the run's options, the time-only settings and LRs that lr_find chose aside;
     the groups' widths as `settings` has them at the run's width"""
     found_lr = {k for k in ('lr_min', 'lr_max') if settings[k] is None}
     settings = settings | {'widths': widths_at(settings['widths'], run['width'], settings['width'])}
-    return [k for k in SEED_PROFILE if k not in (*RUN_OPTIONS, *found_lr) and not same(value(run, k), value(settings, k))]
+    return [k for k in SEED_PROFILE if k not in (*RUN_OPTIONS, *TIME_ONLY, *found_lr) and not same(value(run, k), value(settings, k))]
 
 
 def run_label(r, seed=True):
@@ -121,7 +122,7 @@ def time_to(r, target) -> float:
     """Wall seconds from the start of run `r` until its test accuracy first reached `target`: at the end of an
     epoch, or at the end of the run when only its final accuracy (with TTA) reaches it. None if never."""
     for e, wall in zip(r['per_epoch'], epoch_walls(r)):
-        if e['test_accuracy'] >= target: return wall
+        if e['test_accuracy'] is not None and e['test_accuracy'] >= target: return wall  # None: an epoch not tested
     return r['wall_seconds'] if r['complete'] and r['test_accuracy'] >= target else None
 
 

@@ -12,13 +12,14 @@
 | `KeepTestLogits` | 20 | keeps the last epoch's test logits for the final stage |
 | `RunRecord` | Recorder + 1 | metrics.csv and results.json after every epoch |
 | `Checkpoint` | Recorder + 2 | checkpoint.pt after every epoch, after the record |
+| `SkipTestPasses` | 90 | skips the test pass of the epochs between every n-th and the last |
 """
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from fastai.vision.all import Callback, Recorder
+from fastai.vision.all import Callback, CancelValidException, Recorder
 
 from .checkpoint import rng_states, save_checkpoint
 from .data import RecipeError
@@ -26,7 +27,7 @@ from .distributed import first_bad, gather, rank0, unwrap
 from .record import write_csv, write_json
 
 __all__ = ['AlternatingFlip', 'StopOnNaN', 'ExpectedDuration', 'WhitenBias', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'Lookahead',
-           'KeepTestLogits', 'RunRecord', 'Checkpoint']
+           'KeepTestLogits', 'RunRecord', 'Checkpoint', 'SkipTestPasses']
 
 
 class AlternatingFlip(Callback):
@@ -201,14 +202,14 @@ class RunRecord(Callback):
 
     def after_epoch(self):
         if self.epoch < self.start_epoch: return  # skipped on resume
-        train_loss, test_loss, acc = (float(v) for v in self.recorder.values[-1][:3])
+        train_loss, test_loss, acc = ([float(v) for v in self.recorder.values[-1][:3]] + [None, None])[:3]  # untested: None
         row = dict(epoch=self.epoch + 1, train_loss=train_loss, test_loss=test_loss, test_accuracy=acc,
                    seconds=round(time.perf_counter() - self.t_epoch, 2))
         self.record['per_epoch'].append(row)
         write_csv(self.csv_path, self.COLUMNS, [r.values() for r in self.record['per_epoch']])  # whole: a full disk leaves the old file
         self.record['per_epoch_wall'].append(round(time.perf_counter() - self.t0, 1))  # since the run started: time-to-accuracy
         self.record['per_epoch_test_seconds'].append(round(self.test_seconds, 2))  # of `seconds`: the epoch's test pass
-        self.record.update(test_accuracy=acc, test_loss=test_loss)
+        if acc is not None: self.record.update(test_accuracy=acc, test_loss=test_loss)
         self.save()
 
     def after_fit(self):
@@ -250,3 +251,23 @@ class Checkpoint(Callback):
         recorder.losses = [torch.tensor(v) for e in self.history for v in e['loss']]
         recorder.hps = {'lr': [v for e in self.history for v in e['lr']]}
         recorder.iters = [sum(len(e['loss']) for e in self.history[:i + 1]) for i in range(len(self.history))]
+
+
+class SkipTestPasses(Callback):
+    """The test pass after every `n`-th epoch of a fit and after its last (n 0: the last only); the other epochs' rows
+    have no test loss or accuracy. fastai's Recorder logs no test metrics for a cancelled pass. On a CPU a pass over
+    CIFAR-10's test set costs about 6% of a 32-pixel epoch of the fast net; the last epoch's is the one the final
+    stage needs (`KeepTestLogits`)."""
+    order = 90  # after every callback's before_validate (the Recorder's, RunRecord's timer): each sees a pass of nothing
+    def __init__(self, n=0): self.n, self.trained = n, False
+    # the pass after an epoch's training only: fastai's learn.validate() calls before_fit too, and tests
+    def before_fit(self): self.trained = False
+    def after_train(self): self.trained = True
+    def after_epoch(self): self.trained = False
+    def before_validate(self):
+        tested = self.epoch == self.n_epoch - 1 or (self.n and (self.epoch + 1) % self.n == 0)
+        if self.trained and not tested:
+            # a pass over a loader takes one draw of torch's random stream (its DataLoader's seed for workers): take it
+            # here too, so that the training's draws, and so the weights, are those of a run tested every epoch
+            torch.empty((), dtype=torch.int64).random_()
+            raise CancelValidException()

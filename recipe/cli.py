@@ -27,13 +27,14 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
           log: str = None,       # tensorboard, wandb, or tensorboard,wandb: log to the run folder (pip install -e ".[tensorboard]" / ".[wandb]")
           device: str = None,    # cpu, cuda, cuda:N or mps (default: fastai's choice: the first GPU if any)
           compile: bool = False, # torch.compile the net: a compile at the start for faster steps (bench/compile_speed.py)
+          test_every: int = None,  # a test pass after every N-th epoch and after the last; 0: the last only (default: the profile's: every epoch, fast-progressive the last only)
           resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
     "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10 or any image folder; writes metrics, checkpoints, weights and plots to the run folder"
     from .run import train as _train
     _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
            skip_bad=skip_bad, resume=resume, profile=profile, augment=augment, size=size, valid_pct=valid_pct,
            max_memory=max_memory, precision=precision, log=log, device=device, compile=compile or None,
-           info=dict(command=command_line()))
+           test_every=test_every, info=dict(command=command_line()))
 
 
 def command_line() -> str:

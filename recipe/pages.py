@@ -56,7 +56,7 @@ RUN_BODY = Environment(autoescape=True).from_string("""
 <div class="scroll"><table>{% for k, v in facts %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table></div>
 <h2>Per epoch</h2>
 <div class="scroll"><table><thead><tr><th class="n">epoch</th><th class="n">train loss</th><th class="n">test loss</th><th class="n">test accuracy</th><th class="n">seconds</th></tr></thead><tbody>
-{% for r in epochs %}<tr><td class="n">{{ r.epoch }}</td><td class="n">{{ '%.4f' % r.train_loss }}</td><td class="n">{{ '%.4f' % r.test_loss }}</td><td class="n">{{ '%.4f' % r.test_accuracy }}</td><td class="n">{{ r.seconds }}</td></tr>
+{% for r in epochs %}<tr><td class="n">{{ r.epoch }}</td><td class="n">{{ '%.4f' % r.train_loss }}</td><td class="n">{{ '%.4f' % r.test_loss if r.test_loss is not none else '-' }}</td><td class="n">{{ '%.4f' % r.test_accuracy if r.test_accuracy is not none else '-' }}</td><td class="n">{{ r.seconds }}</td></tr>
 {% endfor %}</tbody></table></div>
 {% if per_class %}<h2>Per class</h2>
 <div class="scroll"><table><thead><tr><th>class</th><th class="n">accuracy (recall)</th><th class="n">precision</th><th class="n">F1</th><th class="n">images</th></tr></thead><tbody>

@@ -95,6 +95,7 @@ TABLE_HEADER = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'time']
 def print_row(row):
     "One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns)"
     if len(row) < 3: return  # an epoch skipped on resume has no metrics
+    if len(row) == len(TABLE_HEADER) - 2: row = [*row[:2], '-', '-', row[-1]]  # an epoch without a test pass (TestEvery)
     print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
 
 def save_weights(model, path, meta: dict):

@@ -26,7 +26,7 @@ from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed
 from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, KeepTestLogits, Lookahead, PlainTensors, SmallEarly,
-                        RunRecord, StopOnNaN, WhitenBias)
+                        RunRecord, StopOnNaN, SkipTestPasses, WhitenBias)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
@@ -79,6 +79,8 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           log=None,       # 'tensorboard', 'wandb' or both ('tensorboard,wandb'): per-step loss and LR, per-epoch metrics
           device=None,    # 'cpu', 'cuda', 'cuda:N', 'mps' (default: fastai's choice; a distributed run: each rank's GPU)
           compile=None,   # torch.compile the net (default: the profile's, off): pays on long runs; bench/compile_speed.py
+          test_every=None,  # a test pass after every n-th epoch and after the last; 0: the last only (default: the profile's;
+                            # every epoch, except fast-progressive's last only)
          ) -> Learner:
     "Train a profile on CIFAR-10 (or any image folder) and save what happened to `out`; returns the fitted `Learner`"
     given = given_options(locals())  # first, while the arguments are all there is: for the record and the --resume check
@@ -172,7 +174,7 @@ def timed(run, phase):
 
 
 # train()'s arguments that override a profile's settings (the rest are about the data, the run folder and the process)
-OVERRIDES = ('epochs', 'bs', 'width', 'lr_min', 'lr_max', 'wd', 'augment', 'size', 'precision', 'compile')
+OVERRIDES = ('epochs', 'bs', 'width', 'lr_min', 'lr_max', 'wd', 'augment', 'size', 'precision', 'compile', 'test_every')
 
 
 def new_run(p, profile, settings, given, out, **data) -> Run:
@@ -349,6 +351,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
     if s['small_early']: cbs.append(SmallEarly(*s['small_early']))
+    if s['test_every'] != 1: cbs.append(SkipTestPasses(s['test_every']))
     cuda = dls.device.type == 'cuda'
     if dls.device.type == 'mps':  # not verified on MPS: fp32 there
         if s['precision'] not in ('auto', 'fp32'): raise RecipeError(f"precision {s['precision']!r} on MPS: the recipe trains in fp32 there (--precision auto or fp32)")

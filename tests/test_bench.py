@@ -1,6 +1,6 @@
 import json, os, subprocess, sys
 
-from recipe.bench import run_profile, write_report
+from recipe.bench import run_profile, time_to, write_report
 from recipe.run import choose_precision
 from conftest import ROOT
 
@@ -64,7 +64,10 @@ def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_t
     assert run_label(result('fast7')) == 'fast7 w64 seed 0'
     assert run_label(result('fast7', 'lookahead'), seed=False) == 'fast7 (lookahead)'
     assert run_label(result('seed-w32', lr_min=1e-3, lr_max=1e-2, act='relu'), seed=False) == 'seed-w32'  # lr_find's LRs; the net's own act
-    assert run_label(result('fast7', 'small-early-3', epochs=8), seed=False) == 'fast-progressive'  # its settings, before it was a profile
+    assert run_label(result('fast7', 'small-early-3,tta-below-0.8', epochs=8), seed=False) == 'fast-progressive'  # its settings, before it was a profile
+    assert run_label(result('fast7', 'small-early-3', epochs=8), seed=False) == 'fast7 (small-early-3)'  # TTA on every image
+    assert run_label(result('fast-progressive', test_every=1), seed=False) == 'fast-progressive'  # tested every epoch: the same weights and accuracy
+    assert run_label(result('fast-progressive', tta_below=None), seed=False) == 'fast-progressive (then: tta_below None)'
     assert run_label(result('fast7', 'small-early-3', epochs=9), seed=False) == 'fast7 (small-early-3)'  # not quite
     assert run_label(result('fast7', 'small-early-3,fp32', epochs=8), seed=False) == 'fast7 (small-early-3,fp32)'  # not a profile's
     assert run_label(result('seed-w32', 'fp32', lr_min=1e-3, lr_max=1e-2), seed=False) == 'seed-w32 (fp32)'  # not 'seed'
@@ -166,3 +169,13 @@ def test_precision_speed_times_the_seed_net_in_fp32_and_bf16(tmp_path):
     res, stdout = bench_script('precision_speed.py', '--arch', 'resnet', '--steps', 1, '--bs', 8, '--width', 8, json_out=tmp_path/'precision.json')
     assert res['arch'] == 'resnet' and res['bs'] == 8 and res['fp32_s_per_step'] > 0 and res['bf16_s_per_step'] > 0
     assert f"bf16 is {res['bf16_speedup']:.2f}x as fast" in stdout
+
+
+def test_time_to_and_the_report_skip_the_epochs_without_a_test_pass(tmp_path):
+    r = dict(profile='fast-progressive', width=64, epochs=3, bs=1536, seed=0, wall_seconds=300, git_commit='0123456789abcdef',
+             machine=dict(cpu='AMD EPYC', cores=2, gpu='none'), complete=True, test_accuracy=0.95, per_epoch_wall=[100, 200, 290],
+             per_epoch=[dict(epoch=1, test_accuracy=None, seconds=100), dict(epoch=2, test_accuracy=None, seconds=100),
+                        dict(epoch=3, test_accuracy=0.93, seconds=90)])
+    assert time_to(r, 0.9) == 290 and time_to(r, 0.94) == 300  # the end of epoch 3; with TTA, the end of the run
+    (tmp_path/'r.json').write_text(json.dumps(r))
+    assert '| 95.00% | 5.0 min | 4.8 min | 5.0 min |' in write_report(tmp_path, tmp_path/'B.md').read_text()

@@ -114,7 +114,9 @@ def test_the_whitening_bias_switch_is_for_a_plain_net_in_one_process_only():
     (dict(tta_below=True), 'tta_below must be'), (dict(schedule=(True, 0.5, 0.1)), 'schedule must be'),
     (dict(flip=1), "flip must be True, False or 'alternate', got 1"), (dict(flip='sometimes'), 'flip must be'),
     (dict(flip='alternate', augment='albumentations'), "flip 'alternate' needs augment 'batch'"),
-    (dict(lr_max=True), 'lr_max must be a positive number, got True')])
+    (dict(lr_max=True), 'lr_max must be a positive number, got True'),
+    (dict(test_every=-1), 'test_every must be a whole number of epochs >= 0 (0: the test pass after the last epoch only), got -1'),
+    (dict(test_every=True), 'test_every must be'), (dict(test_every=1.5), 'test_every must be')])
 def test_the_new_settings_are_checked_before_any_work(bad, message, tmp_path):
     with pytest.raises(RecipeError, match=re.escape(message)):
         recipe.train(tmp_path/'no-data-needed', out=tmp_path/'x', profile='quick', settings=bad)
@@ -151,10 +153,13 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_and_tests_at_full
 
 
 def test_fast_progressive_is_what_its_measured_runs_ran():
-    # its results in bench/results/ ran as `bench fast7 --epochs 8 --ablation small-early-3`: the same settings
+    # its first results in bench/results/ ran as `bench fast7 --epochs 8 --ablation small-early-3`: the same training;
+    # since then it tests after the last epoch only (the same weights: tests/test_test_every.py) and gives TTA to the
+    # images under 0.8 confidence only
     ran = recipe.settings_for('fast7', recipe.ABLATIONS['small-early-3'], epochs=8)
-    assert recipe.settings_for('fast-progressive') == ran | dict(profile='fast-progressive')
-    assert recipe.settings_for('fast-progressive')['small_early'] == (24, 3)
+    now = recipe.settings_for('fast-progressive')
+    assert now == ran | dict(profile='fast-progressive', tta_below=0.8, test_every=0)
+    assert now['small_early'] == (24, 3)
 
 
 def convs(net): return [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -1,0 +1,61 @@
+"""The test pass after every n-th epoch and after the last only (`test_every`, recipe/callbacks.py SkipTestPasses): which
+epochs are tested, that the weights are those of a run tested every epoch, and that every output copes with an
+epoch without test metrics."""
+import csv
+import json
+from types import SimpleNamespace
+
+import torch
+from safetensors.torch import load_file
+
+import recipe
+from recipe.callbacks import SkipTestPasses
+from recipe.record import print_row
+
+RUN = dict(profile='fast', epochs=3, bs=50, width=8, seed=0)  # 4 batches an epoch on `tiny`
+
+
+def epochs_tested(tiny, out, test_every):
+    "A run's epochs (from 0) with a test pass, its learner and its record"
+    seen = set()
+    class Watch(recipe.callbacks.Callback):
+        def after_pred(self):
+            if not self.training: seen.add(self.epoch)
+    learn = recipe.train(tiny, out=out, test_every=test_every, cbs=[Watch()], **RUN)
+    return seen, learn, json.loads((out/'results.json').read_text())
+
+
+def test_every_nth_epoch_and_the_last_are_tested_with_the_weights_of_a_run_tested_every_epoch(tiny, tmp_path):
+    every, learn_every, rec_every = epochs_tested(tiny, tmp_path/'every', 1)
+    some, learn, rec = epochs_tested(tiny, tmp_path/'some', 2)
+    assert every == {0, 1, 2} and some == {1, 2}  # the 2nd, and the last
+    a, b = load_file(tmp_path/'every'/'model.safetensors'), load_file(tmp_path/'some'/'model.safetensors')
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the test pass changes nothing of the training
+    assert [e['test_accuracy'] for e in rec['per_epoch']] == [None] + [e['test_accuracy'] for e in rec_every['per_epoch'][1:]]
+    assert [e['train_loss'] for e in rec['per_epoch']] == [e['train_loss'] for e in rec_every['per_epoch']]
+    assert rec['test_accuracy'] == rec_every['test_accuracy'] and rec['complete'] and rec['test_every'] == 2
+    assert rec['per_epoch_test_seconds'][0] == 0  # no pass
+    rows = list(csv.DictReader(open(tmp_path/'some'/'metrics.csv')))
+    assert rows[0]['test_accuracy'] == rows[0]['test_loss'] == '' and float(rows[1]['test_accuracy']) > 0
+    page = (tmp_path/'some'/'report.html').read_text()
+    assert '<td class="n">-</td><td class="n">-</td>' in page  # the epoch without a test pass
+    assert all((tmp_path/'some'/f'{p}.png').is_file() for p in ('loss', 'accuracy', 'confusion_matrix'))
+    assert len(learn.validate()) == 2  # outside a fit, fastai's validate tests: loss and accuracy
+
+
+def test_test_every_0_tests_after_the_last_epoch_only():
+    def tests(n, epoch, n_epoch=8):
+        cb = SkipTestPasses(n); cb.learn = SimpleNamespace(epoch=epoch, n_epoch=n_epoch)
+        cb.after_train()
+        try: cb.before_validate(); return True
+        except recipe.callbacks.CancelValidException: return False
+    assert [e for e in range(8) if tests(0, e)] == [7]
+    assert [e for e in range(8) if tests(3, e)] == [2, 5, 7]
+    cb = SkipTestPasses(0); cb.learn = SimpleNamespace(epoch=0, n_epoch=8)
+    cb.before_fit(); cb.before_validate()  # no training before it (learn.validate()): tested
+
+
+def test_a_row_without_test_metrics_prints_in_its_columns(capsys):
+    print_row([1, 0.5, 1.0, 0.9, '0:01']); print_row([2, 0.4, '0:01'])
+    first, second = capsys.readouterr().out.splitlines()
+    assert len(first) == len(second) and second.split() == ['2', '0.400000', '-', '-', '0:01']
