@@ -126,6 +126,9 @@ def time_to(r, target) -> float:
     return r['wall_seconds'] if r['complete'] and r['test_accuracy'] >= target else None
 
 
+def last_tested(r) -> str: return f"{100*r['test_accuracy']:.2f}%" if 'test_accuracy' in r else 'not tested yet'
+
+
 def minutes(seconds): return '-' if seconds is None else f'{seconds/60:.1f} min'
 
 
@@ -155,7 +158,7 @@ def write_report(results='bench/results', md='BENCHMARKS.md'):
     for r in runs:
         m = r['machine']
         if r['complete']: complete.setdefault((run_label(r, seed=False), r['width'], r['epochs']), []).append(100*r['test_accuracy'])
-        status = f"{100*r['test_accuracy']:.2f}%" + (f" ({100*r['test_accuracy_no_tta']:.2f}% without TTA)" if 'test_accuracy_no_tta' in r else '') if r['complete'] else f"incomplete: {100*r.get('test_accuracy', 0):.2f}% after {len(r['per_epoch'])} of {r['epochs']} epochs"
+        status = f"{100*r['test_accuracy']:.2f}%" + (f" ({100*r['test_accuracy_no_tta']:.2f}% without TTA)" if 'test_accuracy_no_tta' in r else '') if r['complete'] else f"incomplete: {last_tested(r)} after {len(r['per_epoch'])} of {r['epochs']} epochs"
         lines.append(f"| {run_label(r, seed=False)} | {r['width']} | {r['epochs']} | {r['seed']} | {status} | {minutes(r['wall_seconds'])} | "
                      f"{minutes(time_to(r, 0.9))} | {minutes(time_to(r, 0.94))} | "
                      f"{m['cpu']}, {m['cores']} cores, GPU: {m['gpu']} | {(r['git_commit'] or '?')[:12]} | [{r['file']}]({results}/{r['file']}) |")

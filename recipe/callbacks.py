@@ -14,12 +14,12 @@
 | `Checkpoint` | Recorder + 2 | checkpoint.pt after every epoch, after the record |
 | `SkipTestPasses` | 90 | skips the test pass of the epochs between every n-th and the last |
 """
-import time
+import math, time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from fastai.vision.all import Callback, CancelValidException, Recorder
+from fastai.vision.all import Callback, CancelValidException, Recorder, TrackerCallback
 
 from .checkpoint import rng_states, save_checkpoint
 from .data import RecipeError
@@ -159,7 +159,7 @@ class Lookahead(Callback):
 
 class KeepTestLogits(Callback):
     """Keeps the last epoch's test logits, so that the final stage (TTA, the confusion matrix, the top losses) needs no
-    second pass over the test set: on a CPU a pass over CIFAR-10's test set costs as much as 1/6 of an epoch. They
+    second pass over the test set: on 2 CPU cores a pass over CIFAR-10's test set takes 6-8 s, about 6% of a fast-net epoch. They
     are given only while the net still has the weights that made them: a callback that loads other weights at the end
     of the fit (fastai's SaveModelCallback) gets a new pass."""
     order, run_train = 20, False  # after the autocast callbacks' after_pred (fp32 logits)
@@ -202,7 +202,7 @@ class RunRecord(Callback):
 
     def after_epoch(self):
         if self.epoch < self.start_epoch: return  # skipped on resume
-        train_loss, test_loss, acc = ([float(v) for v in self.recorder.values[-1][:3]] + [None, None])[:3]  # untested: None
+        train_loss, test_loss, acc = (None if math.isnan(v) else v for v in map(float, self.recorder.values[-1][:3]))  # NaN: untested
         row = dict(epoch=self.epoch + 1, train_loss=train_loss, test_loss=test_loss, test_accuracy=acc,
                    seconds=round(time.perf_counter() - self.t_epoch, 2))
         self.record['per_epoch'].append(row)
@@ -255,19 +255,25 @@ class Checkpoint(Callback):
 
 class SkipTestPasses(Callback):
     """The test pass after every `n`-th epoch of a fit and after its last (n 0: the last only); the other epochs' rows
-    have no test loss or accuracy. fastai's Recorder logs no test metrics for a cancelled pass. On a CPU a pass over
-    CIFAR-10's test set costs about 6% of a 32-pixel epoch of the fast net; the last epoch's is the one the final
-    stage needs (`KeepTestLogits`)."""
+    have NaN for the test metrics (None in the run record). On a CPU a pass over CIFAR-10's test set costs about 6% of
+    a 32-pixel epoch of the fast net; the last epoch's is the one the final stage needs (`KeepTestLogits`)."""
     order = 90  # after every callback's before_validate (the Recorder's, RunRecord's timer): each sees a pass of nothing
-    def __init__(self, n=0): self.n, self.trained = n, False
-    # the pass after an epoch's training only: fastai's learn.validate() calls before_fit too, and tests
-    def before_fit(self): self.trained = False
+    def __init__(self, n=0): self.n, self.trained, self.skipped = n, False, False
+    def before_fit(self):
+        self.trained = False  # the pass after an epoch's training only: fastai's learn.validate() calls before_fit too, and tests
+        trackers = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, TrackerCallback) and cb.monitor != 'train_loss']
+        if trackers: raise RecipeError(f"{', '.join(trackers)} watches a test metric, and test_every {self.n} leaves most epochs "
+                                       "untested: test every epoch (test_every 1, --test-every 1) or watch monitor='train_loss'")
     def after_train(self): self.trained = True
-    def after_epoch(self): self.trained = False
     def before_validate(self):
         tested = self.epoch == self.n_epoch - 1 or (self.n and (self.epoch + 1) % self.n == 0)
-        if self.trained and not tested:
+        self.skipped = self.trained and not tested
+        if self.skipped:
             # a pass over a loader takes one draw of torch's random stream (its DataLoader's seed for workers): take it
             # here too, so that the training's draws, and so the weights, are those of a run tested every epoch
             torch.empty((), dtype=torch.int64).random_()
             raise CancelValidException()
+    def after_validate(self):
+        "NaN in the Recorder's row for each test metric, so that everything reading it by position (loggers, fastai's graphs) finds its column"
+        if self.skipped: self.recorder.log += [float('nan')] * ((1 + len(self.recorder.metrics)) if self.recorder.valid_metrics else 0)
+    def after_epoch(self): self.trained = self.skipped = False

@@ -27,10 +27,11 @@ def plot_lr_find(recorder, suggestions: dict, lr_min, lr_max):
 
 def plot_accuracy(recorder):
     fig, ax = plt.subplots()
-    acc = [v[2] for v in recorder.values]
+    acc = [v[2] for v in recorder.values]  # None: an epoch without a test pass (test_every)
     ax.plot(range(1, len(acc) + 1), acc, marker='o')
     ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy'); ax.grid(alpha=.3)
-    ax.set_title(f'test accuracy per epoch (final {acc[-1]:.4f})')
+    last = next((a for a in reversed(acc) if a is not None), None)
+    ax.set_title('test accuracy per epoch' + (f' (last tested {last:.4f})' if last is not None else ''))
 
 
 def plot_reliability(logits, targets, ax=None):

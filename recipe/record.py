@@ -1,5 +1,5 @@
 """What a run leaves behind: per-epoch metrics (CSV + JSON written as it goes), weights, and where it ran."""
-import csv, hashlib, json, os, platform, subprocess, tempfile
+import csv, hashlib, json, math, os, platform, subprocess, tempfile
 from pathlib import Path
 
 from .config import ECE_BINS
@@ -95,8 +95,9 @@ TABLE_HEADER = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'time']
 def print_row(row):
     "One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns)"
     if len(row) < 3: return  # an epoch skipped on resume has no metrics
-    if len(row) == len(TABLE_HEADER) - 2: row = [*row[:2], '-', '-', row[-1]]  # an epoch without a test pass (TestEvery)
-    print('  '.join(f'{v:>13.6f}' if isinstance(v, float) else f'{v!s:>13}' for v in row), flush=True)
+    cells = ['-' if isinstance(v, float) and math.isnan(v) else f'{v:.6f}' if isinstance(v, float) else str(v) for v in row]  # NaN: no test pass
+    print('  '.join(f'{c:>13}' for c in cells), flush=True)
+
 
 def save_weights(model, path, meta: dict):
     "Weights as safetensors (loading them never unpickles anything) plus a JSON of what is needed to use them"

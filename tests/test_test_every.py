@@ -3,13 +3,17 @@ epochs are tested, that the weights are those of a run tested every epoch, and t
 epoch without test metrics."""
 import csv
 import json
+import math
 from types import SimpleNamespace
 
+import pytest
 import torch
+from fastai.vision.all import CancelFitException, EarlyStoppingCallback
 from safetensors.torch import load_file
 
 import recipe
 from recipe.callbacks import SkipTestPasses
+from recipe.data import RecipeError
 from recipe.record import print_row
 
 RUN = dict(profile='fast', epochs=3, bs=50, width=8, seed=0)  # 4 batches an epoch on `tiny`
@@ -51,11 +55,31 @@ def test_test_every_0_tests_after_the_last_epoch_only():
         except recipe.callbacks.CancelValidException: return False
     assert [e for e in range(8) if tests(0, e)] == [7]
     assert [e for e in range(8) if tests(3, e)] == [2, 5, 7]
-    cb = SkipTestPasses(0); cb.learn = SimpleNamespace(epoch=0, n_epoch=8)
+    cb = SkipTestPasses(0); cb.learn = SimpleNamespace(epoch=0, n_epoch=8, cbs=[])
     cb.before_fit(); cb.before_validate()  # no training before it (learn.validate()): tested
 
 
 def test_a_row_without_test_metrics_prints_in_its_columns(capsys):
-    print_row([1, 0.5, 1.0, 0.9, '0:01']); print_row([2, 0.4, '0:01'])
+    print_row([1, 0.5, 1.0, 0.9, '0:01']); print_row([2, 0.4, float('nan'), float('nan'), '0:01'])
     first, second = capsys.readouterr().out.splitlines()
     assert len(first) == len(second) and second.split() == ['2', '0.400000', '-', '-', '0:01']
+
+
+def test_an_untested_epoch_keeps_every_column_and_a_fit_stopped_after_one_still_finishes(tiny, tmp_path):
+    rows = []
+    class StopAfterFirst(recipe.callbacks.Callback):
+        order = 60  # after the Recorder's row
+        def after_epoch(self):
+            rows.append(list(self.recorder.log)); raise CancelFitException()
+    recipe.train(tiny, out=tmp_path/'run', test_every=0, cbs=[StopAfterFirst()], **RUN)
+    (epoch, train_loss, test_loss, acc, time), = rows  # a logger reading the row by position (wandb) finds its columns
+    assert epoch == 0 and train_loss > 0 and math.isnan(test_loss) and math.isnan(acc)
+    rec = json.loads((tmp_path/'run'/'results.json').read_text())
+    assert rec['complete'] and rec['per_epoch'][0]['test_accuracy'] is None and 0 <= rec['test_accuracy'] <= 1  # tested at the end
+    assert (tmp_path/'run'/'accuracy.png').is_file()
+
+
+def test_a_tracker_of_a_test_metric_is_refused_when_epochs_go_untested(tiny, tmp_path):
+    with pytest.raises(RecipeError, match=r"EarlyStoppingCallback watches a test metric, and test_every 0 leaves most epochs untested"):
+        recipe.train(tiny, out=tmp_path/'run', test_every=0, cbs=[EarlyStoppingCallback()], **RUN)
+    recipe.train(tiny, out=tmp_path/'ok', test_every=0, cbs=[EarlyStoppingCallback(monitor='train_loss')], **RUN | dict(epochs=1))
