@@ -149,6 +149,7 @@ ABLATIONS = {
     'small-early':        dict(small_early=(24, 1)),                 # the first epoch at 24x24 pixels: 0.56 of its FLOPs
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24
     'small-early-3':      dict(small_early=(24, 3)),                 # the first 3 epochs at 24x24
+    'small-early-20-3':   dict(small_early=(20, 3)),                 # the first 3 epochs at 20x20: 0.39 of their FLOPs
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
     'test-last':          dict(test_every=0),                        # the test pass after the last epoch only
     'test-every-epoch':   dict(test_every=1),                        # a test pass after every epoch (the accuracy curve)
