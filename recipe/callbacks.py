@@ -69,20 +69,29 @@ class StopOnNaN(Callback):
 
 class ExpectedDuration(Callback):
     """After the first few training batches, print how long the fit will take, and on a CPU the recipe's `advice` (if
-    any) when that is over half an hour. Batch 1 is left out (warm-up); a test image counts as a third of a training image."""
+    any) when that is over half an hour. Batch 1 is left out (warm-up); a test image counts as a third of a training
+    image; an image's cost goes with its pixels (`SmallEarly`'s small epochs), and untested epochs (`SkipTestPasses`) have no test pass."""
     def __init__(self, advice=None, n=5): self.advice, self.n = advice, n
     def before_fit(self): self.t = None
     def after_batch(self):
         if not self.training or self.t is False or self.n_iter < self.n + 2: return
         if self.iter == 0: self.t = time.perf_counter()
         elif self.iter == self.n and self.t:
-            per_image = (time.perf_counter() - self.t) / (self.n * self.dls.train.bs)
-            images = len(self.dls.train) * self.dls.train.bs + len(self.dls.valid_ds) / 3
-            minutes = per_image * images * (self.n_epoch - self.epoch) / 60
+            per_pixel = (time.perf_counter() - self.t) / (self.n * self.dls.train.bs * self.pixels(self.epoch))
+            skip = next((cb for cb in self.learn.cbs if isinstance(cb, SkipTestPasses)), None)
+            test = len(self.dls.valid_ds) / 3 * self.pixels(self.n_epoch)  # a test pass, at the full size
+            pixels = sum(len(self.dls.train) * self.dls.train.bs * self.pixels(e) + (test if skip is None or skip.tests(e) else 0)
+                         for e in range(self.epoch, self.n_epoch))
+            minutes = per_pixel * pixels / 60
             msg = f"expected duration: about {minutes:.0f} min for {self.n_epoch - self.epoch} epochs (from batches 2-{self.n + 1})"
             if self.dls.device.type == 'cpu' and self.advice and minutes > 30: msg += f"; {self.advice}"
             print(msg, flush=True)
             self.t = False  # once per fit
+    def pixels(self, epoch):
+        "Pixels of a training image in `epoch`"
+        small = next((cb for cb in self.learn.cbs if isinstance(cb, SmallEarly)), None)
+        side = small.size if small and epoch < small.epochs else getattr(self.dls, 'size', 1)  # a user's loaders: only ratios count
+        return side * side
 
 
 class WhitenBias(Callback):
@@ -265,9 +274,9 @@ class SkipTestPasses(Callback):
         if trackers: raise RecipeError(f"{', '.join(trackers)} watches a test metric, and test_every {self.n} leaves most epochs "
                                        "untested: test every epoch (test_every 1, --test-every 1) or watch monitor='train_loss'")
     def after_train(self): self.trained = True
+    def tests(self, epoch): return epoch == self.n_epoch - 1 or bool(self.n and (epoch + 1) % self.n == 0)
     def before_validate(self):
-        tested = self.epoch == self.n_epoch - 1 or (self.n and (self.epoch + 1) % self.n == 0)
-        self.skipped = self.trained and not tested
+        self.skipped = self.trained and not self.tests(self.epoch)
         if self.skipped:
             # a pass over a loader takes one draw of torch's random stream (its DataLoader's seed for workers): take it
             # here too, so that the training's draws, and so the weights, are those of a run tested every epoch

@@ -83,3 +83,23 @@ def test_a_tracker_of_a_test_metric_is_refused_when_epochs_go_untested(tiny, tmp
     with pytest.raises(RecipeError, match=r"EarlyStoppingCallback watches a test metric, and test_every 0 leaves most epochs untested"):
         recipe.train(tiny, out=tmp_path/'run', test_every=0, cbs=[EarlyStoppingCallback()], **RUN)
     recipe.train(tiny, out=tmp_path/'ok', test_every=0, cbs=[EarlyStoppingCallback(monitor='train_loss')], **RUN | dict(epochs=1))
+
+
+def test_the_expected_duration_counts_the_small_epochs_pixels_and_the_test_passes_that_happen(monkeypatch, capsys):
+    import itertools, types
+    from recipe.callbacks import ExpectedDuration, SmallEarly
+    class Loader(list): bs = 100
+    def expected(*cbs):
+        cb = ExpectedDuration(n=5)
+        cb.learn = SimpleNamespace(training=True, n_iter=10, epoch=0, n_epoch=8, cbs=[cb, *cbs],
+                                   dls=SimpleNamespace(train=Loader(range(10)), valid_ds=range(600), size=32, device=torch.device('cpu')))
+        cb.before_fit()
+        for cb.learn.iter in range(6): cb.after_batch()
+        return capsys.readouterr().out
+    clock = itertools.count(50, 50)  # 50 s between readings: batches 2-6 of 100 images, 0.1 s an image
+    monkeypatch.setattr(recipe.callbacks, 'time', types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert 'about 16 min for 8 epochs' in expected()  # (8 x 1,000 training + 8 x 600 / 3 test images) x 0.1 s
+    skip = SkipTestPasses(0); skip.learn = SimpleNamespace(n_epoch=8)
+    assert 'about 14 min' in expected(skip)  # one test pass: 8,200 x 0.1 s
+    # 0.1 s an image at 24 pixels, (32/24)^2 as much at 32: (3 x 1,000 + 5 x 1,000 x 1.78 + 200 x 1.78) x 0.1 s
+    assert 'about 20 min' in expected(SmallEarly(24, 3), skip)
