@@ -27,7 +27,7 @@ from .distributed import first_bad, gather, rank0, unwrap
 from .record import write_csv, write_json
 
 __all__ = ['AlternatingFlip', 'StopOnNaN', 'ExpectedDuration', 'WhitenBias', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'Lookahead',
-           'KeepTestLogits', 'RunRecord', 'Checkpoint', 'SkipTestPasses']
+           'KeepTestLogits', 'RunRecord', 'Checkpoint', 'SkipTestPasses', 'tested', 'check_trackers']
 
 
 class AlternatingFlip(Callback):
@@ -79,7 +79,7 @@ class ExpectedDuration(Callback):
         elif self.iter == self.n and self.t:
             per_pixel = (time.perf_counter() - self.t) / (self.n * self.dls.train.bs * self.pixels(self.epoch))
             skip = next((cb for cb in self.learn.cbs if isinstance(cb, SkipTestPasses)), None)
-            test = len(self.dls.valid_ds) / 3 * self.pixels(self.n_epoch)  # a test pass, at the full size
+            test = len(self.dls.valid_ds) / 3 * self.pixels()  # a test pass, at the full size
             pixels = sum(len(self.dls.train) * self.dls.train.bs * self.pixels(e) + (test if skip is None or skip.tests(e) else 0)
                          for e in range(self.epoch, self.n_epoch))
             minutes = per_pixel * pixels / 60
@@ -87,10 +87,12 @@ class ExpectedDuration(Callback):
             if self.dls.device.type == 'cpu' and self.advice and minutes > 30: msg += f"; {self.advice}"
             print(msg, flush=True)
             self.t = False  # once per fit
-    def pixels(self, epoch):
-        "Pixels of a training image in `epoch`"
+    def pixels(self, epoch=None):
+        "Pixels of a training image in `epoch` (None: a full-size image); 1 for loaders without our `size` (all alike)"
+        full = self.dls.__dict__.get('size')  # our loaders' own (DataLoaders pass other attributes on to their loaders)
+        if not isinstance(full, int): return 1
         small = next((cb for cb in self.learn.cbs if isinstance(cb, SmallEarly)), None)
-        side = small.size if small and epoch < small.epochs else getattr(self.dls, 'size', 1)  # a user's loaders: only ratios count
+        side = small.size if small and epoch is not None and epoch < small.epochs else full
         return side * side
 
 
@@ -211,7 +213,8 @@ class RunRecord(Callback):
 
     def after_epoch(self):
         if self.epoch < self.start_epoch: return  # skipped on resume
-        train_loss, test_loss, acc = (None if math.isnan(v) else v for v in map(float, self.recorder.values[-1][:3]))  # NaN: untested
+        values = [*map(float, self.recorder.values[-1][:3]), math.nan, math.nan][:3]  # short: a callback cancelled the pass
+        train_loss, test_loss, acc = (None if math.isnan(v) else v for v in values)  # NaN: untested
         row = dict(epoch=self.epoch + 1, train_loss=train_loss, test_loss=test_loss, test_accuracy=acc,
                    seconds=round(time.perf_counter() - self.t_epoch, 2))
         self.record['per_epoch'].append(row)
@@ -262,19 +265,32 @@ class Checkpoint(Callback):
         recorder.iters = [sum(len(e['loss']) for e in self.history[:i + 1]) for i in range(len(self.history))]
 
 
+def tested(epoch, n_epoch, every) -> bool:
+    "Whether epoch `epoch` (from 0) of `n_epoch` gets a test pass with `test_every` `every`: every `every`-th and the last (0: the last only)"
+    return epoch == n_epoch - 1 or bool(every and (epoch + 1) % every == 0)
+
+
+def check_trackers(cbs, epochs, every):
+    """Refuse, before any work, fastai's trackers (EarlyStoppingCallback, SaveModelCallback, ReduceLROnPlateau) that
+    watch a test metric when `test_every` leaves epochs untested: they would see NaN there"""
+    if all(tested(e, epochs, every) for e in range(epochs)): return
+    watching = [f"{type(cb).__name__}(monitor={cb.monitor!r})" for cb in cbs or [] if isinstance(cb, TrackerCallback)
+                and not cb.monitor.startswith('train_') and not getattr(cb, 'every_epoch', False)]
+    if watching: raise RecipeError(f"{', '.join(watching)} watches a test metric, and test_every {every} leaves epochs of the {epochs} "
+                                   "untested: test every epoch (test_every 1, --test-every 1) or watch monitor='train_loss'")
+
+
 class SkipTestPasses(Callback):
     """The test pass after every `n`-th epoch of a fit and after its last (n 0: the last only); the other epochs' rows
     have NaN for the test metrics (None in the run record). On a CPU a pass over CIFAR-10's test set costs about 6% of
-    a 32-pixel epoch of the fast net; the last epoch's is the one the final stage needs (`KeepTestLogits`)."""
+    a 32-pixel epoch of the fast net; the last epoch's is the one the final stage needs (`KeepTestLogits`).
+    `check_trackers` refuses fastai's trackers of a test metric beforehand."""
     order = 90  # after every callback's before_validate (the Recorder's, RunRecord's timer): each sees a pass of nothing
     def __init__(self, n=0): self.n, self.trained, self.skipped = n, False, False
-    def before_fit(self):
-        self.trained = False  # the pass after an epoch's training only: fastai's learn.validate() calls before_fit too, and tests
-        trackers = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, TrackerCallback) and cb.monitor != 'train_loss']
-        if trackers: raise RecipeError(f"{', '.join(trackers)} watches a test metric, and test_every {self.n} leaves most epochs "
-                                       "untested: test every epoch (test_every 1, --test-every 1) or watch monitor='train_loss'")
+    # the pass after an epoch's training only: fastai's learn.validate() calls before_fit too, and tests
+    def before_fit(self): self.trained = self.skipped = False
     def after_train(self): self.trained = True
-    def tests(self, epoch): return epoch == self.n_epoch - 1 or bool(self.n and (epoch + 1) % self.n == 0)
+    def tests(self, epoch): return tested(epoch, self.n_epoch, self.n)
     def before_validate(self):
         self.skipped = self.trained and not self.tests(self.epoch)
         if self.skipped:

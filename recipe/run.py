@@ -26,7 +26,7 @@ from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed
 from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, KeepTestLogits, Lookahead, PlainTensors, SmallEarly,
-                        RunRecord, StopOnNaN, SkipTestPasses, WhitenBias)
+                        RunRecord, StopOnNaN, SkipTestPasses, WhitenBias, check_trackers)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
@@ -94,6 +94,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
                new_run(p, profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
                        valid_pct=valid_pct, max_memory=max_memory))
         with released_on_failure(run):
+            check_trackers(cbs, run.settings['epochs'], run.settings['test_every'])
             learn = run_learner(run, num_workers, device)
             if run.record is None: run.record = first_record(learn, run, dict(info or {}, git_commit=commit, started=started, command=command_of(given, info)))
             user_cbs = list(cbs or []) + (logger_cbs(loggers, run) if run.rank0 else [])

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from fastai.vision.all import CancelFitException, EarlyStoppingCallback
+from fastai.vision.all import CancelFitException, EarlyStoppingCallback, SaveModelCallback
 from safetensors.torch import load_file
 
 import recipe
-from recipe.callbacks import SkipTestPasses
+from recipe.callbacks import SkipTestPasses, check_trackers
 from recipe.data import RecipeError
 from recipe.record import print_row
 
@@ -79,10 +79,18 @@ def test_an_untested_epoch_keeps_every_column_and_a_fit_stopped_after_one_still_
     assert (tmp_path/'run'/'accuracy.png').is_file()
 
 
-def test_a_tracker_of_a_test_metric_is_refused_when_epochs_go_untested(tiny, tmp_path):
-    with pytest.raises(RecipeError, match=r"EarlyStoppingCallback watches a test metric, and test_every 0 leaves most epochs untested"):
-        recipe.train(tiny, out=tmp_path/'run', test_every=0, cbs=[EarlyStoppingCallback()], **RUN)
-    recipe.train(tiny, out=tmp_path/'ok', test_every=0, cbs=[EarlyStoppingCallback(monitor='train_loss')], **RUN | dict(epochs=1))
+def test_a_tracker_of_a_test_metric_is_refused_before_any_work_when_epochs_go_untested(tmp_path):
+    message = (r"EarlyStoppingCallback\(monitor='valid_loss'\) watches a test metric, and test_every 0 leaves epochs of the 3 "
+               r"untested: test every epoch \(test_every 1, --test-every 1\) or watch monitor='train_loss'")
+    with pytest.raises(RecipeError, match=message):  # no data needed: refused before it is read
+        recipe.train(tmp_path/'no-data', out=tmp_path/'run', test_every=0, cbs=[EarlyStoppingCallback()], **RUN)
+    assert not (tmp_path/'run').exists()
+    check_trackers([EarlyStoppingCallback()], 1, 0)  # one epoch: tested
+    check_trackers([EarlyStoppingCallback()], 4, 1)  # tested every epoch
+    for fine in [EarlyStoppingCallback(monitor='train_loss'), SaveModelCallback(every_epoch=True)]:
+        check_trackers([fine], 3, 0)
+    with pytest.raises(RecipeError, match=r"SaveModelCallback\(monitor='accuracy'\) watches a test metric, and test_every 2"):
+        check_trackers([SaveModelCallback(monitor='accuracy')], 4, 2)  # epoch 1 untested
 
 
 def test_the_expected_duration_counts_the_small_epochs_pixels_and_the_test_passes_that_happen(monkeypatch, capsys):
