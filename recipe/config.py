@@ -71,6 +71,8 @@ SEED_PROFILE = dict(
     lookahead=False,        # lookahead of the weights (recipe/fast.py)
     whiten=False,           # (fast net only) first conv frozen as a whitening of 2x2 patches; False: trained from random
     whiten_bias_epochs=0,   # (fast net only) epochs during which the whitening conv's bias is trained
+    freeze_at=None,         # (fast net only) (epoch, ...): conv group 1 stops training at the first epoch, group 2 at the
+                            # second, ... (FreezeOut; fractions allowed; recipe/callbacks.py FreezeGroup); None: never
     identity_init=True,     # (fast net only) its convs start as the identity (Dirac); False: PyTorch's default init
     tta=0,                  # test-time augmentation level of the reported accuracy (0 none, 1 mirror, 2 + translate)
     tta_below=None,         # only images whose top class has a probability below this get TTA (None: every image)
@@ -150,6 +152,8 @@ ABLATIONS = {
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24
     'small-early-3':      dict(small_early=(24, 3)),                 # the first 3 epochs at 24x24
     'small-early-20-3':   dict(small_early=(20, 3)),                 # the first 3 epochs at 20x20: 0.39 of their FLOPs
+    'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
+    'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
     'test-last':          dict(test_every=0),                        # the test pass after the last epoch only
     'test-every-epoch':   dict(test_every=1),                        # a test pass after every epoch (the accuracy curve)

@@ -23,6 +23,7 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
         fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
                                                      ('whiten_bias_epochs', s['whiten_bias_epochs']), ('widths', s['widths']),
+                                                     ('freeze_at', s['freeze_at']),
                                                      ('depth', s['depth'] != SEED_PROFILE['depth']),
                                                      ('bn_mom', s['bn_mom'] != SEED_PROFILE['bn_mom'])) if on]
         if fast_only: raise RecipeError(f"settings that do not go together: arch {s['arch']!r} with {', '.join(fast_only)} "
@@ -61,6 +62,10 @@ def check_net_settings(s):
     need(isinstance(s['test_every'], int) and not isinstance(s['test_every'], bool) and s['test_every'] >= 0, 'test_every',
          'a whole number of epochs >= 0 (0: the test pass after the last epoch only)')
     need(s['tta_below'] is None or (is_number(s['tta_below']) and 0 < s['tta_below'] <= 1), 'tta_below', 'a probability in (0, 1], or None')
+    f = s['freeze_at']
+    need(f is None or (isinstance(f, (tuple, list)) and 1 <= len(f) <= 3 and all(map(is_number, f))
+                       and all(0 < e < s['epochs'] for e in f) and list(f) == sorted(f)), 'freeze_at',
+         f"None or 1 to 3 epochs, each in (0, epochs {s['epochs']}), in order (group 1's first)")
     px, ep = pair(s['small_early'])
     need(s['small_early'] is None or (isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and 0 < ep < s['epochs']),
          'small_early', f"(pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < epochs {s['epochs']}")

@@ -204,3 +204,28 @@ def test_a_fast96_run_trains_on_its_schedule_and_saves_its_net(tiny, tmp_path):
     assert convs(model) == [24, 8, 8, 8, 24, 24, 24, 32, 32, 32]
     images = sorted((tiny/'test').rglob('*.png'))[:4]
     assert all(isinstance(p, list) for p in recipe.predict(model, images))
+
+
+def test_freeze_at_stops_each_conv_group_at_its_epoch_and_the_backward_pass_with_it(tiny, tmp_path, monkeypatch):
+    """FreezeOut (`freeze_at`): group 1's filters and BatchNorm biases stop changing at its epoch, group 2's at its own;
+    in one process the backward pass no longer reaches a frozen group (its input needs no gradient), and the weights
+    come out bit-identical to only dropping the frozen gradients at each step; the net is given back trainable"""
+    from fastai.vision.all import Callback
+    snaps, graph = [], []  # each group's trained params at each epoch's end; does group 2's input take part in the backward?
+    class Watch(Callback):
+        order = 50
+        def before_fit(self): self.hook = self.learn.model[3].register_forward_pre_hook(lambda m, i: graph.append(i[0].requires_grad) if m.training else None)
+        def after_epoch(self): snaps.append([[p.detach().clone() for p in self.learn.model[g].parameters()] for g in (2, 3, 4)])
+        def after_fit(self): self.hook.remove()
+    kw = dict(profile='quick', settings=dict(freeze_at=(1, 2), whiten_bias_epochs=0.5), epochs=3, bs=50, width=8, seed=0)
+    off = recipe.train(tiny, out=tmp_path/'off', cbs=[Watch()], **kw)
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a, b))
+    assert same(snaps[0][0], snaps[1][0]) and same(snaps[1][0], snaps[2][0])  # group 1: frozen from epoch 1
+    assert not same(snaps[0][1], snaps[1][1]) and same(snaps[1][1], snaps[2][1])  # group 2: trains in epoch 1, not 2
+    assert not same(snaps[1][2], snaps[2][2])  # group 3 trains to the end
+    assert graph == [True] * 4 + [False] * 8  # 4 steps an epoch: group 1 learns in epoch 0 only
+    assert all(p.requires_grad for g in (2, 3, 4) for p in off.model[g].parameters() if p.ndim == 4)  # given back as it was
+    assert not any(m.weight.requires_grad for m in off.model.modules() if isinstance(m, torch.nn.BatchNorm2d))  # scales stay frozen
+    monkeypatch.setattr(recipe.callbacks.FreezeAfter, 'before_batch', lambda self: None)  # the gradients only dropped
+    dropped = recipe.train(tiny, out=tmp_path/'dropped', **kw)
+    assert all(torch.equal(a, b) for a, b in zip(off.model.state_dict().values(), dropped.model.state_dict().values()))
