@@ -56,10 +56,11 @@ def metrics(out):
     return [{k: v for k, v in r.items() if k != 'seconds'} for r in csv.DictReader(open(out/'metrics.csv'))]
 
 
-def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_run(small, tmp_path):
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_run(tiny, tmp_path):
+    "On `tiny` (3 batches an epoch): what is tested is the resume, not the learning"
     killed, whole = tmp_path/'killed', tmp_path/'whole'
-    p_whole = start(small, whole, *ARGS)
-    assert start_and_kill_in_epoch_3(small, killed, *ARGS).returncode == -signal.SIGKILL
+    p_whole = start(tiny, whole, *ARGS)
+    assert start_and_kill_in_epoch_3(tiny, killed, *ARGS).returncode == -signal.SIGKILL
     ckpt = load_checkpoint(killed)
     assert ckpt['epoch'] == 2 and len(metrics(killed)) == 2  # epochs 1-2 kept, epoch 3's half lost
     r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', killed], capture_output=True, text=True)
