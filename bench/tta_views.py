@@ -3,7 +3,7 @@ plain view, the run's own TTA (level 2: the image and its mirror, half the weigh
 up-left and down-right, a quarter each), and more translates (the 4 diagonal ones; the 4 diagonal and 4 axis ones).
 Also TTA for the least confident images only (`tta_below`: the images under a top probability). Prints one table.
 
-    python bench/tta_views.py --runs "runs/A runs/B" --data ../shared/cifar10
+    python bench/tta_views.py --runs "runs/A runs/B" --data ../shared/cifar10 [--below "0.7 0.8"]
 """
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,8 @@ def tta(views, shifts):
 
 @call_parse
 def main(runs: str = None,  # run folders, separated by spaces
-         data: str = None):  # the test set's folder (fastai's CIFAR layout); default $RECIPE_DATA
+         data: str = None,  # the test set's folder (fastai's CIFAR layout); default $RECIPE_DATA
+         below: str = '0.8'):  # top probabilities under which an image gets level 2 (`tta_below`), separated by spaces
     files = folder_images(find_data(data)/'test')  # listed once for every run
     for run in runs.split():
         model = recipe.load(run)
@@ -57,7 +58,10 @@ def main(runs: str = None,  # run folders, separated by spaces
         plain = v[(0, 0, False)]
         acc = lambda logits: (logits.argmax(1) == y).float().mean().item()
         row = {'plain': acc(plain), 'mirror': acc(tta(v, []))} | {f'+ {k}': acc(tta(v, s)) for k, s in SHIFTS.items()}
-        unsure = plain.softmax(1).amax(1) < 0.8
-        row['diagonal 2, below 0.8'] = acc(torch.where(unsure[:, None], tta(v, SHIFTS['diagonal 2']), plain))
+        confidence, shares = plain.softmax(1).amax(1), []
+        for p in map(float, below.split()):
+            unsure = confidence < p
+            row[f'diagonal 2, below {p}'] = acc(torch.where(unsure[:, None], tta(v, SHIFTS['diagonal 2']), plain))
+            shares.append(f"below {p}: {100 * unsure.float().mean():.1f}%")
         print(f"{run}: {len(y)} images; " + '; '.join(f'{k} {100 * a:.2f}%' for k, a in row.items()) +
-              f"; below 0.8: {100 * unsure.float().mean():.1f}% of the images", flush=True)
+              f"; of the images {', '.join(shares)}", flush=True)

@@ -152,6 +152,8 @@ ABLATIONS = {
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24
     'small-early-3':      dict(small_early=(24, 3)),                 # the first 3 epochs at 24x24
     'small-early-20-3':   dict(small_early=(20, 3)),                 # the first 3 epochs at 20x20: 0.39 of their FLOPs
+    'small-early-4':      dict(small_early=(24, 4)),                 # the first 4 epochs at 24x24 (fast-progressive: 6.25
+                                                                     # full-size epochs' arithmetic, not 6.69)
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
