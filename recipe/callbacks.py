@@ -121,6 +121,7 @@ class WhitenBias(FreezeAfter):
     """The whitening conv's bias is trained for the first `epochs` epochs only, then frozen (airbench94: 3; Hiverge's
     speedrun: 0.19). Switched off, it also spares the backward pass the first conv group's input gradient (about 4% of
     a step's arithmetic)."""
+    def __init__(self, epochs=3): super().__init__(epochs)  # airbench94's 3
     def params(self): return [unwrap(self.learn.model)[0].bias]
 
 

@@ -27,7 +27,7 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
                                                      ('depth', s['depth'] != SEED_PROFILE['depth']),
                                                      ('bn_mom', s['bn_mom'] != SEED_PROFILE['bn_mom'])) if on]
         if fast_only: raise RecipeError(f"settings that do not go together: arch {s['arch']!r} with {', '.join(fast_only)} "
-                                        "(the fast net's whitening layer): use arch 'fast', or a seed profile's settings")
+                                        "(the fast net's whitening layer or conv groups): use arch 'fast', or a seed profile's settings")
     check_options(s['epochs'], s['bs'], s['width'], s['lr_min'], s['lr_max'], None)
     check_net_settings(s)
     return dict(s, profile=profile)

@@ -116,7 +116,10 @@ def test_the_whitening_bias_switch_is_for_a_plain_net_in_one_process_only():
     (dict(flip='alternate', augment='albumentations'), "flip 'alternate' needs augment 'batch'"),
     (dict(lr_max=True), 'lr_max must be a positive number, got True'),
     (dict(test_every=-1), 'test_every must be a whole number of epochs >= 0 (0: the test pass after the last epoch only), got -1'),
-    (dict(test_every=True), 'test_every must be'), (dict(test_every=1.5), 'test_every must be')])
+    (dict(test_every=True), 'test_every must be'), (dict(test_every=1.5), 'test_every must be'),
+    (dict(freeze_at=(True,)), 'freeze_at must be'), (dict(freeze_at=(1, 0.5)), 'freeze_at must be'),
+    (dict(freeze_at=(2,)), 'freeze_at must be None or 1 to 3 epochs, each in (0, epochs 2), in order'),
+    (dict(freeze_at=5), 'freeze_at must be'), (dict(freeze_at=(1,), arch='resnet', opt='adam'), 'freeze_at (1,)')])
 def test_the_new_settings_are_checked_before_any_work(bad, message, tmp_path):
     with pytest.raises(RecipeError, match=re.escape(message)):
         recipe.train(tmp_path/'no-data-needed', out=tmp_path/'x', profile='quick', settings=bad)
@@ -224,7 +227,8 @@ def test_freeze_at_stops_each_conv_group_at_its_epoch_and_the_backward_pass_with
     assert not same(snaps[0][1], snaps[1][1]) and same(snaps[1][1], snaps[2][1])  # group 2: trains in epoch 1, not 2
     assert not same(snaps[1][2], snaps[2][2])  # group 3 trains to the end
     assert graph == [True] * 4 + [False] * 8  # 4 steps an epoch: group 1 learns in epoch 0 only
-    assert all(p.requires_grad for g in (2, 3, 4) for p in off.model[g].parameters() if p.ndim == 4)  # given back as it was
+    assert all(p.requires_grad for g in (2, 3, 4) for p in off.model[g].parameters() if p.ndim == 4)  # given back as it was,
+    assert all(m.bias.requires_grad for m in off.model.modules() if isinstance(m, torch.nn.BatchNorm2d))  # BN biases too
     assert not any(m.weight.requires_grad for m in off.model.modules() if isinstance(m, torch.nn.BatchNorm2d))  # scales stay frozen
     monkeypatch.setattr(recipe.callbacks.FreezeAfter, 'before_batch', lambda self: None)  # the gradients only dropped
     dropped = recipe.train(tiny, out=tmp_path/'dropped', **kw)
