@@ -3,7 +3,9 @@ switches it after its epochs in one process): with it off the backward pass stop
 skips that conv's input gradient (the largest feature maps, 31x31) and the GELU's backward before it. bf16 autocast,
 channels_last, random data: only the forward and backward passes are timed, alternating the two `--reps` times.
 
-    python bench/frozen_bias_speed.py [--bs 1536] [--steps 4] [--reps 3] [--json FILE]
+    python bench/frozen_bias_speed.py [--bs 1536] [--steps 4] [--reps 3] [--json FILE] [--ops]
+
+`--ops`: then where a step's time goes (the bias frozen), by operator, from `torch.profiler` over 2 steps.
 """
 import time
 from pathlib import Path
@@ -21,7 +23,8 @@ from recipe.run import keep_freed_memory
 def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
          steps: int = 4,   # timed steps each time (after one untimed)
          reps: int = 3,    # times each way, alternating; the fastest counts
-         json: str = None):  # also write the result to this JSON file
+         json: str = None,  # also write the result to this JSON file
+         ops: bool = False):  # also print the operators' share of a step (torch.profiler)
     "Print seconds per training step with the whitening bias learning and frozen, and their ratio"
     keep_freed_memory()
     torch.manual_seed(0)
@@ -45,3 +48,8 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
         write_json(json, dict(bs=bs, steps=steps, reps=reps, threads=torch.get_num_threads(), learning_s_per_step=times[True],
                               frozen_s_per_step=times[False], ratio=frozen/learning, machine=machine_info(), git_commit=git_commit(),
                               command=f"python bench/frozen_bias_speed.py --bs {bs} --steps {steps} --reps {reps}"))
+    if ops:
+        from torch.profiler import profile
+        with profile() as prof:
+            for _ in range(2): step()
+        print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=12))
