@@ -428,9 +428,10 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     else: valid = random_split(files, valid_pct)
     n_train = len(files) - len(valid)
     if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}")
-    stats = stats or image_stats(cache, [f for f in files if f not in valid], {f.parent.name for f in files})
+    train_files = [f for f in files if f not in valid]
+    stats = stats or image_stats(cache, train_files, {f.parent.name for f in files})
     pad, cutout = scaled(pad, size), scaled(cutout, size)
-    vocab = sorted({f.parent.name for f in files if f not in valid})  # Categorize's own, without a pass over the items
+    vocab = sorted({f.parent.name for f in train_files})  # Categorize's own, without a pass over the items
     dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock(vocab=vocab)),
                        get_x=cache, get_y=parent_label,
                        splitter=FuncSplitter(valid.__contains__),  # `valid` known: no Path parsed again per image (GrandparentSplitter's)
