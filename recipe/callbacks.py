@@ -92,7 +92,7 @@ class ExpectedDuration(Callback):
         full = self.dls.__dict__.get('size')  # our loaders' own (DataLoaders pass other attributes on to their loaders)
         if not isinstance(full, int): return 1
         small = next((cb for cb in self.learn.cbs if isinstance(cb, SmallEarly)), None)
-        side = small.size if small and epoch is not None and epoch < small.epochs else full
+        side = (small.size_at(epoch) if small and epoch is not None else None) or full
         return side * side
 
 
@@ -158,13 +158,20 @@ class PlainTensors(Callback):
 
 class SmallEarly(Callback):
     """Progressive resizing (fastai's DAWNBench ImageNet entry, Howard 2018): the training batches of the first
-    `epochs` epochs are resized to `size` pixels (bilinear, antialiased), for about (size / full size)^2 of an
-    epoch's arithmetic; the later epochs and the test batches keep the full size"""
+    epochs are resized (bilinear, antialiased) stage by stage, each `(size, epochs)`: `SmallEarly((24, 3), (28, 2))`
+    trains 3 epochs at 24 pixels, then 2 at 28, for about (size / full size)^2 of an epoch's arithmetic each; the later
+    epochs and the test batches keep the full size"""
     order, run_valid = 12, False  # after PlainTensors
-    def __init__(self, size, epochs): self.size, self.epochs = size, epochs
+    def __init__(self, *stages): self.stages = [tuple(st) for st in stages]
+    def size_at(self, epoch):
+        "The side of `epoch`'s training images, None for the full size"
+        for size, epochs in self.stages:
+            if epoch < epochs: return size
+            epoch -= epochs
     def before_batch(self):
-        if self.epoch >= self.epochs: return
-        x = F.interpolate(self.xb[0], size=self.size, mode='bilinear', antialias=True, align_corners=False)
+        size = self.size_at(self.epoch)
+        if size is None: return
+        x = F.interpolate(self.xb[0], size=size, mode='bilinear', antialias=True, align_corners=False)
         self.learn.xb = (x.contiguous(memory_format=torch.channels_last),)
 
 

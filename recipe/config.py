@@ -53,7 +53,8 @@ SEED_PROFILE = dict(
     flip=True,              # random horizontal flip; 'alternate': airbench's alternating flip (batch path only)
     cutout=CUTOUT,          # pixels: side of the one square hole (0: none)
     small_early=None,       # (pixels, epochs): the first `epochs` epochs train on images resized to `pixels` (progressive
-                            # resizing, recipe/callbacks.py SmallEarly), ~(pixels/size)^2 of the arithmetic; None: none
+                            # resizing, recipe/callbacks.py SmallEarly), ~(pixels/size)^2 of the arithmetic; stages in
+                            # order: ((24, 3), (28, 2)) 3 epochs at 24, then 2 at 28; None: none
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
@@ -154,6 +155,9 @@ ABLATIONS = {
     'small-early-20-3':   dict(small_early=(20, 3)),                 # the first 3 epochs at 20x20: 0.39 of their FLOPs
     'small-early-4':      dict(small_early=(24, 4)),                 # the first 4 epochs at 24x24 (fast-progressive: 6.25
                                                                      # full-size epochs' arithmetic, not 6.69)
+    'small-early-3-28-2': dict(small_early=((24, 3), (28, 2))),      # 3 epochs at 24, then 2 at 28 (6.22 full-size epochs'
+                                                                     # arithmetic in 8, 0.93x fast-progressive's)
+    'small-early-3-28-3': dict(small_early=((24, 3), (28, 3))),      # 3 at 24, then 3 at 28 (5.98, 0.89x)
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only

@@ -36,7 +36,7 @@ from .distributed import DDPTrainer, alone, leave_together, lost_process, on_ran
 from .inference import tta_logits
 from .model import make_model
 from .plots import save_run_plots
-from .settings import check_seed, settings_for
+from .settings import check_seed, settings_for, small_stages
 from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, versions, write_json,
                      write_model_card)
 
@@ -352,7 +352,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
     cbs += [FreezeGroup(group, epoch) for group, epoch in enumerate(s['freeze_at'] or (), 1)]
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
-    if s['small_early']: cbs.append(SmallEarly(*s['small_early']))
+    if s['small_early']: cbs.append(SmallEarly(*small_stages(s['small_early'])))
     if s['test_every'] != 1: cbs.append(SkipTestPasses(s['test_every']))
     cuda = dls.device.type == 'cuda'
     if dls.device.type == 'mps':  # not verified on MPS: fp32 there

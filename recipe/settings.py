@@ -66,9 +66,18 @@ def check_net_settings(s):
     need(f is None or (isinstance(f, (tuple, list)) and 1 <= len(f) <= 3 and all(map(is_number, f))
                        and all(0 < e < s['epochs'] for e in f) and list(f) == sorted(f)), 'freeze_at',
          f"None or 1 to 3 epochs, each in (0, epochs {s['epochs']}), in order (group 1's first)")
-    px, ep = pair(s['small_early'])
-    need(s['small_early'] is None or (isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and 0 < ep < s['epochs']),
-         'small_early', f"(pixels, epochs) with 16 <= pixels < size {s['size']} and 0 < epochs < epochs {s['epochs']}")
+    stages = small_stages(s['small_early'])
+    need(s['small_early'] is None or (stages and all(isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and ep > 0
+                                                     for px, ep in stages) and sum(ep for _, ep in stages) < s['epochs']),
+         'small_early', f"(pixels, epochs), or stages of them in order, with 16 <= pixels < size {s['size']}, epochs > 0 "
+                        f"and fewer epochs in all than epochs {s['epochs']}")
+
+
+def small_stages(v) -> list:
+    "`small_early` as a list of (pixels, epochs) stages: (24, 3) is [(24, 3)]; [] if it is neither a pair nor pairs"
+    if pair(v) != (None, None): return [pair(v)]
+    stages = [pair(st) for st in v] if isinstance(v, (tuple, list)) and v else []
+    return [] if (None, None) in stages else stages
 
 
 def check_options(epochs, bs, width, lr_min, lr_max, seed):

@@ -12,7 +12,9 @@ import torch
 import recipe
 from recipe.augment import ColorJitter
 from recipe.bench import run_profile
+from recipe.callbacks import SmallEarly
 from recipe.data import RecipeError
+from recipe.settings import small_stages
 from fastai.vision.all import TensorImage
 
 
@@ -141,16 +143,19 @@ def test_bench_joins_ablations_given_with_commas_and_names_an_unknown_one(tiny, 
         run_profile('quick', data=tiny, ablation='silu,nope', results=tmp_path/'results', runs=tmp_path/'runs')
 
 
-def test_small_early_trains_the_first_epochs_on_smaller_images_and_tests_at_full_size(tiny, tmp_path):
+def test_small_early_trains_the_first_epochs_on_smaller_images_stage_by_stage_and_tests_at_full_size(tiny, tmp_path):
     sizes = []
     class Watch(recipe.callbacks.Callback):
         order = 50
         def after_pred(self): sizes.append((self.training, self.epoch, tuple(self.xb[0].shape[2:])))
-    recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=recipe.ABLATIONS['small-early'], epochs=2, bs=50,
+    recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=dict(small_early=((24, 1), (28, 1))), epochs=3, bs=50,
                  width=8, seed=0, cbs=[Watch()])
-    assert {s for s in sizes if s[0]} == {(True, 0, (24, 24)), (True, 1, (32, 32))}
-    assert {s for s in sizes if not s[0]} == {(False, 0, (32, 32)), (False, 1, (32, 32))}
-    for bad in [(24, 2), (32, 1), (12, 1), 24]:  # every epoch small, not smaller, too small, not a pair
+    assert {s for s in sizes if s[0]} == {(True, 0, (24, 24)), (True, 1, (28, 28)), (True, 2, (32, 32))}
+    assert {s for s in sizes if not s[0]} == {(False, e, (32, 32)) for e in range(3)}
+    # the one-stage form, as fast-progressive has it
+    assert [SmallEarly(*small_stages((24, 3))).size_at(e) for e in range(5)] == [24, 24, 24, None, None]
+    # every epoch small, not smaller, too small, not a pair, every epoch small over the stages, a stage not a pair
+    for bad in [(24, 2), (32, 1), (12, 1), 24, ((24, 1), (28, 1)), ((24, 1), 28)]:
         with pytest.raises(RecipeError, match=r"small_early must be \(pixels, epochs\).*got " + re.escape(repr(bad))):
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(small_early=bad), epochs=2)
 
