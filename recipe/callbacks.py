@@ -158,11 +158,12 @@ class PlainTensors(Callback):
 
 class SmallEarly(Callback):
     """Progressive resizing (fastai's DAWNBench ImageNet entry, Howard 2018): the training batches of the first
-    epochs are resized (bilinear, antialiased) stage by stage, each `(size, epochs)`: `SmallEarly((24, 3), (28, 2))`
-    trains 3 epochs at 24 pixels, then 2 at 28, for about (size / full size)^2 of an epoch's arithmetic each; the later
-    epochs and the test batches keep the full size"""
+    epochs are made smaller stage by stage, each `(size, epochs)`: `SmallEarly((24, 3), (28, 2))` trains 3 epochs at
+    24 pixels, then 2 at 28, for about (size / full size)^2 of an epoch's arithmetic each; the later epochs and the test
+    batches keep the full size. `by` 'resize' (bilinear, antialiased) or 'crop': each image's own random window, which
+    keeps the objects' scale that the test images have (the 24-pixel crops of Krizhevsky's cuda-convnet on CIFAR-10)"""
     order, run_valid = 12, False  # after PlainTensors
-    def __init__(self, *stages): self.stages = [tuple(st) for st in stages]
+    def __init__(self, *stages, by='resize'): self.stages, self.by = [tuple(st) for st in stages], by
     def size_at(self, epoch):
         "The side of `epoch`'s training images, None for the full size"
         for size, epochs in self.stages:
@@ -171,8 +172,20 @@ class SmallEarly(Callback):
     def before_batch(self):
         size = self.size_at(self.epoch)
         if size is None: return
-        x = F.interpolate(self.xb[0], size=size, mode='bilinear', antialias=True, align_corners=False)
+        x = self.xb[0]
+        if self.by == 'crop': x = random_windows(x, size)
+        else: x = F.interpolate(x, size=size, mode='bilinear', antialias=True, align_corners=False)
         self.learn.xb = (x.contiguous(memory_format=torch.channels_last),)
+
+
+def random_windows(x, size):
+    "A random size x size window of each image of the batch x (N, C, H, W)"
+    n, _, h, w = x.shape
+    top, left = torch.randint(0, h - size + 1, (n, 1, 1), device=x.device), torch.randint(0, w - size + 1, (n, 1, 1), device=x.device)
+    steps = torch.arange(size, device=x.device)
+    rows, cols = top + steps.view(1, size, 1), left + steps.view(1, 1, size)
+    # the indices around the channels' slice put their (n, size, size) first: channels last, as the net takes them
+    return x[torch.arange(n, device=x.device).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
 
 
 class Lookahead(Callback):

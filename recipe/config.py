@@ -55,6 +55,7 @@ SEED_PROFILE = dict(
     small_early=None,       # (pixels, epochs): the first `epochs` epochs train on images resized to `pixels` (progressive
                             # resizing, recipe/callbacks.py SmallEarly), ~(pixels/size)^2 of the arithmetic; stages in
                             # order: ((24, 3), (28, 2)) 3 epochs at 24, then 2 at 28; None: none
+    small_by='resize',      # how small_early makes its images: 'resize' them, or 'crop' a random window of each
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
@@ -158,6 +159,8 @@ ABLATIONS = {
     'small-early-3-28-2': dict(small_early=((24, 3), (28, 2))),      # 3 epochs at 24, then 2 at 28 (6.22 full-size epochs'
                                                                      # arithmetic in 8, 0.93x fast-progressive's)
     'small-early-3-28-3': dict(small_early=((24, 3), (28, 3))),      # 3 at 24, then 3 at 28 (5.98, 0.89x)
+    'crop-3-28-3':        dict(small_early=((24, 3), (28, 3)), small_by='crop'),  # the same stages in random windows of
+                                                                     # each image (their scale kept), not resized
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only

@@ -352,7 +352,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
     cbs += [FreezeGroup(group, epoch) for group, epoch in enumerate(s['freeze_at'] or (), 1)]
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
-    if s['small_early']: cbs.append(SmallEarly(*small_stages(s['small_early'])))
+    if s['small_early']: cbs.append(SmallEarly(*small_stages(s['small_early']), by=s['small_by']))
     if s['test_every'] != 1: cbs.append(SkipTestPasses(s['test_every']))
     cuda = dls.device.type == 'cuda'
     if dls.device.type == 'mps':  # not verified on MPS: fp32 there

@@ -66,6 +66,7 @@ def check_net_settings(s):
     need(f is None or (isinstance(f, (tuple, list)) and 1 <= len(f) <= 3 and all(map(is_number, f))
                        and all(0 < e < s['epochs'] for e in f) and list(f) == sorted(f)), 'freeze_at',
          f"None or 1 to 3 epochs, each in (0, epochs {s['epochs']}), in order (group 1's first)")
+    need(s['small_by'] in ('resize', 'crop'), 'small_by', "'resize' or 'crop'")
     stages = small_stages(s['small_early'])
     need(s['small_early'] is None or (stages and all(isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and ep > 0
                                                      for px, ep in stages) and sum(ep for _, ep in stages) < s['epochs']),

@@ -3,6 +3,7 @@ net's activation, brightness/contrast jitter, the whitening bias for a fraction 
 combined ablations, and the wider nets of the fast95 and fast96 profiles (after airbench95 and airbench96)."""
 import json
 import re
+import types
 
 import numpy as np
 
@@ -158,6 +159,24 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_stage_by_stage_an
     for bad in [(24, 2), (32, 1), (12, 1), 24, ((24, 1), (28, 1)), ((24, 1), 28)]:
         with pytest.raises(RecipeError, match=r"small_early must be \(pixels, epochs\).*got " + re.escape(repr(bad))):
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(small_early=bad), epochs=2)
+
+
+def test_small_early_by_crop_takes_a_random_window_of_each_image_at_its_scale(tiny, tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    cb = SmallEarly((24, 1), (28, 1), by='crop')
+    cb.learn = types.SimpleNamespace(xb=(x,), epoch=0)
+    cb.before_batch()
+    small = cb.learn.xb[0]
+    assert small.shape == (64, 3, 24, 24) and small.is_contiguous(memory_format=torch.channels_last)
+    where = [[(a, b) for a in range(9) for b in range(9) if torch.equal(small[i], x[i, :, a:a+24, b:b+24])] for i in range(64)]
+    assert all(len(w) == 1 for w in where) and len({w[0] for w in where}) > 32  # each a window of its own image, not one for all
+    cb.learn = types.SimpleNamespace(xb=(x,), epoch=1); cb.before_batch()
+    assert cb.learn.xb[0].shape[2:] == (28, 28)
+    cb.learn = types.SimpleNamespace(xb=(x,), epoch=2); cb.before_batch()
+    assert cb.learn.xb[0] is x  # the full size after the stages
+    with pytest.raises(RecipeError, match="small_by must be 'resize' or 'crop', got 'zoom'"):
+        recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(small_early=(24, 1), small_by='zoom'), epochs=2)
 
 
 def test_fast_progressive_is_what_its_measured_runs_ran():
