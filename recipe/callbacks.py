@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from fastai.vision.all import Callback, CancelValidException, Recorder, TrackerCallback
 
+from .augment import windows
 from .checkpoint import rng_states, save_checkpoint
 from .data import RecipeError
 from .distributed import first_bad, gather, rank0, unwrap
@@ -92,7 +93,7 @@ class ExpectedDuration(Callback):
         full = self.dls.__dict__.get('size')  # our loaders' own (DataLoaders pass other attributes on to their loaders)
         if not isinstance(full, int): return 1
         small = next((cb for cb in self.learn.cbs if isinstance(cb, SmallEarly)), None)
-        side = (small.size_at(epoch) if small and epoch is not None else None) or full
+        side = (small and epoch is not None and small.size_at(epoch)) or full
         return side * side
 
 
@@ -163,7 +164,10 @@ class SmallEarly(Callback):
     batches keep the full size. `by` 'resize' (bilinear, antialiased) or 'crop': each image's own random window, which
     keeps the objects' scale that the test images have (the 24-pixel crops of Krizhevsky's cuda-convnet on CIFAR-10)"""
     order, run_valid = 12, False  # after PlainTensors
-    def __init__(self, *stages, by='resize'): self.stages, self.by = [tuple(st) for st in stages], by
+    def __init__(self, *stages, by='resize'):
+        if not stages or not all(isinstance(st, (tuple, list)) and len(st) == 2 for st in stages) or by not in ('resize', 'crop'):
+            raise ValueError(f"SmallEarly takes (size, epochs) stages and by 'resize' or 'crop', got {stages!r} and {by!r}")
+        self.stages, self.by = [tuple(st) for st in stages], by
     def size_at(self, epoch):
         "The side of `epoch`'s training images, None for the full size"
         for size, epochs in self.stages:
@@ -173,19 +177,12 @@ class SmallEarly(Callback):
         size = self.size_at(self.epoch)
         if size is None: return
         x = self.xb[0]
-        if self.by == 'crop': x = random_windows(x, size)
+        if self.by == 'crop':
+            n, _, h, w = x.shape
+            top, left = torch.randint(0, h - size + 1, (n,), device=x.device), torch.randint(0, w - size + 1, (n,), device=x.device)
+            x = windows(x, size)[torch.arange(n, device=x.device), top, left]
         else: x = F.interpolate(x, size=size, mode='bilinear', antialias=True, align_corners=False)
         self.learn.xb = (x.contiguous(memory_format=torch.channels_last),)
-
-
-def random_windows(x, size):
-    "A random size x size window of each image of the batch x (N, C, H, W)"
-    n, _, h, w = x.shape
-    top, left = torch.randint(0, h - size + 1, (n, 1, 1), device=x.device), torch.randint(0, w - size + 1, (n, 1, 1), device=x.device)
-    steps = torch.arange(size, device=x.device)
-    rows, cols = top + steps.view(1, size, 1), left + steps.view(1, 1, size)
-    # the indices around the channels' slice put their (n, size, size) first: channels last, as the net takes them
-    return x[torch.arange(n, device=x.device).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
 
 
 class Lookahead(Callback):

@@ -52,9 +52,9 @@ SEED_PROFILE = dict(
     pad=(PAD_TO - CROP) // 2,  # pixels of reflect padding before the random crop (batch augmentation)
     flip=True,              # random horizontal flip; 'alternate': airbench's alternating flip (batch path only)
     cutout=CUTOUT,          # pixels: side of the one square hole (0: none)
-    small_early=None,       # (pixels, epochs): the first `epochs` epochs train on images resized to `pixels` (progressive
+    small_early=None,       # (pixels, epochs): the first `epochs` epochs train on images made `pixels` wide (progressive
                             # resizing, recipe/callbacks.py SmallEarly), ~(pixels/size)^2 of the arithmetic; stages in
-                            # order: ((24, 3), (28, 2)) 3 epochs at 24, then 2 at 28; None: none
+                            # the order they train: ((24, 3), (28, 2)) 3 epochs at 24, then 2 at 28; None: none
     small_by='resize',      # how small_early makes its images: 'resize' them, or 'crop' a random window of each
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none

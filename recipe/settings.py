@@ -4,7 +4,7 @@ from .config import PRECISIONS, PROFILES, SEED_PROFILE
 from .data import RecipeError, check_flip, check_jitter, is_number, pair
 from .model import ACTS
 
-__all__ = ['settings_for', 'widths_at', 'check_net_settings', 'check_options', 'check_seed']
+__all__ = ['settings_for', 'widths_at', 'check_net_settings', 'check_options', 'check_seed', 'small_stages']
 
 
 def settings_for(profile='seed', settings=None, **overrides) -> dict:
@@ -67,11 +67,12 @@ def check_net_settings(s):
                        and all(0 < e < s['epochs'] for e in f) and list(f) == sorted(f)), 'freeze_at',
          f"None or 1 to 3 epochs, each in (0, epochs {s['epochs']}), in order (group 1's first)")
     need(s['small_by'] in ('resize', 'crop'), 'small_by', "'resize' or 'crop'")
+    need(s['small_by'] == 'resize' or s['small_early'], 'small_by', "'resize' (its default) without small_early, which it shapes")
     stages = small_stages(s['small_early'])
     need(s['small_early'] is None or (stages and all(isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and ep > 0
                                                      for px, ep in stages) and sum(ep for _, ep in stages) < s['epochs']),
-         'small_early', f"(pixels, epochs), or stages of them in order, with 16 <= pixels < size {s['size']}, epochs > 0 "
-                        f"and fewer epochs in all than epochs {s['epochs']}")
+         'small_early', f"(pixels, epochs), or stages of them in the order they train, with 16 <= pixels < size {s['size']}, "
+                        f"epochs > 0 and fewer epochs in all than epochs {s['epochs']}")
 
 
 def small_stages(v) -> list:

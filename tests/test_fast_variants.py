@@ -9,6 +9,7 @@ import numpy as np
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import recipe
 from recipe.augment import ColorJitter
@@ -149,12 +150,13 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_stage_by_stage_an
     class Watch(recipe.callbacks.Callback):
         order = 50
         def after_pred(self): sizes.append((self.training, self.epoch, tuple(self.xb[0].shape[2:])))
-    recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=dict(small_early=((24, 1), (28, 1))), epochs=3, bs=50,
-                 width=8, seed=0, cbs=[Watch()])
+    learn = recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=dict(small_early=((24, 1), (28, 1)), small_by='crop'),
+                         epochs=3, bs=50, width=8, seed=0, cbs=[Watch()])
     assert {s for s in sizes if s[0]} == {(True, 0, (24, 24)), (True, 1, (28, 28)), (True, 2, (32, 32))}
     assert {s for s in sizes if not s[0]} == {(False, e, (32, 32)) for e in range(3)}
-    # the one-stage form, as fast-progressive has it
-    assert [SmallEarly(*small_stages((24, 3))).size_at(e) for e in range(5)] == [24, 24, 24, None, None]
+    assert [cb.by for cb in learn.cbs if isinstance(cb, SmallEarly)] == ['crop']
+    assert [SmallEarly(*small_stages((24, 3))).size_at(e) for e in range(5)] == [24, 24, 24, None, None]  # fast-progressive's
+    assert [SmallEarly((24, 3), (28, 2)).size_at(e) for e in range(7)] == [24, 24, 24, 28, 28, None, None]
     # every epoch small, not smaller, too small, not a pair, every epoch small over the stages, a stage not a pair
     for bad in [(24, 2), (32, 1), (12, 1), 24, ((24, 1), (28, 1)), ((24, 1), 28)]:
         with pytest.raises(RecipeError, match=r"small_early must be \(pixels, epochs\).*got " + re.escape(repr(bad))):
@@ -164,19 +166,22 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_stage_by_stage_an
 def test_small_early_by_crop_takes_a_random_window_of_each_image_at_its_scale(tiny, tmp_path):
     torch.manual_seed(0)
     x = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    cb = SmallEarly((24, 1), (28, 1), by='crop')
-    cb.learn = types.SimpleNamespace(xb=(x,), epoch=0)
-    cb.before_batch()
-    small = cb.learn.xb[0]
-    assert small.shape == (64, 3, 24, 24) and small.is_contiguous(memory_format=torch.channels_last)
-    where = [[(a, b) for a in range(9) for b in range(9) if torch.equal(small[i], x[i, :, a:a+24, b:b+24])] for i in range(64)]
+    def small(epoch, **by):
+        cb = SmallEarly((24, 1), (28, 1), **by)
+        cb.learn = types.SimpleNamespace(xb=(x,), epoch=epoch)
+        cb.before_batch()
+        return cb.learn.xb[0]
+    crops = small(0, by='crop')
+    assert crops.shape == (64, 3, 24, 24) and crops.is_contiguous(memory_format=torch.channels_last)
+    where = [[(a, b) for a in range(9) for b in range(9) if torch.equal(crops[i], x[i, :, a:a+24, b:b+24])] for i in range(64)]
     assert all(len(w) == 1 for w in where) and len({w[0] for w in where}) > 32  # each a window of its own image, not one for all
-    cb.learn = types.SimpleNamespace(xb=(x,), epoch=1); cb.before_batch()
-    assert cb.learn.xb[0].shape[2:] == (28, 28)
-    cb.learn = types.SimpleNamespace(xb=(x,), epoch=2); cb.before_batch()
-    assert cb.learn.xb[0] is x  # the full size after the stages
-    with pytest.raises(RecipeError, match="small_by must be 'resize' or 'crop', got 'zoom'"):
-        recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(small_early=(24, 1), small_by='zoom'), epochs=2)
+    assert small(1, by='crop').shape[2:] == (28, 28) and small(2, by='crop') is x  # the full size after the stages
+    assert torch.equal(small(0), F.interpolate(x, size=24, mode='bilinear', antialias=True, align_corners=False))  # by resize
+    with pytest.raises(ValueError, match="SmallEarly takes"): SmallEarly(24, 3)  # the stages are pairs
+    for bad, msg in [(dict(small_early=(24, 1), small_by='zoom'), "small_by must be 'resize' or 'crop', got 'zoom'"),
+                     (dict(small_by='crop'), "small_by must be 'resize' .its default. without small_early, which it shapes, got 'crop'")]:
+        with pytest.raises(RecipeError, match=msg):
+            recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=bad, epochs=2)
 
 
 def test_fast_progressive_is_what_its_measured_runs_ran():

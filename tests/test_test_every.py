@@ -111,3 +111,5 @@ def test_the_expected_duration_counts_the_small_epochs_pixels_and_the_test_passe
     assert 'about 14 min' in expected(skip)  # one test pass: 8,200 x 0.1 s
     # 0.1 s an image at 24 pixels, (32/24)^2 as much at 32: (3 x 1,000 + 5 x 1,000 x 1.78 + 200 x 1.78) x 0.1 s
     assert 'about 20 min' in expected(SmallEarly((24, 3)), skip)
+    # and two stages, 3 epochs at 24 and 2 at 28: (3 x 1,000 + 2 x 1,000 x 1.36 + 3 x 1,000 x 1.78 + 200 x 1.78) x 0.1 s
+    assert 'about 19 min' in expected(SmallEarly((24, 3), (28, 2)), skip)
