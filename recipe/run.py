@@ -366,7 +366,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
                           wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s))
     # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts
     learn.to_channelslast(use_amp=cuda and precision != 'fp32', amp_mode=precision if cuda and precision != 'fp32' else 'fp16')
-    if cuda: torch.backends.cudnn.benchmark = True  # a few shapes (one a small_early stage, the full size, the test batches): cuDNN picks the fastest convolution once for each
+    if cuda: torch.backends.cudnn.benchmark = True  # a few shapes (one per small_early stage, the full size, the test batches): cuDNN picks the fastest convolution once for each
     if s['compile']: model.compile()  # in place: the weights keep their names (checkpoints, safetensors)
     learn.precision = f"{precision} mixed (CUDA)" if cuda and precision != 'fp32' else {'bf16': 'bf16 autocast (CPU)', 'fp32': 'fp32'}[precision]
     learn.precision_reason = reason
