@@ -23,6 +23,7 @@ from fastai.vision.all import Callback, CancelValidException, Recorder, TrackerC
 
 from .augment import windows
 from .checkpoint import rng_states, save_checkpoint
+from .config import SMALL_BY
 from .data import RecipeError
 from .distributed import first_bad, gather, rank0, unwrap
 from .record import write_csv, write_json
@@ -165,7 +166,7 @@ class SmallEarly(Callback):
     keeps the objects' scale that the test images have (the 24-pixel crops of Krizhevsky's cuda-convnet on CIFAR-10)"""
     order, run_valid = 12, False  # after PlainTensors
     def __init__(self, *stages, by='resize'):
-        if not stages or not all(isinstance(st, (tuple, list)) and len(st) == 2 for st in stages) or by not in ('resize', 'crop'):
+        if not stages or not all(isinstance(st, (tuple, list)) and len(st) == 2 for st in stages) or by not in SMALL_BY:
             raise ValueError(f"SmallEarly takes (size, epochs) stages and by 'resize' or 'crop', got {stages!r} and {by!r}")
         self.stages, self.by = [tuple(st) for st in stages], by
     def size_at(self, epoch):

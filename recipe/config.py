@@ -32,6 +32,7 @@ CROP = 32               # ... then randomly cropped back to CROP x CROP; also th
 CUTOUT = 8              # pixels: side of the one square hole, filled with the dataset mean
 DATA_ENV = 'RECIPE_DATA'  # environment variable naming the data folder when `data` is not given
 AUGMENTS = ('albumentations', 'batch')  # per item on the CPU (the seed's), or per batch on its device (recipe/augment.py)
+SMALL_BY = ('resize', 'crop')  # how small_early makes its small images (recipe/callbacks.py SmallEarly)
 DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective before the run stops with an error
                         # (PyTorch's default): the others wait while rank 0 runs lr_find, which takes minutes on a CPU
 

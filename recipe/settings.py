@@ -1,6 +1,6 @@
 """A run's settings: a profile's (recipe/config.py) with the caller's changes, each checked before any work and named
 with its value in the error"""
-from .config import PRECISIONS, PROFILES, SEED_PROFILE
+from .config import PRECISIONS, PROFILES, SEED_PROFILE, SMALL_BY
 from .data import RecipeError, check_flip, check_jitter, is_number, pair
 from .model import ACTS
 
@@ -66,7 +66,7 @@ def check_net_settings(s):
     need(f is None or (isinstance(f, (tuple, list)) and 1 <= len(f) <= 3 and all(map(is_number, f))
                        and all(0 < e < s['epochs'] for e in f) and list(f) == sorted(f)), 'freeze_at',
          f"None or 1 to 3 epochs, each in (0, epochs {s['epochs']}), in order (group 1's first)")
-    need(s['small_by'] in ('resize', 'crop'), 'small_by', "'resize' or 'crop'")
+    need(s['small_by'] in SMALL_BY, 'small_by', ' or '.join(map(repr, SMALL_BY)))
     need(s['small_by'] == 'resize' or s['small_early'], 'small_by', "'resize' (its default) without small_early, which it shapes")
     stages = small_stages(s['small_early'])
     need(s['small_early'] is None or (stages and all(isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and ep > 0
