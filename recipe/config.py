@@ -163,6 +163,7 @@ ABLATIONS = {
     'crop-3-28-3':        dict(small_early=((24, 3), (28, 3)), small_by='crop'),  # the same stages in random windows of
                                                                      # each image (their scale kept), not resized
     'crop-3-28-2':        dict(small_early=((24, 3), (28, 2)), small_by='crop'),  # 2 crop epochs at 28, not 3 (6.22)
+    'crop-4':             dict(small_early=(24, 4), small_by='crop'),  # small-early-4's stage as crops (6.25)
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
