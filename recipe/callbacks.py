@@ -8,6 +8,7 @@
 | `CPUAutocast` | 10 | bf16 autocast of the forward pass on a CPU |
 | `PlainTensors` | 11 | training batches as plain tensors (after the autocast and channels_last callbacks) |
 | `SmallEarly` | 12 | the first epochs' training batches at a smaller size (progressive resizing) |
+| `PruneEasy` | 13 | leaves out of each epoch part of the images it learned (InfoBatch), weighing the rest up |
 | `Lookahead` | 15 | pulls the net towards slow weights, after the optimizer step |
 | `KeepTestLogits` | 20 | keeps the last epoch's test logits for the final stage |
 | `RunRecord` | Recorder + 1 | metrics.csv and results.json after every epoch |
@@ -28,7 +29,7 @@ from .data import RecipeError
 from .distributed import first_bad, gather, rank0, unwrap
 from .record import write_csv, write_json
 
-__all__ = ['AlternatingFlip', 'StopOnNaN', 'ExpectedDuration', 'FreezeAfter', 'WhitenBias', 'FreezeGroup', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'Lookahead',
+__all__ = ['AlternatingFlip', 'StopOnNaN', 'ExpectedDuration', 'FreezeAfter', 'WhitenBias', 'FreezeGroup', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'PruneEasy', 'Lookahead',
            'KeepTestLogits', 'RunRecord', 'Checkpoint', 'SkipTestPasses', 'tested', 'check_trackers']
 
 
@@ -184,6 +185,47 @@ class SmallEarly(Callback):
             x = windows(x, size)[torch.arange(n, device=x.device), top, left]
         else: x = F.interpolate(x, size=size, mode='bilinear', antialias=True, align_corners=False)
         self.learn.xb = (x.contiguous(memory_format=torch.channels_last),)
+
+
+class PruneEasy(Callback):
+    """InfoBatch (Qin et al. 2024, "InfoBatch: Lossless Training Speed Up by Unbiased Dynamic Data Pruning"): each
+    training image keeps its last loss; at the start of an epoch every image whose loss is under the mean is left out
+    of the epoch with probability `ratio`, and the easy ones that stay weigh 1 / (1 - ratio) in the loss, so the
+    gradient's expectation is the full data's. The first epoch (no losses yet) and the last `full_last` of the epochs
+    (the annealing: InfoBatch's last 12.5%) train on all images. An epoch costs about (1 - ratio x the easy share)
+    of a full one. The losses live in the process: a resumed run starts them afresh (not bit-identical to one that
+    was not stopped)."""
+    order, run_valid = 13, False  # after SmallEarly: the batch is the one that trains
+    def __init__(self, ratio, full_last=0.125):
+        if not (0 < ratio < 1): raise ValueError(f"PruneEasy's ratio must be in (0, 1), got {ratio!r}")
+        self.ratio, self.full_last = ratio, full_last
+    losses = None
+    def start(self):
+        "Before the first training epoch (not in before_fit, which fastai's get_preds calls too)"
+        dl = self.dls.train
+        if not hasattr(dl, 'train_on'): raise RecipeError("prune_easy needs the in-memory training loader of augment 'batch' in one process")
+        self.losses = torch.full((len(dl.images),), math.nan, device=dl.images.device)
+        self.weights = torch.ones_like(self.losses)
+        self.kept = []  # the share of the images each epoch trained on
+    def before_train(self):
+        if self.losses is None: self.start()
+        last_pruned = self.n_epoch - math.ceil(self.full_last * self.n_epoch)
+        seen = ~self.losses.isnan()
+        self.weights.fill_(1.)
+        if self.epoch >= last_pruned or not seen.any(): keep = None
+        else:
+            easy = seen & (self.losses < self.losses[seen].mean())
+            out = easy & (torch.rand(len(easy), device=easy.device) < self.ratio)
+            self.weights[easy & ~out] = 1 / (1 - self.ratio)
+            keep = (~out).nonzero().squeeze(1)
+        self.dls.train.train_on(keep)
+        self.kept.append(1. if keep is None else len(keep) / len(self.losses))
+    def after_loss(self):
+        idx, func = self.dls.train.batch_idxs, self.loss_func.func
+        losses = F.cross_entropy(self.pred.float(), self.yb[0], label_smoothing=func.label_smoothing, reduction='none')
+        self.losses[idx] = losses.detach()
+        self.learn.loss_grad = (losses * self.weights[idx]).mean()
+    def after_fit(self): self.dls.train.train_on(None)
 
 
 class Lookahead(Callback):

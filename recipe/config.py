@@ -57,6 +57,8 @@ SEED_PROFILE = dict(
                             # resizing, recipe/callbacks.py SmallEarly), ~(pixels/size)^2 of the arithmetic; stages in
                             # the order they train: ((24, 3), (28, 2)) 3 epochs at 24, then 2 at 28; None: none
     small_by='resize',      # how small_early makes its images: 'resize' them, or 'crop' a random window of each
+    prune_easy=None,        # (augment 'batch', one process) InfoBatch: each epoch but the first and the last 12.5% leaves out
+                            # this share of the images whose last loss is under the mean (recipe/callbacks.py PruneEasy); None: none
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
@@ -164,6 +166,7 @@ ABLATIONS = {
                                                                      # each image (their scale kept), not resized
     'crop-3-28-2':        dict(small_early=((24, 3), (28, 2)), small_by='crop'),  # 2 crop epochs at 28, not 3 (6.22)
     'crop-4':             dict(small_early=(24, 4), small_by='crop'),  # small-early-4's stage as crops (6.25)
+    'prune-easy-0.5':     dict(prune_easy=0.5),                      # InfoBatch: half the easy images out of epochs 1-6 of 8
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only

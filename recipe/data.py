@@ -337,13 +337,22 @@ class InMemoryDL(TfmdDL):
         self.flip_base = torch.rand(len(images)) < 0.5 if alternate_flip and images is not None else None
         if self.flip_base is not None: self.flip_base = self.flip_base.to(images.device)
         self.flip_parity = 0
+        self.keep, self.batch_idxs = None, None  # `keep`: the images this epoch trains on (PruneEasy), None: all
         super().__init__(dataset, num_workers=0, **{k: v for k, v in kwargs.items() if k != 'num_workers'})
+
+    def train_on(self, keep=None):
+        "Train on the images `keep` (their indices) from the next epoch on, in the loader's shuffled order; None: all"
+        self.keep, self.n = keep, len(self.images if keep is None else keep)
+
+    def get_idxs(self):
+        idxs = super().get_idxs()
+        return idxs if self.keep is None else self.keep[torch.as_tensor(idxs, dtype=torch.long)].tolist()
 
     def create_batches(self, samps):
         if self.images is None: yield from super().create_batches(samps); return  # a new dataset (test_dl): per item
         idxs = torch.tensor(list(samps), dtype=torch.long).to(self.images.device)  # empty when torch's iterator asks again at the end
         for i in range(0, len(idxs) - (self.bs - 1 if self.drop_last else 0), self.bs):
-            b = idxs[i:i + self.bs]
+            b = self.batch_idxs = idxs[i:i + self.bs]  # read by PruneEasy while the batch trains (no prefetching here)
             x = self.images[b]
             if self.flip_base is not None:
                 flip = self.flip_base[b] ^ bool(self.flip_parity)
@@ -354,6 +363,8 @@ class InMemoryDL(TfmdDL):
         res = super().new(dataset, cls, **kwargs)
         if dataset is None or dataset is self.dataset:
             res.images, res.labels, res.flip_base, res.flip_parity = self.images, self.labels, self.flip_base, self.flip_parity
+            res.keep, res.batch_idxs = None, None
+            if self.images is not None: res.n = len(self.images)  # all of them, whatever this one trains on
         return res
 
 

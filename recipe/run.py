@@ -25,7 +25,7 @@ from fastai.vision.all import (CancelBatchException, CancelEpochException, Cross
 from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed
-from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, FreezeGroup, KeepTestLogits, Lookahead, PlainTensors, SmallEarly,
+from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, FreezeGroup, KeepTestLogits, Lookahead, PlainTensors, PruneEasy, SmallEarly,
                         RunRecord, StopOnNaN, SkipTestPasses, WhitenBias, check_trackers)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
@@ -353,6 +353,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     cbs += [FreezeGroup(group, epoch) for group, epoch in enumerate(s['freeze_at'] or (), 1)]
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
     if s['small_early']: cbs.append(SmallEarly(*small_stages(s['small_early']), by=s['small_by']))
+    if s['prune_easy']: cbs.append(PruneEasy(s['prune_easy']))
     if s['test_every'] != 1: cbs.append(SkipTestPasses(s['test_every']))
     cuda = dls.device.type == 'cuda'
     if dls.device.type == 'mps':  # not verified on MPS: fp32 there

@@ -66,6 +66,9 @@ def check_net_settings(s):
     need(f is None or (isinstance(f, (tuple, list)) and 1 <= len(f) <= 3 and all(map(is_number, f))
                        and all(0 < e < s['epochs'] for e in f) and list(f) == sorted(f)), 'freeze_at',
          f"None or 1 to 3 epochs, each in (0, epochs {s['epochs']}), in order (group 1's first)")
+    need(s['prune_easy'] is None or (is_number(s['prune_easy']) and 0 < s['prune_easy'] < 1), 'prune_easy',
+         'a share in (0, 1), or None')
+    need(s['prune_easy'] is None or s['augment'] == 'batch', 'prune_easy', "None with augment 'albumentations' (it needs the batch path)")
     need(s['small_by'] in SMALL_BY, 'small_by', ' or '.join(map(repr, SMALL_BY)))
     need(s['small_by'] == 'resize' or s['small_early'], 'small_by', "'resize' (its default) without small_early, which it shapes")
     stages = small_stages(s['small_early'])

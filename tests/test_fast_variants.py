@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import recipe
 from recipe.augment import ColorJitter
 from recipe.bench import run_profile
-from recipe.callbacks import SmallEarly
+from recipe.callbacks import PruneEasy, SmallEarly
 from recipe.data import RecipeError
 from recipe.settings import small_stages
 from fastai.vision.all import TensorImage
@@ -123,6 +123,8 @@ def test_the_whitening_bias_switch_is_for_a_plain_net_in_one_process_only():
     (dict(test_every=True), 'test_every must be'), (dict(test_every=1.5), 'test_every must be'),
     (dict(freeze_at=(True,)), 'freeze_at must be'), (dict(freeze_at=(1, 0.5)), 'freeze_at must be'),
     (dict(freeze_at=(2,)), 'freeze_at must be None or 1 to 3 epochs, each in (0, epochs 2), in order'),
+    (dict(prune_easy=1.5), 'prune_easy must be a share in (0, 1), or None, got 1.5'), (dict(prune_easy=True), 'prune_easy must be'),
+    (dict(prune_easy=0.5, augment='albumentations', flip=True, jitter=None), "prune_easy must be None with augment 'albumentations'"),
     (dict(freeze_at=5), 'freeze_at must be'), (dict(freeze_at=(1,), arch='resnet', opt='adam'), 'freeze_at (1,)')])
 def test_the_new_settings_are_checked_before_any_work(bad, message, tmp_path):
     with pytest.raises(RecipeError, match=re.escape(message)):
@@ -182,6 +184,38 @@ def test_small_early_by_crop_takes_a_random_window_of_each_image_at_its_scale(ti
                      (dict(small_by='crop'), "small_by must be 'resize' .its default. without small_early, which it shapes, got 'crop'")]:
         with pytest.raises(RecipeError, match=msg):
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=bad, epochs=2)
+
+
+def test_prune_easy_leaves_out_part_of_the_easy_images_and_weighs_the_easy_ones_kept_up(tiny, tmp_path):
+    epochs_seen, starts, batches = {}, {}, []
+    class Watch(recipe.callbacks.Callback):
+        order, run_valid = 50, False  # after PruneEasy
+        def before_train(self):
+            cb = next(c for c in self.learn.cbs if isinstance(c, PruneEasy))
+            starts[self.epoch] = (cb.losses.clone(), self.dls.train.keep, cb.weights.clone())
+        def after_loss(self):
+            idx = self.dls.train.batch_idxs.clone()
+            epochs_seen.setdefault(self.epoch, []).append(idx)
+            batches.append((self.pred.float().detach(), self.yb[0], idx, self.epoch, float(self.learn.loss_grad)))
+    learn = recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=dict(prune_easy=0.5), epochs=4, bs=20,
+                         width=8, seed=0, cbs=[Watch()])
+    n = 200
+    seen = {e: torch.cat(v) for e, v in epochs_seen.items()}
+    assert sorted(seen[0].tolist()) == list(range(n)) and sorted(seen[3].tolist()) == list(range(n))  # the first and last: all
+    for e in (1, 2):  # pruned: every hard image kept, about half the easy ones out, the easy ones kept weigh 2
+        losses, keep, weights = starts[e]
+        easy = losses < losses.mean()
+        out = torch.ones(n, dtype=torch.bool); out[keep] = False
+        assert not (out & ~easy).any() and 0.25 < out[easy].float().mean() < 0.75
+        assert set(seen[e].tolist()) <= set(keep.tolist()) and len(seen[e]) < n
+        assert torch.equal(weights, torch.where(easy & ~out, 2., 1.))
+    for pred, y, idx, e, loss_grad in batches:
+        per_image = F.cross_entropy(pred, y, label_smoothing=recipe.PROFILES['quick']['label_smoothing'], reduction='none')
+        assert loss_grad == pytest.approx(float((per_image * starts[e][2][idx]).mean()), rel=1e-5)
+    cb = next(c for c in learn.cbs if isinstance(c, PruneEasy))
+    assert cb.kept[0] == cb.kept[3] == 1 and all(0.5 < k < 1 for k in cb.kept[1:3])
+    assert learn.dls.train.keep is None and len(learn.dls.train) == n // 20  # the loader trains on all again after the fit
+    with pytest.raises(ValueError, match="ratio must be in"): PruneEasy(1)
 
 
 def test_fast_progressive_is_what_its_measured_runs_ran():
