@@ -201,14 +201,14 @@ class PruneEasy(Callback):
         self.ratio, self.full_last = ratio, full_last
     losses = None
     def start(self):
-        "Before the first training epoch (not in before_fit, which fastai's get_preds calls too)"
+        "At the first epoch a fit trains (not in before_fit, which fastai's get_preds calls too): no losses yet"
         dl = self.dls.train
         if not hasattr(dl, 'train_on'): raise RecipeError("prune_easy needs the in-memory training loader of augment 'batch' in one process")
-        self.losses = torch.full((len(dl.images),), math.nan, device=dl.images.device)
+        self.losses = torch.full((len(dl.images),), math.nan, device=self.dls.device)  # beside the predictions (MPS: images on the host)
         self.weights = torch.ones_like(self.losses)
         self.kept = []  # the share of the images each epoch trained on
     def before_train(self):
-        if self.losses is None: self.start()
+        if self.losses is None or self.epoch == 0: self.start()  # epoch 0: a new fit (after lr_find's, say)
         last_pruned = self.n_epoch - math.ceil(self.full_last * self.n_epoch)
         seen = ~self.losses.isnan()
         self.weights.fill_(1.)
@@ -217,11 +217,11 @@ class PruneEasy(Callback):
             easy = seen & (self.losses < self.losses[seen].mean())
             out = easy & (torch.rand(len(easy), device=easy.device) < self.ratio)
             self.weights[easy & ~out] = 1 / (1 - self.ratio)
-            keep = (~out).nonzero().squeeze(1)
+            keep = (~out).nonzero().squeeze(1).to(self.dls.train.images.device)
         self.dls.train.train_on(keep)
         self.kept.append(1. if keep is None else len(keep) / len(self.losses))
     def after_loss(self):
-        idx, func = self.dls.train.batch_idxs, self.loss_func.func
+        idx, func = self.dls.train.batch_idxs.to(self.losses.device), self.loss_func.func  # a cross entropy (the recipe's loss)
         losses = F.cross_entropy(self.pred.float(), self.yb[0], label_smoothing=func.label_smoothing, reduction='none')
         self.losses[idx] = losses.detach()
         self.learn.loss_grad = (losses * self.weights[idx]).mean()

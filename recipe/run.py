@@ -182,6 +182,7 @@ def new_run(p, profile, settings, given, out, **data) -> Run:
     "A new run's settings (checked) and folder (chosen by rank 0 for every rank), with its data options"
     s = settings_for(profile, settings, **{k: given[k] for k in OVERRIDES if k in given})
     check_seed(data['seed'])
+    if p and s['prune_easy']: raise RecipeError(f"prune_easy {s['prune_easy']} in a distributed run: it prunes one process's loader; run it in one process")
     data['record_to'] = [str(Path(f).resolve()) for f in data['record_to']]  # a resume may start from another folder
     # rank 0's timestamp names the folder of all; absolute, as the record and the card give it: a resume works from anywhere
     return Run(s, on_rank0(p, lambda: check_out(out).resolve()), process=p, **data)
@@ -353,7 +354,10 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     cbs += [FreezeGroup(group, epoch) for group, epoch in enumerate(s['freeze_at'] or (), 1)]
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
     if s['small_early']: cbs.append(SmallEarly(*small_stages(s['small_early']), by=s['small_by']))
-    if s['prune_easy']: cbs.append(PruneEasy(s['prune_easy']))
+    if s['prune_easy']:
+        if getattr(dls.train, 'images', None) is None:
+            raise RecipeError(f"prune_easy {s['prune_easy']} needs the training images in memory (augment 'batch', within max_memory)")
+        cbs.append(PruneEasy(s['prune_easy']))
     if s['test_every'] != 1: cbs.append(SkipTestPasses(s['test_every']))
     cuda = dls.device.type == 'cuda'
     if dls.device.type == 'mps':  # not verified on MPS: fp32 there

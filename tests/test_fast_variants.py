@@ -17,7 +17,7 @@ from recipe.bench import run_profile
 from recipe.callbacks import PruneEasy, SmallEarly
 from recipe.data import RecipeError
 from recipe.settings import small_stages
-from fastai.vision.all import TensorImage
+from fastai.vision.all import CancelFitException, TensorImage
 
 
 def test_the_activation_setting_builds_the_net_with_it_and_a_loaded_run_rebuilds_it(tiny, tmp_path):
@@ -196,7 +196,7 @@ def test_prune_easy_leaves_out_part_of_the_easy_images_and_weighs_the_easy_ones_
         def after_loss(self):
             idx = self.dls.train.batch_idxs.clone()
             epochs_seen.setdefault(self.epoch, []).append(idx)
-            batches.append((self.pred.float().detach(), self.yb[0], idx, self.epoch, float(self.learn.loss_grad)))
+            batches.append((self.pred.float().detach(), self.yb[0], idx, self.epoch, float(self.learn.loss_grad), float(self.learn.loss)))
     learn = recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=dict(prune_easy=0.5), epochs=4, bs=20,
                          width=8, seed=0, cbs=[Watch()])
     n = 200
@@ -209,13 +209,26 @@ def test_prune_easy_leaves_out_part_of_the_easy_images_and_weighs_the_easy_ones_
         assert not (out & ~easy).any() and 0.25 < out[easy].float().mean() < 0.75
         assert set(seen[e].tolist()) <= set(keep.tolist()) and len(seen[e]) < n
         assert torch.equal(weights, torch.where(easy & ~out, 2., 1.))
-    for pred, y, idx, e, loss_grad in batches:
+    for pred, y, idx, e, loss_grad, loss in batches:
         per_image = F.cross_entropy(pred, y, label_smoothing=recipe.PROFILES['quick']['label_smoothing'], reduction='none')
         assert loss_grad == pytest.approx(float((per_image * starts[e][2][idx]).mean()), rel=1e-5)
+        if (starts[e][2][idx] > 1).any(): assert loss_grad > loss  # the easy images kept weigh more than in the plain mean
+    assert any((starts[e][2][idx] > 1).any() for _, _, idx, e, _, _ in batches)
     cb = next(c for c in learn.cbs if isinstance(c, PruneEasy))
     assert cb.kept[0] == cb.kept[3] == 1 and all(0.5 < k < 1 for k in cb.kept[1:3])
-    assert learn.dls.train.keep is None and len(learn.dls.train) == n // 20  # the loader trains on all again after the fit
+    # a second fit starts afresh (all images in its first epoch, as after lr_find's), and one stopped in a pruned epoch
+    # gives the loader all its images back
+    class StopInEpoch1(recipe.callbacks.Callback):
+        def before_batch(self):
+            if self.training and self.epoch == 1:
+                assert self.dls.train.keep is not None
+                raise CancelFitException()
+    learn.fit(3, 1e-4, cbs=[StopInEpoch1()])
+    assert cb.kept[0] == 1 and len(cb.kept) == 2 and cb.kept[1] < 1
+    assert learn.dls.train.keep is None and len(learn.dls.train) == n // 20
     with pytest.raises(ValueError, match="ratio must be in"): PruneEasy(1)
+    with pytest.raises(RecipeError, match=r"prune_easy 0.5 needs the training images in memory"):  # the per-item loader
+        recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(prune_easy=0.5), epochs=2, bs=20, width=8, max_memory='1KB')
 
 
 def test_fast_progressive_is_what_its_measured_runs_ran():
