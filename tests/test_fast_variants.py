@@ -231,6 +231,15 @@ def test_prune_easy_leaves_out_part_of_the_easy_images_and_weighs_the_easy_ones_
         recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(prune_easy=0.5), epochs=2, bs=20, width=8, max_memory='1KB')
 
 
+def test_prune_easy_is_refused_in_a_distributed_run_before_its_folder(tmp_path):
+    # where train() checks a new run's settings with its process group (a real two-process run: tests/test_distributed.py)
+    from recipe.run import new_run
+    with pytest.raises(RecipeError, match=r"prune_easy 0.5 in a distributed run: it prunes one process's loader"):
+        new_run(types.SimpleNamespace(rank=0, size=2), 'quick', dict(prune_easy=0.5), {}, out=tmp_path/'x', seed=0, record_to=[])
+    assert not (tmp_path/'x').exists()
+    assert new_run(None, 'quick', dict(prune_easy=0.5), {}, out=tmp_path/'y', seed=0, record_to=[]).settings['prune_easy'] == 0.5
+
+
 def test_fast_progressive_is_what_its_measured_runs_ran():
     # its first results in bench/results/ ran as `bench fast7 --epochs 8 --ablation small-early-3`: the same training;
     # since then it tests after the last epoch only (the same weights: tests/test_test_every.py) and gives TTA to the
