@@ -36,6 +36,8 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
     results = Path(results); results.mkdir(parents=True, exist_ok=True)
     path = results/f'{name}.json'
     settings = {k: v for a in (ablation or '').split(',') if a for k, v in ABLATIONS[a].items()} | ({'precision': precision} if precision else {})
+    if settings.get('widths') and 'width' in cfg:  # an ablation's widths are at the profile's width, as `changes` reads them
+        settings['widths'] = widths_at(settings['widths'], cfg['width'], PROFILES[profile]['width'])
     train(data=data, seed=seed, out=Path(runs)/name, record_to=[path], profile=profile, settings=settings or None,
           info={k: v for k, v in dict(ablation=ablation, command=command).items() if v} or None, **cfg)
     return path

@@ -43,6 +43,15 @@ def test_a_stopped_bench_run_resumes_into_its_result_file(tiny, tmp_path, monkey
     assert res['complete'] and [e['epoch'] for e in res['per_epoch']] == [1, 2] and res['resumed_after_epoch'] == [1]
 
 
+def test_an_ablations_widths_follow_the_runs_width(tiny, tmp_path):
+    "`bench fast --ablation widths-192 --width 8`: groups 2-3 narrowed at the run's width (8/24/24), not the profile's (64/192/192)"
+    from recipe.bench import run_label
+    path = run_profile('fast', seed=0, data=tiny, width=8, epochs=1, bs=50, ablation='widths-192', results=tmp_path/'results', runs=tmp_path/'runs')
+    res = json.loads(path.read_text())
+    assert res['widths'] == [8, 24, 24] and json.loads((tmp_path/'runs'/path.stem/'model.json').read_text())['widths'] == [8, 24, 24]
+    assert run_label(res, seed=False) == 'fast (widths-192)'
+
+
 def test_report_gives_mean_and_range_of_complete_runs_only(tmp_path):
     base = dict(profile='seed-w32', width=32, epochs=24, bs=512, wall_seconds=4800, git_commit='0123456789abcdef',
                 machine=dict(cpu='AMD EPYC', cores=2, gpu='none'))
