@@ -179,7 +179,7 @@ ABLATIONS = {
     'bs-512':             at_batch(512),
     'lookahead':          dict(lookahead=True),                      # (on fast7) airbench94's lookahead, which Muon's dropped
     # (on fast-progressive) a narrower net for more epochs: on a CPU time follows arithmetic, and groups 2-3 at 192
-    # channels make the net 0.70x the multiply-adds (a 32-pixel step 0.70x the time: bench/width_speed.py); airbench's
+    # channels make the net 0.70x the multiply-adds (a 32-pixel step 0.70-0.74x the time: bench/width_speed.py); airbench's
     # widths were chosen for a GPU's time. At another --width, its widths scale with it
     'widths-192':         dict(widths=(64, 192, 192)),
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
