@@ -179,7 +179,7 @@ ABLATIONS = {
     'bs-512':             at_batch(512),
     'lookahead':          dict(lookahead=True),                      # (on fast7) airbench94's lookahead, which Muon's dropped
     # (on fast-progressive) a narrower net for more epochs: on a CPU time follows arithmetic, and groups 2-3 at 192
-    # channels make the net 0.70x the multiply-adds (a 32-pixel step 0.70-0.74x the time: bench/width_speed.py); airbench's
+    # channels make the net 0.70x the multiply-adds (a 32-pixel step 0.74x the time: bench/width_speed.py); airbench's
     # widths were chosen for a GPU's time. At another --width, its widths scale with it
     'widths-192':         dict(widths=(64, 192, 192)),
     'group3-192':         dict(widths=(64, 256, 192)),                # only the last group narrowed: 0.92x the multiply-adds
