@@ -1,6 +1,6 @@
 """Every default of the recipe in one place, each with its unit or source."""
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
-           'CIFAR_CLASSES', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE', 'ECE_BINS',
+           'CIFAR_CLASSES', 'ACTIVATIONS', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE', 'ECE_BINS',
            'STATS_SAMPLE', 'MEMORY_FRACTION', 'PEAK_COPIES',
            'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'at_batch', 'QUICK', 'FAST7', 'FAST_PROGRESSIVE', 'FAST95', 'FAST96', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
 
@@ -32,6 +32,7 @@ CROP = 32               # ... then randomly cropped back to CROP x CROP; also th
 CUTOUT = 8              # pixels: side of the one square hole, filled with the dataset mean
 DATA_ENV = 'RECIPE_DATA'  # environment variable naming the data folder when `data` is not given
 AUGMENTS = ('albumentations', 'batch')  # per item on the CPU (the seed's), or per batch on its device (recipe/augment.py)
+ACTIVATIONS = ('relu', 'gelu', 'silu')  # the activations a net can be built with (`act`; recipe/model.py ACTS)
 SMALL_BY = ('resize', 'crop')  # how small_early makes its small images (recipe/callbacks.py SmallEarly)
 DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective before the run stops with an error
                         # (PyTorch's default): the others wait while rank 0 runs lr_find, which takes minutes on a CPU
@@ -42,7 +43,7 @@ TRIANGLE = (0.2, 0.23, 0.07)  # Nesterov LR schedule: from 0.2 x lr_max up to lr
 # line or to `recipe.train` override them. 'lr_min'/'lr_max' None: from lr_find.
 SEED_PROFILE = dict(
     arch='resnet',          # the custom ResNet (recipe/model.py)
-    act=None,               # the net's activation: 'relu', 'gelu' or 'silu' (recipe/model.py, ACTS); None: the net's own
+    act=None,               # the net's activation: one of ACTIVATIONS; None: the net's own
                             # (ReLU in the custom ResNet, GELU in the fast net)
     widths=None,            # (fast net only) its three groups' channels; None: (width, 4 width, 4 width)
     depth=2,                # (fast net only) convs per group: 2, or 3 with a residual over the last two (airbench96)

@@ -16,13 +16,14 @@ from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitt
 from .augment import BatchAugment, ColorJitter
 from .errors import RecipeError
 from .image_store import ImageStore
+from .settings import check_flip, check_jitter
 from .space_app import decode as decode_image
 from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
                      PEAK_COPIES, SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
 
 __all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'decoded', 'ImageCache',
            'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
-           'parse_bytes', 'memory_budget', 'random_split', 'is_number', 'pair', 'check_flip', 'check_jitter', 'image_dls']
+           'parse_bytes', 'memory_budget', 'random_split', 'image_dls']
 
 
 LAYOUTS = {  # where the training and the test (validation) images are, in the order they are looked for
@@ -375,33 +376,6 @@ def split_tensors(dset, cache: ImageCache):
     images = torch.from_numpy(cache.arrays[idx]).permute(0, 3, 1, 2).contiguous()  # NCHW: uint8 reflect pad is ~2x faster
     labels = torch.tensor([o2i[f.parent.name] for f in items], dtype=torch.long)  # parent_label, without a new Path each
     return images, labels
-
-
-def is_number(x) -> bool:
-    "an int or a float, not a bool (True is an int to Python, never a setting's number)"
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def pair(v) -> tuple:
-    "(a, b) of a 2-item list or tuple of numbers (not bools), else (None, None)"
-    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_number, v))
-    return tuple(v) if ok else (None, None)
-
-
-def check_flip(flip, augment):
-    "True (random), False, or 'alternate' (airbench's alternating flip), which works on the batch path only"
-    if not (flip is True or flip is False or flip == 'alternate'):  # not `in`: 1 == True
-        raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
-    if flip == 'alternate' and augment != 'batch':
-        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {augment!r}")
-
-
-def check_jitter(jitter, augment):
-    "`ColorJitter`'s (brightness, contrast), or None; it works on the batch path only"
-    b, c = pair(jitter)
-    if jitter is not None and (b is None or b < 0 or c < 0 or augment != 'batch'):
-        raise RecipeError(f"jitter must be (brightness, contrast), each >= 0, or None, with augment 'batch'; "
-                          f"got {jitter!r} with augment {augment!r}")
 
 
 def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',

@@ -3,9 +3,11 @@ fast profile's net after airbench94 (1,972,792 parameters at width 64, 1,971,352
 import torch
 from torch import nn
 
+from .config import ACTIVATIONS
+
 __all__ = ['ACTS', 'CustomResNet', 'FastNet', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
 
-ACTS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}  # the activations a net can be built with (`act`)
+ACTS = dict(zip(ACTIVATIONS, (nn.ReLU, nn.GELU, nn.SiLU)))  # the activations a net can be built with (`act`)
 
 
 def activation(act):

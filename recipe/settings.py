@@ -1,10 +1,10 @@
 """A run's settings: a profile's (recipe/config.py) with the caller's changes, each checked before any work and named
 with its value in the error"""
-from .config import PRECISIONS, PROFILES, SEED_PROFILE, SMALL_BY
-from .data import RecipeError, check_flip, check_jitter, is_number, pair
-from .model import ACTS
+from .config import ACTIVATIONS, PRECISIONS, PROFILES, SEED_PROFILE, SMALL_BY
+from .errors import RecipeError
 
-__all__ = ['settings_for', 'widths_at', 'check_net_settings', 'check_options', 'check_seed', 'small_stages']
+__all__ = ['settings_for', 'widths_at', 'check_net_settings', 'check_options', 'check_seed', 'small_stages', 'is_number',
+           'pair', 'check_flip', 'check_jitter']
 
 
 def settings_for(profile='seed', settings=None, **overrides) -> dict:
@@ -42,7 +42,7 @@ def check_net_settings(s):
     "The net's and the newer augmentations' settings, checked before any work, each named with its value"
     def need(ok, name, what):
         if not ok: raise RecipeError(f"{name} must be {what}, got {s[name]!r}")
-    need(s['act'] is None or s['act'] in ACTS, 'act', f"one of {', '.join(ACTS)} (or None: the net's own)")
+    need(s['act'] is None or s['act'] in ACTIVATIONS, 'act', f"one of {', '.join(ACTIVATIONS)} (or None: the net's own)")
     need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
                                  all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
          'widths', '3 positive integers (or None)')
@@ -97,3 +97,30 @@ def check_options(epochs, bs, width, lr_min, lr_max, seed):
 
 def check_seed(seed):
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0): raise RecipeError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def is_number(x) -> bool:
+    "an int or a float, not a bool (True is an int to Python, never a setting's number)"
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def pair(v) -> tuple:
+    "(a, b) of a 2-item list or tuple of numbers (not bools), else (None, None)"
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_number, v))
+    return tuple(v) if ok else (None, None)
+
+
+def check_flip(flip, augment):
+    "True (random), False, or 'alternate' (airbench's alternating flip), which works on the batch path only"
+    if not (flip is True or flip is False or flip == 'alternate'):  # not `in`: 1 == True
+        raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
+    if flip == 'alternate' and augment != 'batch':
+        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {augment!r}")
+
+
+def check_jitter(jitter, augment):
+    "`ColorJitter`'s (brightness, contrast), or None; it works on the batch path only"
+    b, c = pair(jitter)
+    if jitter is not None and (b is None or b < 0 or c < 0 or augment != 'batch'):
+        raise RecipeError(f"jitter must be (brightness, contrast), each >= 0, or None, with augment 'batch'; "
+                          f"got {jitter!r} with augment {augment!r}")

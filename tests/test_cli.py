@@ -9,10 +9,10 @@ RUN_FILES = ['metrics.csv', 'results.json', 'model.safetensors', 'model.json', '
              'report.html']
 
 
-def cli(*args, cwd=None):
-    "`python -m recipe ...` as a user runs it, stdout a pipe (not a terminal)"
+def cli(*args, cwd=None, python=()):
+    "`python -m recipe ...` as a user runs it, stdout a pipe (not a terminal); `python`: options of the interpreter"
     env = {k: v for k, v in os.environ.items() if k != 'RECIPE_DATA'}
-    return subprocess.run([sys.executable, '-m', 'recipe', *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, *python, '-m', 'recipe', *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
 
 
@@ -101,12 +101,14 @@ def test_bad_data_gives_one_clear_error(tiny_copy, tmp_path, case):
     assert not (tmp_path/'run').exists()  # nothing started
 
 
-@pytest.mark.parametrize('opt,value', [('--epochs', 0), ('--bs', 0), ('--width', -1), ('--lr-max', -0.1)])
+@pytest.mark.parametrize('opt,value', [('--epochs', 0), ('--bs', 0), ('--width', -1), ('--lr-max', -0.1), ('--seed', -1)])
 def test_bad_options_give_one_clear_error(tiny, tmp_path, opt, value):
-    r = cli('train', '--data', tiny, opt, value, '--out', tmp_path/'run')
+    r = cli('train', '--data', tiny, opt, value, '--out', tmp_path/'run', python=['-X', 'importtime'])
     assert r.returncode != 0
     assert opt.strip('-').replace('-', '_') in r.stderr and str(value) in r.stderr and 'Traceback' not in r.stderr
     assert not (tmp_path/'run').exists()
+    imported = [line.rsplit('|', 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith('import time:')]
+    assert 'recipe.settings' in imported and 'torch' not in imported  # at once, not after torch and fastai load (~7 s)
 
 
 def test_existing_run_folder_is_not_overwritten(tiny, tmp_path):
