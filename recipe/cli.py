@@ -30,16 +30,14 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
           test_every: int = None,  # a test pass after every N-th epoch and after the last; 0: the last only (default: the profile's: every epoch, fast-progressive the last only)
           resume: str = None):  # run folder to continue from its last checkpoint, with its own settings
     "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10 or any image folder; writes metrics, checkpoints, weights and plots to the run folder"
-    if resume is None:  # the options first, before torch and fastai load (~7 s here): a bad one fails at once
+    options = dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, augment=augment, size=size,
+                   precision=precision, compile=compile or None, test_every=test_every)  # the profile's settings they change
+    if resume is None:  # checked first, before torch and fastai load (~7 s here): a bad option fails at once
         from .settings import check_seed, settings_for
-        settings_for(profile, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, augment=augment, size=size,
-                     precision=precision, compile=compile or None, test_every=test_every)
-        check_seed(seed)
+        settings_for(profile, **options); check_seed(seed)
     from .run import train as _train
-    _train(data=data, epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, seed=seed, out=out,
-           skip_bad=skip_bad, resume=resume, profile=profile, augment=augment, size=size, valid_pct=valid_pct,
-           max_memory=max_memory, precision=precision, log=log, device=device, compile=compile or None,
-           test_every=test_every, info=dict(command=command_line()))
+    _train(data=data, seed=seed, out=out, skip_bad=skip_bad, resume=resume, profile=profile, valid_pct=valid_pct,
+           max_memory=max_memory, log=log, device=device, info=dict(command=command_line()), **options)
 
 
 def command_line() -> str:

@@ -7,7 +7,8 @@ from .config import ACTIVATIONS
 
 __all__ = ['ACTS', 'CustomResNet', 'FastNet', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
 
-ACTS = dict(zip(ACTIVATIONS, (nn.ReLU, nn.GELU, nn.SiLU)))  # the activations a net can be built with (`act`)
+ACTS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}  # the activations a net can be built with (`act`)
+assert tuple(ACTS) == ACTIVATIONS, "config.ACTIVATIONS (the names settings.py accepts before torch loads) must name ACTS"
 
 
 def activation(act):
