@@ -32,12 +32,18 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
     "Train a profile (default: the seed recipe, the custom ResNet) on CIFAR-10 or any image folder; writes metrics, checkpoints, weights and plots to the run folder"
     options = dict(epochs=epochs, bs=bs, width=width, lr_min=lr_min, lr_max=lr_max, augment=augment, size=size,
                    precision=precision, compile=compile or None, test_every=test_every)  # the profile's settings they change
-    if resume is None:  # checked first, before torch and fastai load (~7 s here): a bad option fails at once
+    if resume is None:  # checked first, before torch and fastai load (~7 s here): a bad option or data folder fails at once
         from .settings import check_seed, settings_for
-        settings_for(profile, **options); check_seed(seed)
+        settings_for(profile, **options); check_seed(seed); check_data(data)
     from .run import train as _train
     _train(data=data, seed=seed, out=out, skip_bad=skip_bad, resume=resume, profile=profile, valid_pct=valid_pct,
            max_memory=max_memory, log=log, device=device, info=dict(command=command_line()), **options)
+
+
+def check_data(data):
+    "The data folder named (--data, else $RECIPE_DATA), if any: missing or in no layout, it is refused before torch loads"
+    from .folders import data_folder, given_data
+    if given_data(data) is not None: data_folder(given_data(data))  # its images are checked as they are read
 
 
 def command_line() -> str:
@@ -59,6 +65,7 @@ def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'lis
           results: str = 'bench/results',  # folder for the result JSON
           runs: str = 'runs'):   # folder under which the run folder goes
     "Train a named profile on the full data and record the result as JSON in bench/results/"
+    check_data(data)
     from .bench import run_profile
     run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, bs=bs, results=results, runs=runs, ablation=ablation,
                 augment=augment, precision=precision, compile=compile or None, command=command_line())

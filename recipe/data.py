@@ -1,76 +1,35 @@
-"""Data: a folder of images (CIFAR-10, or anyone's, in one of the layouts of `LAYOUTS`) -> fastai `DataLoaders`.
+"""Data: a folder of images (CIFAR-10, or anyone's, in one of the layouts of `LAYOUTS`, recipe/folders.py) -> fastai `DataLoaders`.
 
 Each image is decoded once, resized to `size`, and kept in memory as uint8 (CIFAR-10's 50,000 x 32 x 32 x 3 is
 150 MB): fastai's default per-item pipeline decodes every file with PIL every epoch and managed ~1,000 img/s on
 one core here. When that cache would exceed the memory budget, images are decoded per item by worker processes.
 """
-import json, mmap, os, random, re, signal, stat, warnings
+import json, mmap, os, random, re, signal, warnings
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitter, ImageBlock,
                                Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform,
-                               URLs, default_device, image_extensions, parent_label, untar_data)
+                               URLs, default_device, parent_label, untar_data)
 
 from .augment import BatchAugment, ColorJitter
 from .errors import RecipeError
+from .folders import data_folder, find_layout, given_data, scan_split
 from .image_store import ImageStore
 from .settings import check_flip, check_jitter
 from .space_app import decode as decode_image
-from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, DATA_ENV, MEMORY_FRACTION, PAD_TO,
+from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, MEMORY_FRACTION, PAD_TO,
                      PEAK_COPIES, SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
 
-__all__ = ['RecipeError', 'LAYOUTS', 'find_data', 'find_layout', 'hidden', 'scan_split', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'decoded', 'ImageCache',
+__all__ = ['RecipeError', 'find_data', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'decoded', 'ImageCache',
            'CachedImage', 'mean_uint8', 'scaled', 'train_augs', 'AlbumentationsTransform', 'InMemoryDL', 'image_stats',
            'parse_bytes', 'memory_budget', 'random_split', 'image_dls']
 
 
-LAYOUTS = {  # where the training and the test (validation) images are, in the order they are looked for
-    "train/ + test/ (fastai's CIFAR layout)": ('train', 'test'),
-    'train/ + valid/ (ImageNet-style)': ('train', 'valid'),
-    'train/ + val/ (ImageNet-style)': ('train', 'val'),
-    'one folder per class, split at random (--valid-pct)': (None, None),
-}
-
-
 def find_data(data=None) -> Path:
     "The data folder: `data`, else $RECIPE_DATA, else fastai's CIFAR-10 download; checked for one of `LAYOUTS`"
-    if data is None: data = os.environ.get(DATA_ENV) or untar_data(URLs.CIFAR)
-    path = Path(data).expanduser()
-    if not path.is_dir(): raise RecipeError(f"data folder not found: {path}")
-    find_layout(path)
-    return path
-
-
-def find_layout(path: Path) -> tuple:
-    "The (training, test) folder names of the first of `LAYOUTS` that `path` has; (None, None): class folders to split"
-    for train, test in LAYOUTS.values():
-        if train and (path/train).is_dir() and (path/test).is_dir(): return train, test
-    if not (path/'train').is_dir() and any(f.suffix.lower() in image_extensions for d in path.iterdir() if d.is_dir() and not hidden(d)
-                                           for f in d.iterdir()): return None, None  # class folders holding images
-    raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
-                      + (" (it has train/ but no test/, valid/ or val/)" if (path/'train').is_dir() else ""))
-
-
-def hidden(p: Path) -> bool:
-    "A file or folder no one means as data: .ipynb_checkpoints, .DS_Store, macOS's ._* copies, __MACOSX, __pycache__"
-    return p.name.startswith(('.', '__'))
-
-
-def scan_split(split_dir: Path, problem) -> list:
-    """Image files in <split>/<class>/. Only one level down, as in fastai's CIFAR layout: fastai's `get_image_files`
-    follows symlinked folders, so a symlink loop would list every image again at each level."""
-    files = []
-    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not hidden(p)):
-        found = 0
-        for f in sorted(f for f in class_dir.iterdir() if not hidden(f)):
-            try: st = f.stat()  # follows symlinks: a loop or a dangling link fails here
-            except OSError as e: problem(f"{f}: {e.strerror}"); continue
-            if stat.S_ISDIR(st.st_mode): problem(f"{f}: a folder inside a class folder (expected {split_dir.name}/<class>/<image>)"); continue
-            if f.suffix.lower() in image_extensions: files.append(f); found += 1
-        if not found: problem(f"{class_dir}: empty class folder (no PNG or JPEG images)")
-    return files
+    return data_folder(given_data(data) or untar_data(URLs.CIFAR))
 
 
 def decode(fn, size=CROP) -> np.ndarray:

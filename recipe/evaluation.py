@@ -2,7 +2,7 @@
 
 Without FOLDER it scores the run's own test set (the folder its record names, or `data` when it moved) with the run's
 TTA, precision and test batches, so that its accuracy is the run's reported one. With FOLDER it scores any labelled
-folder in a layout of recipe.data.LAYOUTS (its test split; a folder of class folders: every image) holding the
+folder in a layout of recipe.folders.LAYOUTS (its test split; a folder of class folders: every image) holding the
 run's classes. It writes metrics.json, per_class.csv, confusion_matrix.png (counts, and normalised by row),
 reliability.png, top_losses.png and top_losses.csv into RUN/eval/<name>/ (or `out`) and prints a short table.
 The metrics come from scikit-learn (per class, the confusion matrix) and torchmetrics (calibration): docs/choices.md.
@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_fscore_support
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from .data import ImageCache, RecipeError, find_layout, scan_split
+from .data import ImageCache, RecipeError
+from .folders import find_layout, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
 from .plots import plot_reliability, save_fig

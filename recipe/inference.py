@@ -7,11 +7,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastai.vision.all import (CategoryBlock, CrossEntropyLossFlat, DataBlock, FuncSplitter, ImageBlock, Learner, Normalize,
-                               ToTensor, accuracy, image_extensions, parent_label)
+                               ToTensor, accuracy, parent_label)
 from safetensors.torch import load_file
 
 from .config import CROP
-from .data import CachedImage, ImageCache, RecipeError, decode, hidden, image_dls
+from .data import CachedImage, ImageCache, RecipeError, decode, image_dls
+from .folders import IMAGE_EXTENSIONS, hidden
 from .model import make_model
 from .record import MODEL_FORMAT
 
@@ -69,7 +70,7 @@ def folder_images(root: Path) -> list:
         if real in seen: dirs[:] = []; continue
         seen.add(real)
         dirs[:] = sorted(n for n in dirs if not hidden(Path(n)))
-        files += [Path(d)/n for n in sorted(names) if Path(n).suffix.lower() in image_extensions and not hidden(Path(n))]
+        files += [Path(d)/n for n in sorted(names) if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not hidden(Path(n))]
     return files
 
 
@@ -128,7 +129,7 @@ def load_learner(run, data=None, bs=64, tta=True, device=None) -> Learner:
     """A fastai `Learner` for a run's model, rebuilt from model.safetensors and model.json (no pickle): its
     `predict`, `get_preds`, `dls.test_dl(files, with_labels=True)` (for `ClassificationInterpretation`) decode and
     normalise images as the run did, and with `tta` (the default) apply the run's TTA, so they agree with
-    `recipe.predict`. `data`: a folder (in a layout of recipe.data.LAYOUTS) with the run's classes, to fine-tune on
+    `recipe.predict`. `data`: a folder (in a layout of recipe.folders.LAYOUTS) with the run's classes, to fine-tune on
     (`learn.fit_one_cycle`): augmented as the seed profile does, normalised with the run's statistics. Without `data`
     the loaders hold no images, like those of fastai's `load_learner`."""
     model = load(run)

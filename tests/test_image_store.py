@@ -7,7 +7,8 @@ import pytest
 
 import recipe.data
 import recipe.image_store
-from recipe.data import RecipeError, decode, decoded, load_images, scan_split
+from recipe.data import RecipeError, decode, decoded, load_images
+from recipe.folders import scan_split
 from recipe.image_store import ImageStore
 
 

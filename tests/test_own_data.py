@@ -1,4 +1,4 @@
-"""Your own images: the layouts of `recipe.data.LAYOUTS`, any size and mode, statistics of their own, --size,
+"""Your own images: the layouts of `recipe.folders.LAYOUTS`, any size and mode, statistics of their own, --size,
 the memory budget's per-item path, and predict on many files with a bad one among them."""
 import csv, json, subprocess, sys
 from pathlib import Path
@@ -9,7 +9,8 @@ from PIL import Image
 
 import recipe
 from recipe import RecipeError
-from recipe.data import LAYOUTS, parse_bytes
+from recipe.data import parse_bytes
+from recipe.folders import LAYOUTS, data_folder
 
 COLOURS = {'red': (200, 40, 40), 'green': (40, 180, 60), 'blue': (50, 60, 210)}  # 3 classes a small net tells apart
 FAST = dict(epochs=1, bs=8, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)          # the plumbing, not the accuracy
@@ -92,6 +93,13 @@ def test_a_folder_in_no_known_layout_names_the_layouts_looked_for(tmp_path):
     with pytest.raises(RecipeError) as e: recipe.data.image_dls(tmp_path)
     for name in LAYOUTS: assert name in str(e.value)
     assert 'train/ but no test/, valid/ or val/' in str(e.value)
+
+
+def test_a_folder_that_holds_the_data_one_level_down_names_it(tmp_path):
+    "--data ../shared where ../shared/cifar10 is meant: the error says which folder inside has a layout"
+    make_images(tmp_path/'outer'/'cifar'/'train', 2); make_images(tmp_path/'outer'/'cifar'/'test', 1)
+    (tmp_path/'outer'/'notes').mkdir()  # another folder beside it, in no layout
+    with pytest.raises(RecipeError, match=f"did you mean --data {tmp_path/'outer'/'cifar'}"): data_folder(tmp_path/'outer')
 
 
 def test_one_class_is_refused(tmp_path):

@@ -1,0 +1,63 @@
+"""Where the images are: the layouts a data folder may have (`LAYOUTS`), and its image files, found with the standard
+library only, so that `recipe train --data WRONG` fails before torch and fastai load (~7 s here), as a bad option does."""
+import mimetypes, os, stat
+from pathlib import Path
+
+from .config import DATA_ENV
+from .errors import RecipeError
+
+__all__ = ['LAYOUTS', 'IMAGE_EXTENSIONS', 'given_data', 'data_folder', 'find_layout', 'hidden', 'scan_split']
+
+
+LAYOUTS = {  # where the training and the test (validation) images are, in the order they are looked for
+    "train/ + test/ (fastai's CIFAR layout)": ('train', 'test'),
+    'train/ + valid/ (ImageNet-style)': ('train', 'valid'),
+    'train/ + val/ (ImageNet-style)': ('train', 'val'),
+    'one folder per class, split at random (--valid-pct)': (None, None),
+}
+IMAGE_EXTENSIONS = {ext for ext, kind in mimetypes.types_map.items() if kind.startswith('image/')}  # fastai's `image_extensions`
+
+
+def given_data(data=None):
+    "The data folder the user named: `data`, else $RECIPE_DATA; None for neither (then CIFAR-10's download, recipe/data.py)"
+    return data if data is not None else os.environ.get(DATA_ENV) or None
+
+
+def data_folder(data) -> Path:
+    "`data` as a folder, checked: it exists and has one of `LAYOUTS`"
+    path = Path(data).expanduser()
+    if not path.is_dir(): raise RecipeError(f"data folder not found: {path}")
+    find_layout(path)
+    return path
+
+
+def find_layout(path: Path) -> tuple:
+    "The (training, test) folder names of the first of `LAYOUTS` that `path` has; (None, None): class folders to split"
+    for train, test in LAYOUTS.values():
+        if train and (path/train).is_dir() and (path/test).is_dir(): return train, test
+    if not (path/'train').is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for d in path.iterdir() if d.is_dir() and not hidden(d)
+                                           for f in d.iterdir()): return None, None  # class folders holding images
+    inside = [d for d in sorted(path.iterdir()) if d.is_dir() and any((d/train).is_dir() and (d/test).is_dir() for train, test in LAYOUTS.values() if train)]
+    raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
+                      + (" (it has train/ but no test/, valid/ or val/)" if (path/'train').is_dir() else "")
+                      + (f" (the folder {inside[0]} inside it has one: did you mean --data {inside[0]}?)" if len(inside) == 1 else ""))
+
+
+def hidden(p: Path) -> bool:
+    "A file or folder no one means as data: .ipynb_checkpoints, .DS_Store, macOS's ._* copies, __MACOSX, __pycache__"
+    return p.name.startswith(('.', '__'))
+
+
+def scan_split(split_dir: Path, problem) -> list:
+    """Image files in <split>/<class>/. Only one level down, as in fastai's CIFAR layout: fastai's `get_image_files`
+    follows symlinked folders, so a symlink loop would list every image again at each level."""
+    files = []
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not hidden(p)):
+        found = 0
+        for f in sorted(f for f in class_dir.iterdir() if not hidden(f)):
+            try: st = f.stat()  # follows symlinks: a loop or a dangling link fails here
+            except OSError as e: problem(f"{f}: {e.strerror}"); continue
+            if stat.S_ISDIR(st.st_mode): problem(f"{f}: a folder inside a class folder (expected {split_dir.name}/<class>/<image>)"); continue
+            if f.suffix.lower() in IMAGE_EXTENSIONS: files.append(f); found += 1
+        if not found: problem(f"{class_dir}: empty class folder (no PNG or JPEG images)")
+    return files
