@@ -65,7 +65,7 @@ def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'lis
           results: str = 'bench/results',  # folder for the result JSON
           runs: str = 'runs'):   # folder under which the run folder goes
     "Train a named profile on the full data and record the result as JSON in bench/results/"
-    check_data(data)
+    if profile != 'list': check_data(data)  # `bench list` needs no data
     from .bench import run_profile
     run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, bs=bs, results=results, runs=runs, ablation=ablation,
                 augment=augment, precision=precision, compile=compile or None, command=command_line())

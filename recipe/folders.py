@@ -1,6 +1,6 @@
 """Where the images are: the layouts a data folder may have (`LAYOUTS`), and its image files, found with the standard
 library only, so that `recipe train --data WRONG` fails before torch and fastai load (~7 s here), as a bad option does."""
-import mimetypes, os, stat
+import mimetypes, os, shlex, stat
 from pathlib import Path
 
 from .config import DATA_ENV
@@ -15,7 +15,8 @@ LAYOUTS = {  # where the training and the test (validation) images are, in the o
     'train/ + val/ (ImageNet-style)': ('train', 'val'),
     'one folder per class, split at random (--valid-pct)': (None, None),
 }
-IMAGE_EXTENSIONS = {ext for ext, kind in mimetypes.types_map.items() if kind.startswith('image/')}  # fastai's `image_extensions`
+mimetypes.init()  # the system's types too (.webp, .jfif, ...), as fastai reads them before its `image_extensions`
+IMAGE_EXTENSIONS = {ext for ext, kind in mimetypes.types_map.items() if kind.startswith('image/')}  # fastai's set, in any import order
 
 
 def given_data(data=None):
@@ -33,14 +34,25 @@ def data_folder(data) -> Path:
 
 def find_layout(path: Path) -> tuple:
     "The (training, test) folder names of the first of `LAYOUTS` that `path` has; (None, None): class folders to split"
-    for train, test in LAYOUTS.values():
-        if train and (path/train).is_dir() and (path/test).is_dir(): return train, test
+    if split_layout(path): return split_layout(path)
     if not (path/'train').is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for d in path.iterdir() if d.is_dir() and not hidden(d)
                                            for f in d.iterdir()): return None, None  # class folders holding images
-    inside = [d for d in sorted(path.iterdir()) if d.is_dir() and any((d/train).is_dir() and (d/test).is_dir() for train, test in LAYOUTS.values() if train)]
+    inside = [d for d in sorted(path.iterdir()) if not hidden(d) and readable(split_layout, d)]
     raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
                       + (" (it has train/ but no test/, valid/ or val/)" if (path/'train').is_dir() else "")
-                      + (f" (the folder {inside[0]} inside it has one: did you mean --data {inside[0]}?)" if len(inside) == 1 else ""))
+                      + (f" (inside it, {' and '.join(map(str, inside[:3]))} {'has' if len(inside) == 1 else 'have'} one: did you mean "
+                         f"--data {shlex.quote(str(inside[0]))}?)" if inside else ""))
+
+
+def split_layout(folder: Path):
+    "The (training, test) folder names of the first of `LAYOUTS` with both that `folder` has, else None"
+    return next(((train, test) for train, test in LAYOUTS.values() if train and (folder/train).is_dir() and (folder/test).is_dir()), None)
+
+
+def readable(f, folder: Path):
+    "f(folder), or None where the folder cannot be read (Path.is_dir raises PermissionError on one we may not enter)"
+    try: return f(folder)
+    except OSError: return None
 
 
 def hidden(p: Path) -> bool:

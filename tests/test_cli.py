@@ -112,6 +112,14 @@ def test_bad_data_gives_one_clear_error(tiny_copy, tmp_path, case):
     if case in LAYOUT_CASES: assert 'torch' not in imported  # at once, not after torch and fastai load (~7 s)
 
 
+def test_bench_refuses_a_missing_data_folder_at_once_and_lists_its_profiles_without_one(tmp_path):
+    status, message, imported = refused('bench', 'fast', '--data', tmp_path/'nope', '--results', tmp_path/'results')
+    assert status != 0 and f"data folder not found: {tmp_path/'nope'}" in message and 'torch' not in imported
+    assert not (tmp_path/'results').exists()
+    r = cli('bench', 'list', '--data', tmp_path/'nope')  # the list needs no data
+    assert r.returncode == 0 and 'fast-progressive' in r.stdout
+
+
 @pytest.mark.parametrize('opt,value', [('--epochs', 0), ('--bs', 0), ('--width', -1), ('--lr-max', -0.1), ('--seed', -1)])
 def test_bad_options_give_one_clear_error(tiny, tmp_path, opt, value):
     status, message, imported = refused('train', '--data', tiny, opt, value, '--out', tmp_path/'run')

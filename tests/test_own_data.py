@@ -10,7 +10,7 @@ from PIL import Image
 import recipe
 from recipe import RecipeError
 from recipe.data import parse_bytes
-from recipe.folders import LAYOUTS, data_folder
+from recipe.folders import IMAGE_EXTENSIONS, LAYOUTS, data_folder
 
 COLOURS = {'red': (200, 40, 40), 'green': (40, 180, 60), 'blue': (50, 60, 210)}  # 3 classes a small net tells apart
 FAST = dict(epochs=1, bs=8, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)          # the plumbing, not the accuracy
@@ -100,6 +100,35 @@ def test_a_folder_that_holds_the_data_one_level_down_names_it(tmp_path):
     make_images(tmp_path/'outer'/'cifar'/'train', 2); make_images(tmp_path/'outer'/'cifar'/'test', 1)
     (tmp_path/'outer'/'notes').mkdir()  # another folder beside it, in no layout
     with pytest.raises(RecipeError, match=f"did you mean --data {tmp_path/'outer'/'cifar'}"): data_folder(tmp_path/'outer')
+
+
+def test_the_hint_leaves_out_a_folder_it_cannot_enter(tmp_path, monkeypatch):
+    "Path.is_dir raises PermissionError inside a folder without execute permission (as root, simulated: root enters any)"
+    make_images(tmp_path/'outer'/'cifar'/'train', 2); make_images(tmp_path/'outer'/'cifar'/'test', 1)
+    (tmp_path/'outer'/'locked').mkdir()
+    is_dir = Path.is_dir
+    def locked(p):
+        if p.parent.name == 'locked': raise PermissionError(13, 'Permission denied', str(p))
+        return is_dir(p)
+    monkeypatch.setattr(Path, 'is_dir', locked)
+    with pytest.raises(RecipeError, match=f"did you mean --data {tmp_path/'outer'/'cifar'}"): data_folder(tmp_path/'outer')
+
+
+def test_image_files_are_the_same_whether_recipe_or_fastai_is_imported_first():
+    "fastai reads the system's types (.webp, ...) before its image_extensions; `recipe train` imports recipe.folders first"
+    from fastai.vision.all import image_extensions
+    assert IMAGE_EXTENSIONS == image_extensions and '.webp' in IMAGE_EXTENSIONS
+    r = subprocess.run([sys.executable, '-c', 'from recipe.folders import IMAGE_EXTENSIONS as ours\n'
+                        'from fastai.vision.all import image_extensions as fastais\n'
+                        'assert ours == fastais, sorted(fastais - ours)'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_empty_data_path_is_the_current_folder_not_the_download(tiny, monkeypatch):
+    "--data '' meant the current folder (Path('')) before the early check; it still does, and nothing is downloaded"
+    monkeypatch.chdir(tiny)
+    monkeypatch.setattr(recipe.data, 'untar_data', lambda *a, **k: pytest.fail("CIFAR-10's download was asked for"))
+    assert recipe.data.find_data('') == Path('.')
 
 
 def test_one_class_is_refused(tmp_path):
