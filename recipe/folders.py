@@ -15,7 +15,7 @@ LAYOUTS = {  # where the training and the test (validation) images are, in the o
     'train/ + val/ (ImageNet-style)': ('train', 'val'),
     'one folder per class, split at random (--valid-pct)': (None, None),
 }
-mimetypes.init()  # the system's types too (.webp, .jfif, ...), as fastai reads them before its `image_extensions`
+if not mimetypes.inited: mimetypes.init()  # the system's types too (.webp, .jfif, ...), as fastai reads them first
 IMAGE_EXTENSIONS = {ext for ext, kind in mimetypes.types_map.items() if kind.startswith('image/')}  # fastai's set, in any import order
 
 
@@ -33,11 +33,14 @@ def data_folder(data) -> Path:
 
 
 def find_layout(path: Path) -> tuple:
-    "The (training, test) folder names of the first of `LAYOUTS` that `path` has; (None, None): class folders to split"
-    if split_layout(path): return split_layout(path)
-    if not (path/'train').is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for d in path.iterdir() if d.is_dir() and not hidden(d)
-                                           for f in d.iterdir()): return None, None  # class folders holding images
-    inside = [d for d in sorted(path.iterdir()) if not hidden(d) and readable(split_layout, d)]
+    """The (training, test) folder names of the first of `LAYOUTS` that `path` has; (None, None): class folders to split.
+    A subfolder that cannot be read is no class folder here (`scan_split` names it); `path` itself: an error naming it"""
+    try:
+        if (found := split_layout(path)): return found
+        entries = sorted(d for d in path.iterdir() if not hidden(d))
+    except OSError as e: raise RecipeError(f"cannot read data folder {e.filename or path}: {e.strerror}") from None
+    if not (path/'train').is_dir() and any(readable(holds_images, d) for d in entries): return None, None  # class folders
+    inside = [d for d in entries if readable(split_layout, d)]
     raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
                       + (" (it has train/ but no test/, valid/ or val/)" if (path/'train').is_dir() else "")
                       + (f" (inside it, {' and '.join(map(str, inside[:3]))} {'has' if len(inside) == 1 else 'have'} one: did you mean "
@@ -49,8 +52,11 @@ def split_layout(folder: Path):
     return next(((train, test) for train, test in LAYOUTS.values() if train and (folder/train).is_dir() and (folder/test).is_dir()), None)
 
 
+def holds_images(folder: Path) -> bool: return folder.is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in folder.iterdir())
+
+
 def readable(f, folder: Path):
-    "f(folder), or None where the folder cannot be read (Path.is_dir raises PermissionError on one we may not enter)"
+    "f(folder), or None where the folder cannot be read (Path.is_dir and iterdir raise PermissionError on one we may not enter)"
     try: return f(folder)
     except OSError: return None
 
@@ -66,7 +72,9 @@ def scan_split(split_dir: Path, problem) -> list:
     files = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not hidden(p)):
         found = 0
-        for f in sorted(f for f in class_dir.iterdir() if not hidden(f)):
+        try: names = sorted(f for f in class_dir.iterdir() if not hidden(f))
+        except OSError as e: problem(f"{class_dir}: {e.strerror}"); continue
+        for f in names:
             try: st = f.stat()  # follows symlinks: a loop or a dangling link fails here
             except OSError as e: problem(f"{f}: {e.strerror}"); continue
             if stat.S_ISDIR(st.st_mode): problem(f"{f}: a folder inside a class folder (expected {split_dir.name}/<class>/<image>)"); continue

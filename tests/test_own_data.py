@@ -10,7 +10,7 @@ from PIL import Image
 import recipe
 from recipe import RecipeError
 from recipe.data import parse_bytes
-from recipe.folders import IMAGE_EXTENSIONS, LAYOUTS, data_folder
+from recipe.folders import IMAGE_EXTENSIONS, LAYOUTS, data_folder, find_layout
 
 COLOURS = {'red': (200, 40, 40), 'green': (40, 180, 60), 'blue': (50, 60, 210)}  # 3 classes a small net tells apart
 FAST = dict(epochs=1, bs=8, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)          # the plumbing, not the accuracy
@@ -114,10 +114,24 @@ def test_the_hint_leaves_out_a_folder_it_cannot_enter(tmp_path, monkeypatch):
     with pytest.raises(RecipeError, match=f"did you mean --data {tmp_path/'outer'/'cifar'}"): data_folder(tmp_path/'outer')
 
 
+def test_a_class_folder_that_cannot_be_listed_is_named_and_skipped_with_skip_bad(tmp_path, monkeypatch):
+    "Path.iterdir raises PermissionError on a folder without read permission (as root, simulated: root reads any)"
+    make_images(tmp_path/'data', 2); (tmp_path/'data'/'locked').mkdir()
+    iterdir = Path.iterdir
+    def locked(p):
+        if p.name == 'locked': raise PermissionError(13, 'Permission denied', str(p))
+        return iterdir(p)
+    monkeypatch.setattr(Path, 'iterdir', locked)
+    assert find_layout(tmp_path/'data') == (None, None)  # still class folders
+    with pytest.raises(RecipeError, match=f"{tmp_path/'data'/'locked'}: Permission denied"): recipe.data.load_images(tmp_path/'data')
+    with pytest.warns(UserWarning, match='skipped 1 bad'): assert len(recipe.data.load_images(tmp_path/'data', skip_bad=True).files) == 6
+    with pytest.raises(RecipeError, match=f"cannot read data folder {tmp_path/'data'/'locked'}"): data_folder(tmp_path/'data'/'locked')
+
+
 def test_image_files_are_the_same_whether_recipe_or_fastai_is_imported_first():
     "fastai reads the system's types (.webp, ...) before its image_extensions; `recipe train` imports recipe.folders first"
     from fastai.vision.all import image_extensions
-    assert IMAGE_EXTENSIONS == image_extensions and '.webp' in IMAGE_EXTENSIONS
+    assert IMAGE_EXTENSIONS == image_extensions
     r = subprocess.run([sys.executable, '-c', 'from recipe.folders import IMAGE_EXTENSIONS as ours\n'
                         'from fastai.vision.all import image_extensions as fastais\n'
                         'assert ours == fastais, sorted(fastais - ours)'], capture_output=True, text=True, timeout=300)
