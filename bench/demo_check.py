@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 import recipe
-from recipe.evaluation import own_test_files, run_record
+from recipe.evaluation import own_test_files
+from recipe.record import finished_run
 
 
 def free_port():
@@ -68,7 +69,7 @@ def main():
     a = ap.parse_args()
     run = Path(a.run)
     model = recipe.load(run)
-    files, _ = own_test_files(run, run_record(run), None, model.classes)
+    files, _ = own_test_files(run, finished_run(run), None, model.classes)
     picked = [f for c in model.classes for f in [f for f in files if f.parent.name == c][:a.n_per_class]]
     names = [f'{f.parent.name}_{f.name}' for f in picked]  # unique names: the page shows the uploaded file's name
     tmp = Path(tempfile.mkdtemp())

@@ -11,7 +11,7 @@ from fastcore.script import call_parse
 
 import recipe
 from recipe.data import decode, find_data
-from recipe.inference import folder_images
+from recipe.folders import folder_images
 
 SHIFTS = {'diagonal 2': [(-1, -1), (1, 1)], 'diagonal 4': [(-1, -1), (1, 1), (-1, 1), (1, -1)],
           'all 8': [(-1, -1), (1, 1), (-1, 1), (1, -1), (-1, 0), (1, 0), (0, -1), (0, 1)]}

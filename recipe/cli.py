@@ -1,5 +1,6 @@
 """Command line: `recipe train|evaluate|show|runs|bench|report|predict|export|serve ...` or `python -m recipe ...` (fastcore's `call_parse`; `--help` on each)."""
 import runpy, shlex, signal, sys, warnings
+from pathlib import Path
 
 import matplotlib
 from fastcore.script import call_parse
@@ -87,12 +88,15 @@ def predict(run: str,            # run folder (or its model.safetensors)
             device: str = None): # cpu, cuda, cuda:N or mps (default: cpu)
     "Print the top classes with probabilities for each image; a file that cannot be read gets a row with the reason, and the exit status is 1"
     import csv as csvlib
-    from .data import RecipeError
-    from .inference import image_files, load, predict as _predict
-    from .run import check_device
+    from .errors import RecipeError
+    from .folders import image_files
+    from .record import model_files
     if isinstance(top, bool) or not isinstance(top, int) or top < 1: raise RecipeError(f"top must be a positive integer, got {top!r}")
+    model_files(run); files = image_files(images)  # before torch and fastai load: a wrong path fails at once
+    from .inference import load, predict as _predict
+    from .run import check_device
     device = check_device(device)
-    model, files = load(run).to(device or 'cpu'), image_files(images)
+    model = load(run).to(device or 'cpu')
     k = min(top, len(model.classes))
     rows = [[str(f)] + ([x for cp in res for x in (cp[0], f'{cp[1]:.4f}')] + [''] if not isinstance(res, str) else [''] * 2 * k + [res])
             for f, res in zip(files, _predict(model, files, k))]
@@ -112,10 +116,15 @@ def export(run: str,             # run folder (or its model.safetensors)
            n: int = 100,         # how many images of --check to compare
            space: str = None):   # write a Hugging Face Space to this new folder: app.py, model.onnx, README.md, requirements.txt
     "Export a run's model as ONNX (needs pip install -e \".[onnx]\"), or as a Space; with --check, onnxruntime and torch must give the same top-1"
-    from .data import RecipeError
-    from .inference import export_onnx
+    from .errors import RecipeError
+    from .folders import image_files
+    from .record import finished_run, model_files
     if bool(onnx) == bool(space): raise RecipeError("give one of --onnx FILE or --space FOLDER")
     if space and check: raise RecipeError("--check goes with --onnx: --space checks its model on the Space's examples itself")
+    if space: finished_run(Path(run))  # before torch and fastai load: a wrong run folder or --check path fails at once
+    else: model_files(run)
+    if check: image_files([check])
+    from .inference import export_onnx
     if space:
         from .serve import export_space
         found = export_space(run, space)
@@ -137,6 +146,8 @@ def evaluate(run: str,           # run folder
              skip_bad: bool = False,  # skip unreadable images (counted) instead of stopping
              device: str = None):     # cpu, cuda, cuda:N or mps (default: cpu)
     "Score a run's model on its test set or a labelled folder: accuracy, loss, per class, confusion, calibration, top losses"
+    from .record import finished_run
+    finished_run(Path(run))  # before torch and fastai load: a wrong run folder fails at once
     from .evaluation import evaluate as _evaluate
     from .run import check_device
     _evaluate(run, folder, data=data, out=out, skip_bad=skip_bad, device=check_device(device))
@@ -162,6 +173,9 @@ def serve(run: str,              # run folder
           port: int = None,      # port (default: the first free one from 7860)
           host: str = '127.0.0.1'):  # address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 to be reached from others
     "A web page to try a run's model: upload images, see their top classes (as recipe predict), the run's card (needs pip install -e \".[demo]\")"
+    from .address import free_port
+    from .record import finished_run
+    finished_run(Path(run)); port = free_port(host, port)  # before torch, fastai and gradio load (15 s on a slow machine)
     from .serve import serve as _serve
     _serve(run, host=host, port=port)
 

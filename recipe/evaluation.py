@@ -22,7 +22,7 @@ from .folders import find_layout, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
 from .plots import plot_reliability, save_fig
-from .record import read_record, write_csv, write_json
+from .record import finished_run, write_csv, write_json
 
 __all__ = ['evaluate', 'class_metrics']
 
@@ -34,7 +34,7 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     `out` (default RUN/eval/<folder's name, or 'test'>) and returned as a dict. `skip_bad`: unreadable images are
     skipped and counted instead of stopping. `device`: where the model runs (default cpu)"""
     run = Path(run)
-    record = run_record(run)
+    record = finished_run(run)
     model = load(run)
     files, root = (labelled_files(Path(folder), model.classes) if folder is not None else
                    own_test_files(run, record, data, model.classes))
@@ -64,15 +64,6 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     save_plots(out, model.classes, logits, targets, cache, names)
     print_summary(metrics, out)
     return metrics
-
-
-def run_record(run: Path) -> dict:
-    "The run's results.json: a folder without one (or without its weights) is not a run folder"
-    if not run.is_dir(): raise RecipeError(f"no such run folder: {run}")
-    record = read_record(run)
-    if not (run/'model.safetensors').is_file():
-        raise RecipeError(f"{run} has no model.safetensors: the run did not finish (resume it with --resume {run})")
-    return record
 
 
 def own_test_files(run: Path, record: dict, data, classes) -> tuple:

@@ -1,6 +1,6 @@
 """Using trained weights: load them without unpickling anything, predict the classes of image files, rebuild a fastai
 `Learner`, export to ONNX."""
-import json, os
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from .config import CROP
 from .data import CachedImage, ImageCache, RecipeError, decode, image_dls
-from .folders import IMAGE_EXTENSIONS, hidden
+from .folders import image_files
 from .model import make_model
-from .record import MODEL_FORMAT
+from .record import MODEL_FORMAT, model_files
 
 __all__ = ['load', 'image_files', 'tta_logits', 'predict', 'TTAModel', 'load_learner', 'Normalized', 'export_onnx']
 
@@ -23,11 +23,7 @@ def load(path) -> torch.nn.Module:
     """The model saved by a run (a run folder, or its model.safetensors), in eval mode, with `classes`, `size`, `mean`,
     `std`, `tta` and `tta_below` (the test-time augmentation its reported accuracy used).
     Reads safetensors and JSON only: a pickle-based file (.pth, .pkl, learn.export) is refused, never unpickled."""
-    path = Path(path)
-    if path.is_dir(): path = path/'model.safetensors'
-    meta_path = path.with_suffix('.json')
-    for p in (path, meta_path):
-        if not p.is_file(): raise RecipeError(f"no such file: {p} (expected a run folder or its model.safetensors + model.json)")
+    path, meta_path = model_files(path)
     try: state = load_file(str(path))
     except Exception as e:
         raise RecipeError(f"{path} is not a safetensors file ({e}); recipe.load reads only safetensors, "
@@ -48,30 +44,6 @@ def load(path) -> torch.nn.Module:
     model.size = meta.get('size', CROP)  # runs before --size were all 32x32
     model.meta = meta
     return model.eval()
-
-
-def image_files(paths) -> list:
-    """Image files named directly, or found (recursively, hidden folders and files left out) in the folders named.
-    Symlinked folders are followed once each: a symlink loop does not list the same images again at every level."""
-    if not paths: raise RecipeError("no images given: name image files or folders after the run folder")
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir(): files += folder_images(p)
-        elif p.is_file(): files.append(p)
-        else: raise RecipeError(f"no such file or folder: {p}")
-    if not files: raise RecipeError(f"no images found in {', '.join(map(str, paths))}")
-    return files
-
-
-def folder_images(root: Path) -> list:
-    seen, files = set(), []
-    for d, dirs, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(d)
-        if real in seen: dirs[:] = []; continue
-        seen.add(real)
-        dirs[:] = sorted(n for n in dirs if not hidden(Path(n)))
-        files += [Path(d)/n for n in sorted(names) if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not hidden(Path(n))]
-    return files
 
 
 def tta_logits(model, x, level=0, below=None, plain=None):

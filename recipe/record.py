@@ -5,7 +5,7 @@ from pathlib import Path
 from .config import ECE_BINS
 from .errors import RecipeError
 
-__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
+__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
 MODEL_FORMAT = 3  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit;
                   # 3: with the net's act, widths, depth (a reader of 2 would build another net and load its weights)
@@ -39,6 +39,25 @@ def read_record(run) -> dict:
     if not (run/'results.json').is_file(): raise RecipeError(f"{run} is not a run folder: it has no results.json")
     try: return json.loads((run/'results.json').read_text())
     except ValueError as e: raise RecipeError(f"{run/'results.json'} is not JSON: {e}") from None
+
+
+def finished_run(run) -> dict:
+    "The results.json of a run folder that holds its weights: a folder without them is a run that did not finish"
+    run = Path(run)
+    if not run.is_dir(): raise RecipeError(f"no such run folder: {run}")
+    record = read_record(run)
+    if not (run/'model.safetensors').is_file():
+        raise RecipeError(f"{run} has no model.safetensors: the run did not finish (resume it with --resume {run})")
+    return record
+
+
+def model_files(path) -> tuple:
+    "(weights, description) of the model a run saved: a run folder's, or a model.safetensors and the model.json beside it"
+    path = Path(path)
+    if path.is_dir(): path = path/'model.safetensors'
+    for p in (path, path.with_suffix('.json')):
+        if not p.is_file(): raise RecipeError(f"no such file: {p} (expected a run folder or its model.safetensors + model.json)")
+    return path, path.with_suffix('.json')
 
 
 def write_json(path, obj):

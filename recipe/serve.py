@@ -1,13 +1,14 @@
 """Showing a run to someone: `recipe serve RUN` (a Gradio page around the run's model, on this machine) and
 `recipe export RUN --space DIR` (a folder to push as a Hugging Face Space: app.py, the model as ONNX, its card; no
 pickle, no recipe package). Both pages are recipe/space_app.py's `page`; gradio is the `demo` extra."""
-import csv, errno, json, os, shutil, socket
+import csv, json, os, shutil
 from pathlib import Path
 
+from .address import free_port
 from .data import RecipeError
-from .evaluation import own_test_files, run_record
+from .evaluation import own_test_files
 from .inference import export_onnx, load, predict
-from .record import card_rows, write_json, write_text
+from .record import card_rows, finished_run, write_json, write_text
 from .space_app import MAX_FILE_SIZE, TOP, page
 
 __all__ = ['serve', 'export_space', 'card', 'example_images']
@@ -27,7 +28,7 @@ def serve(run, host='127.0.0.1', port=None, block=True):
     """Serve `run`'s page on host:port (default port: the first free from 7860). The run, gradio and the address are
     checked before anything listens; the weights are loaded once. `block=False`: return the running app (`.close()`)"""
     run = Path(run)
-    record = run_record(run)
+    record = finished_run(run)
     need_gradio()
     port = free_port(host, port)
     model = load(run)
@@ -38,18 +39,6 @@ def serve(run, host='127.0.0.1', port=None, block=True):
                      allowed_paths=sorted({str(Path(p).parent) for p in examples}))
     except OSError as e: raise RecipeError(f"cannot serve on {host}:{port}: {e}") from None  # taken since free_port looked
     return demo
-
-
-def free_port(host, port=None) -> int:
-    "`port` if it can be listened on at `host`, else the first free port from 7860: one clear error if there is none"
-    for p in [port] if port else range(7860, 7960):
-        try:
-            with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s: s.bind((host, p))
-            return p
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE: continue
-            raise RecipeError(f"cannot listen on {host}: {e.strerror} (--host: an address of this machine, or 0.0.0.0 for all)") from None
-    raise RecipeError(f"port {port} on {host} is in use: give another with --port" if port else f"no free port on {host} from 7860 to 7959: give one with --port")
 
 
 def named_errors(paths, results) -> list:
@@ -91,7 +80,7 @@ def export_space(run, folder, examples=True) -> dict:
     at the end: an export that fails leaves nothing. Returns export_onnx's check on the examples
     ({'images', 'same_top1', 'max_prob_diff'})"""
     run, folder = Path(run), Path(folder)
-    record = run_record(run)
+    record = finished_run(run)
     model = load(run)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise RecipeError(f"{folder} already exists and is not an empty folder: give a new one")

@@ -80,7 +80,7 @@ def as_if_killed_after_epoch(out, epoch):
 
 @pytest.fixture(scope='session')
 def finished_run(tiny, tmp_path_factory):
-    "One run of 2 epochs on `tiny` for the resume tests: each takes a copy (`killed_run`)"
+    "One run of 2 epochs on `tiny` for the resume tests (each takes a copy: `killed_run`) and the same-seed test"
     import recipe
     out = tmp_path_factory.mktemp('runs')/'finished'
     recipe.train(tiny, out=out, epochs=2, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)

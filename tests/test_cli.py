@@ -120,6 +120,31 @@ def test_bench_refuses_a_missing_data_folder_at_once_and_lists_its_profiles_with
     assert r.returncode == 0 and 'fast-progressive' in r.stdout
 
 
+def test_a_wrong_run_folder_image_or_address_is_refused_before_torch_loads(tiny_run, tmp_path):
+    "predict, export, evaluate and serve check what they are given with the standard library: one line, at once"
+    import socket
+    run, nope = tiny_run[0], tmp_path/'nope'
+    unfinished = tmp_path/'unfinished'; unfinished.mkdir(); (unfinished/'results.json').write_text('{}')
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0)); taken.listen()
+        port = taken.getsockname()[1]
+        cases = [(('predict', nope, run/'report.html'), f'no such file: {nope}'),
+                 (('predict', run, nope), f'no such file or folder: {nope}'),
+                 (('export', nope, '--onnx', tmp_path/'m.onnx'), f'no such file: {nope}'),
+                 (('export', run, '--onnx', tmp_path/'m.onnx', '--check', nope), f'no such file or folder: {nope}'),
+                 (('export', run), 'give one of --onnx FILE or --space FOLDER'),
+                 (('evaluate', nope), f'no such run folder: {nope}'),
+                 (('evaluate', unfinished), f'{unfinished} has no model.safetensors'),
+                 (('serve', unfinished), f'{unfinished} has no model.safetensors'),
+                 (('serve', run, '--port', port), f'port {port} on 127.0.0.1 is in use: give another with --port'),
+                 (('serve', run, '--host', '192.0.2.1'), 'cannot listen on 192.0.2.1: ')]  # TEST-NET: no one's address
+        for args, expected in cases:
+            status, message, imported = refused(*args)
+            assert status == 1 and expected in message and len(message.strip().splitlines()) == 1, (args, message)
+            assert 'torch' not in imported, args  # not after torch and fastai load (7-15 s)
+    assert not (tmp_path/'m.onnx').exists()
+
+
 @pytest.mark.parametrize('opt,value', [('--epochs', 0), ('--bs', 0), ('--width', -1), ('--lr-max', -0.1), ('--seed', -1)])
 def test_bad_options_give_one_clear_error(tiny, tmp_path, opt, value):
     status, message, imported = refused('train', '--data', tiny, opt, value, '--out', tmp_path/'run')

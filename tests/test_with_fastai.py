@@ -137,12 +137,12 @@ def test_a_missing_logger_package_names_its_extra_before_any_work(tiny, tmp_path
     assert not (tmp_path/'run').exists()
 
 
-def test_unknown_logger_and_device_are_named(tiny, tmp_path):
+def test_unknown_logger_and_device_are_named(tiny, tmp_path, tiny_run):
     with pytest.raises(RecipeError, match="unknown logger 'mlflow'"): recipe.train(tiny, out=tmp_path/'a', log='mlflow', **SEED_KW)
     with pytest.raises(RecipeError, match="device must be cpu, cuda, cuda:N or mps, got 'gpu'"):
         recipe.train(tiny, out=tmp_path/'b', device='gpu', **SEED_KW)
     with pytest.raises(RecipeError, match="device 'cuda:99'"): recipe.train(tiny, out=tmp_path/'c', device='cuda:99', **SEED_KW)
-    r = subprocess.run([sys.executable, '-m', 'recipe', 'predict', tmp_path, tiny/'test', '--device', 'cuda:99'], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'predict', tiny_run[0], tiny/'test', '--device', 'cuda:99'], capture_output=True, text=True)
     assert r.returncode == 1 and "device 'cuda:99'" in r.stderr and 'Traceback' not in r.stderr
 
 

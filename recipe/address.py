@@ -1,0 +1,19 @@
+"""Where a page listens (`recipe serve`): a free port on the address asked for, found with the standard library only, so
+that a port in use or an address of another machine is named before torch, fastai and gradio load."""
+import errno, socket
+
+from .errors import RecipeError
+
+__all__ = ['free_port']
+
+
+def free_port(host, port=None) -> int:
+    "`port` if it can be listened on at `host`, else the first free port from 7860: one clear error if there is none"
+    for p in [port] if port else range(7860, 7960):
+        try:
+            with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s: s.bind((host, p))
+            return p
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE: continue
+            raise RecipeError(f"cannot listen on {host}: {e.strerror} (--host: an address of this machine, or 0.0.0.0 for all)") from None
+    raise RecipeError(f"port {port} on {host} is in use: give another with --port" if port else f"no free port on {host} from 7860 to 7959: give one with --port")
