@@ -9,6 +9,7 @@ __all__ = ['free_port']
 
 def free_port(host, port=None) -> int:
     "`port` if it can be listened on at `host`, else the first free port from 7860: one clear error if there is none"
+    if port is not None and not 0 < port < 65536: raise RecipeError(f"port must be from 1 to 65535, got {port}")
     for p in [port] if port else range(7860, 7960):
         try:
             with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s: s.bind((host, p))
@@ -16,4 +17,5 @@ def free_port(host, port=None) -> int:
         except OSError as e:
             if e.errno == errno.EADDRINUSE: continue
             raise RecipeError(f"cannot listen on {host}: {e.strerror} (--host: an address of this machine, or 0.0.0.0 for all)") from None
+        except UnicodeError: raise RecipeError(f"cannot listen on {host}: not a host name or address") from None  # too long a name
     raise RecipeError(f"port {port} on {host} is in use: give another with --port" if port else f"no free port on {host} from 7860 to 7959: give one with --port")

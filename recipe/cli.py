@@ -146,8 +146,10 @@ def evaluate(run: str,           # run folder
              skip_bad: bool = False,  # skip unreadable images (counted) instead of stopping
              device: str = None):     # cpu, cuda, cuda:N or mps (default: cpu)
     "Score a run's model on its test set or a labelled folder: accuracy, loss, per class, confusion, calibration, top losses"
+    from .errors import RecipeError
     from .record import finished_run
-    finished_run(Path(run))  # before torch and fastai load: a wrong run folder fails at once
+    finished_run(Path(run))  # before torch and fastai load: a wrong run folder fails at once, as a missing FOLDER
+    if folder is not None and not Path(folder).is_dir(): raise RecipeError(f"no such folder: {folder}")
     from .evaluation import evaluate as _evaluate
     from .run import check_device
     _evaluate(run, folder, data=data, out=out, skip_bad=skip_bad, device=check_device(device))
@@ -175,7 +177,8 @@ def serve(run: str,              # run folder
     "A web page to try a run's model: upload images, see their top classes (as recipe predict), the run's card (needs pip install -e \".[demo]\")"
     from .address import free_port
     from .record import finished_run
-    finished_run(Path(run)); port = free_port(host, port)  # before torch, fastai and gradio load (15 s on a slow machine)
+    finished_run(Path(run)); free_port(host, port)  # checked before torch, fastai and gradio load (15 s on a slow machine);
+    # the default port is picked again just before the page listens: another serve may take this one meanwhile
     from .serve import serve as _serve
     _serve(run, host=host, port=port)
 

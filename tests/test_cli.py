@@ -135,9 +135,11 @@ def test_a_wrong_run_folder_image_or_address_is_refused_before_torch_loads(tiny_
                  (('export', run), 'give one of --onnx FILE or --space FOLDER'),
                  (('evaluate', nope), f'no such run folder: {nope}'),
                  (('evaluate', unfinished), f'{unfinished} has no model.safetensors'),
+                 (('evaluate', run, nope), f'no such folder: {nope}'),
                  (('serve', unfinished), f'{unfinished} has no model.safetensors'),
                  (('serve', run, '--port', port), f'port {port} on 127.0.0.1 is in use: give another with --port'),
-                 (('serve', run, '--host', '192.0.2.1'), 'cannot listen on 192.0.2.1: ')]  # TEST-NET: no one's address
+                 (('serve', run, '--host', '192.0.2.1'), 'cannot listen on 192.0.2.1: '),  # TEST-NET: no one's address
+                 (('serve', run, '--port', 70000), 'port must be from 1 to 65535, got 70000')]
         for args, expected in cases:
             status, message, imported = refused(*args)
             assert status == 1 and expected in message and len(message.strip().splitlines()) == 1, (args, message)

@@ -30,7 +30,8 @@ def test_short_fit_beats_chance_clearly(fitted):
 
 
 def test_same_seed_same_run(tiny, tmp_path, finished_run):
-    "The run of conftest's `finished_run` again, with its seed: the same metrics every epoch"
+    """The run of conftest's `finished_run` again, with its seed: the same metrics every epoch. A short run (12 steps);
+    longer ones repeat too: tests/test_shape.py, and the resumed runs of tests/test_checkpoint.py"""
     recipe.train(tiny, epochs=2, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0, out=tmp_path/'again')
     first, again = (json.loads((o/'results.json').read_text())['per_epoch'] for o in (finished_run, tmp_path/'again'))
     strip = lambda rows: [{k: v for k, v in r.items() if k != 'seconds'} for r in rows]
