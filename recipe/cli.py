@@ -146,10 +146,10 @@ def evaluate(run: str,           # run folder
              skip_bad: bool = False,  # skip unreadable images (counted) instead of stopping
              device: str = None):     # cpu, cuda, cuda:N or mps (default: cpu)
     "Score a run's model on its test set or a labelled folder: accuracy, loss, per class, confusion, calibration, top losses"
-    from .errors import RecipeError
+    from .folders import labelled_root
     from .record import finished_run
-    finished_run(Path(run))  # before torch and fastai load: a wrong run folder fails at once, as a missing FOLDER
-    if folder is not None and not Path(folder).is_dir(): raise RecipeError(f"no such folder: {folder}")
+    finished_run(Path(run))  # before torch and fastai load: a wrong run folder or FOLDER fails at once
+    if folder is not None: labelled_root(Path(folder))
     from .evaluation import evaluate as _evaluate
     from .run import check_device
     _evaluate(run, folder, data=data, out=out, skip_bad=skip_bad, device=check_device(device))

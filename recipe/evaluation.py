@@ -18,7 +18,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from .data import ImageCache, RecipeError
-from .folders import find_layout, scan_split
+from .folders import find_layout, labelled_root, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
 from .plots import plot_reliability, save_fig
@@ -82,11 +82,7 @@ def own_test_files(run: Path, record: dict, data, classes) -> tuple:
 
 def labelled_files(folder: Path, classes) -> tuple:
     "(files, root): a labelled folder's test split (train/ + test/, valid/ or val/) or, class folders only, all its images"
-    if not folder.is_dir(): raise RecipeError(f"no such folder: {folder}")
-    try: train, test = find_layout(folder)
-    except RecipeError: raise RecipeError(f"{folder} holds no class folders of images (expected {folder}/<class>/<image>, "
-                                          "or train/ and test/ with class folders)") from None
-    root = folder/test if train else folder
+    root = labelled_root(folder)
     files = scan_split(root, lambda msg: None)
     if not files: raise RecipeError(f"no images in {root}")
     check_classes(files, classes, root)

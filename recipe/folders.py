@@ -7,7 +7,7 @@ from pathlib import Path
 from .config import DATA_ENV
 from .errors import RecipeError
 
-__all__ = ['LAYOUTS', 'IMAGE_EXTENSIONS', 'given_data', 'data_folder', 'find_layout', 'hidden', 'scan_split', 'image_files', 'folder_images']
+__all__ = ['LAYOUTS', 'IMAGE_EXTENSIONS', 'given_data', 'data_folder', 'find_layout', 'hidden', 'scan_split', 'labelled_root', 'image_files', 'folder_images']
 
 
 LAYOUTS = {  # where the training and the test (validation) images are, in the order they are looked for
@@ -82,6 +82,15 @@ def scan_split(split_dir: Path, problem) -> list:
             if f.suffix.lower() in IMAGE_EXTENSIONS: files.append(f); found += 1
         if not found: problem(f"{class_dir}: empty class folder (no PNG or JPEG images)")
     return files
+
+
+def labelled_root(folder: Path) -> Path:
+    "Where a labelled folder's class folders are (`recipe evaluate RUN FOLDER`): its test split, or itself (class folders only)"
+    if not folder.is_dir(): raise RecipeError(f"no such folder: {folder}")
+    try: train, test = find_layout(folder)
+    except RecipeError: raise RecipeError(f"{folder} holds no class folders of images (expected {folder}/<class>/<image>, "
+                                          "or train/ and test/ with class folders)") from None
+    return folder/test if train else folder
 
 
 def image_files(paths) -> list:

@@ -55,9 +55,10 @@ def model_files(path) -> tuple:
     "(weights, description) of the model a run saved: a run folder's, or a model.safetensors and the model.json beside it"
     path = Path(path)
     if path.is_dir(): path = path/'model.safetensors'
-    for p in (path, path.with_suffix('.json')):
+    meta = path.with_suffix('.json')
+    for p in (path, meta):
         if not p.is_file(): raise RecipeError(f"no such file: {p} (expected a run folder or its model.safetensors + model.json)")
-    return path, path.with_suffix('.json')
+    return path, meta
 
 
 def write_json(path, obj):

@@ -136,6 +136,7 @@ def test_a_wrong_run_folder_image_or_address_is_refused_before_torch_loads(tiny_
                  (('evaluate', nope), f'no such run folder: {nope}'),
                  (('evaluate', unfinished), f'{unfinished} has no model.safetensors'),
                  (('evaluate', run, nope), f'no such folder: {nope}'),
+                 (('evaluate', run, unfinished), f'{unfinished} holds no class folders of images'),
                  (('serve', unfinished), f'{unfinished} has no model.safetensors'),
                  (('serve', run, '--port', port), f'port {port} on 127.0.0.1 is in use: give another with --port'),
                  (('serve', run, '--host', '192.0.2.1'), 'cannot listen on 192.0.2.1: '),  # TEST-NET: no one's address
