@@ -48,8 +48,8 @@ FULL = [  # (name, profile, seed, overrides)
     *[(f'fast-s{s}', 'fast', s, {}) for s in (5, 6, 7, 8, 9)],
     *[(f'fast96-s{s}', 'fast96', s, {}) for s in (1, 2)],
 ]
-DRY = [('fast-s0', 'fast', 0, dict(epochs=2, bs=50)), ('seed-w64-s0', 'seed', 0, dict(augment='batch', epochs=1, width=8, bs=50)),
-       ('step-overhead', None, None, {}), ('compile-speed', None, None, {}), ('quick-s0', 'quick', 0, dict(epochs=1, bs=50)),
+DRY = [('fast-s0', 'fast', 0, dict(epochs=2, width=8, bs=50)), ('seed-w64-s0', 'seed', 0, dict(augment='batch', epochs=1, width=8, bs=50)),
+       ('step-overhead', None, None, {}), ('compile-speed', None, None, {}), ('quick-s0', 'quick', 0, dict(epochs=1, width=8, bs=50)),
        ('fast96-s0', 'fast96', 0, dict(epochs=2, width=8, bs=50))]
 
 

@@ -8,7 +8,7 @@ host memory waits for the GPU to finish its queue).
 """
 import torch
 import torch.nn.functional as F
-from fastai.vision.all import TensorImage, Transform
+from fastai.basics import TensorImage, Transform
 
 __all__ = ['windows', 'batch_augment', 'BatchAugment', 'ColorJitter']
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from fastai.vision.all import Callback, CancelValidException, Recorder, TrackerCallback
+from fastai.basics import Callback, CancelValidException, Recorder
+from fastai.callback.tracker import TrackerCallback
 
 from .augment import windows
 from .checkpoint import rng_states, save_checkpoint

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastai.vision.all import L
+from fastai.basics import L
 
 from .data import AlbumentationsTransform, RecipeError
 from .distributed import unwrap

@@ -5,13 +5,11 @@ Each image is decoded once, resized to `size`, and kept in memory as uint8 (CIFA
 one core here. When that cache would exceed the memory budget, images are decoded per item by worker processes.
 """
 import json, mmap, os, random, re, signal, warnings
-import albumentations as A
-import cv2
 import numpy as np
 import torch
-from fastai.vision.all import (CategoryBlock, DataBlock, DataLoaders, FuncSplitter, ImageBlock,
-                               Normalize, Path, TensorCategory, TensorImage, TfmdDL, ToTensor, Transform,
-                               URLs, default_device, parent_label, untar_data)
+from fastai.basics import (CategoryBlock, DataBlock, DataLoaders, FuncSplitter, Normalize, Path, TensorCategory, TensorImage,
+                           TfmdDL, ToTensor, Transform, URLs, default_device, parent_label, untar_data)
+from fastai.vision.data import ImageBlock
 
 from .augment import BatchAugment, ColorJitter
 from .errors import RecipeError
@@ -255,9 +253,10 @@ def scaled(pixels, size) -> int:
     return round(pixels * size / CROP)
 
 
-def train_augs(seed=None, size=CROP, pad=(PAD_TO - CROP) // 2, cutout=CUTOUT, mean=CIFAR_MEAN) -> A.Compose:
-    """Pad by `pad` (reflect) + random crop back to `size`, horizontal flip, one `cutout` x `cutout` hole filled with
-    the dataset mean. The seed's at 32: pad to 40, crop 32, one 8x8 cutout."""
+def train_augs(seed=None, size=CROP, pad=(PAD_TO - CROP) // 2, cutout=CUTOUT, mean=CIFAR_MEAN):
+    """An albumentations pipeline: pad by `pad` (reflect) + random crop back to `size`, horizontal flip, one `cutout` x
+    `cutout` hole filled with the dataset mean. The seed's at 32: pad to 40, crop 32, one 8x8 cutout."""
+    import albumentations as A, cv2  # here: ~1 s to import, that the batch-augmented profiles and `predict` need not pay
     holes = [A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(cutout, cutout), hole_width_range=(cutout, cutout),
                              fill=mean_uint8(mean), p=1.0)] if cutout else []
     return A.Compose([
@@ -269,9 +268,9 @@ def train_augs(seed=None, size=CROP, pad=(PAD_TO - CROP) // 2, cutout=CUTOUT, me
 
 
 class AlbumentationsTransform(Transform):
-    "Runs an albumentations pipeline on uint8 (3, H, W) images of the training split only"
+    "Runs an albumentations pipeline (`train_augs`) on uint8 (3, H, W) images of the training split only"
     split_idx, order = 0, 2  # split_idx=0: fastai applies it to the training split only
-    def __init__(self, pipeline: A.Compose): self.pipeline, self.worker = pipeline, None
+    def __init__(self, pipeline): self.pipeline, self.worker = pipeline, None
 
     def encodes(self, img: TensorImage):
         info = torch.utils.data.get_worker_info()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from fastai.distributed import DistributedDL, DistributedTrainer
-from fastai.vision.all import to_detach
+from fastai.basics import to_detach
 
 from .config import DIST_TIMEOUT
 from .data import RecipeError

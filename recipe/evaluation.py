@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_fscore_support
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from .data import ImageCache, RecipeError
 from .folders import find_layout, labelled_root, scan_split
@@ -133,6 +132,9 @@ def scores(logits, targets, smoothing, suffix='') -> dict:
 def class_metrics(logits, targets, classes) -> dict:
     """Per class precision, recall (the class's accuracy), F1 and support (scikit-learn); the confusion matrix, as counts
     and normalised by row; the expected calibration error over ECE_BINS confidence bins (torchmetrics)"""
+    # here, not at the top: torchmetrics imports all of itself (torchvision and scipy.signal too), ~4 s that `predict`,
+    # `serve` and a run stopped early need not pay
+    from torchmetrics.functional.classification import multiclass_calibration_error
     n, preds = len(classes), logits.argmax(1).numpy()
     p, r, f1, support = precision_recall_fscore_support(targets.numpy(), preds, labels=range(n), zero_division=0)
     cm = confusion_matrix(targets.numpy(), preds, labels=range(n))

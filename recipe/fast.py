@@ -9,7 +9,8 @@ Its interface, the same as recipe/seed.py's: `optimizer(s)`, `pick_lrs(learn, s,
 import math
 import numpy as np
 import torch
-from fastai.vision.all import Optimizer, ParamScheduler, SchedLin, average_grad, combine_scheds, l2_reg, step_stat
+from fastai.basics import Optimizer, average_grad, l2_reg, step_stat
+from fastai.callback.schedule import ParamScheduler, SchedLin, combine_scheds
 
 from .distributed import unwrap
 from .record import TABLE_HEADER, print_row

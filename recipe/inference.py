@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastai.vision.all import (CategoryBlock, CrossEntropyLossFlat, DataBlock, FuncSplitter, ImageBlock, Learner, Normalize,
-                               ToTensor, accuracy, parent_label)
+from fastai.basics import CategoryBlock, CrossEntropyLossFlat, DataBlock, FuncSplitter, Learner, Normalize, ToTensor, accuracy, parent_label
+from fastai.vision.data import ImageBlock
 from safetensors.torch import load_file
 
 from .config import CROP

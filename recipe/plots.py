@@ -1,7 +1,7 @@
 """The pictures of a run, saved as PNG: lr_find, LR schedule, losses, accuracy, confusion matrix, top losses, reliability."""
 import matplotlib.pyplot as plt
 import torch
-from fastai.vision.all import ClassificationInterpretation
+from fastai.basics import ClassificationInterpretation
 
 from .config import ECE_BINS
 
@@ -77,6 +77,7 @@ def save_run_plots(learn, out, logits=None, targets=None):
     plot_accuracy(learn.recorder); save_fig(out/'accuracy.png')
     interp = ClassificationInterpretation.from_learner(learn) if logits is None else TestInterpretation(learn, logits, targets)
     interp.plot_confusion_matrix(figsize=(7, 7)); save_fig(out/'confusion_matrix.png')
+    import fastai.vision.learner  # registers fastai's top-losses plot for images; here, as it imports torchvision (~3 s)
     k = min(9, len(learn.dls.valid_ds))  # a small validation set of your own has fewer than 9 images
     interp.plot_top_losses(k, nrows=-(-k // 3)); save_fig(out/'top_losses.png')
     if logits is not None: plot_reliability(logits.float().cpu(), targets.as_subclass(torch.Tensor).cpu()); save_fig(out/'reliability.png')

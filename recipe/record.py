@@ -80,9 +80,10 @@ def machine_info() -> dict:
 
 
 def versions() -> dict:
-    import albumentations, fastai, torch
+    import fastai, torch
+    from importlib.metadata import version  # not `import albumentations` (~1 s) only to ask: a run of the fast profile never needs it
     return {'python': platform.python_version(), 'torch': torch.__version__, 'fastai': fastai.__version__,
-            'albumentations': albumentations.__version__}
+            'albumentations': version('albumentations')}
 
 
 def git_commit() -> str:

@@ -20,8 +20,9 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from fastai.vision.all import (CancelBatchException, CancelEpochException, CrossEntropyLossFlat, Learner, ProgressCallback, accuracy, default_device,
-                               event, SkipToEpoch, TensorImage, noop, parent_label, set_seed)
+from fastai.basics import (CancelBatchException, CancelEpochException, CrossEntropyLossFlat, Learner, accuracy, default_device,
+                           event, SkipToEpoch, TensorImage, noop, parent_label, set_seed)
+from fastai.callback.all import ProgressCallback  # and fastai's Learner methods: lr_find, fit_one_cycle, to_channelslast
 from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed

@@ -5,7 +5,8 @@ decoupled weight decay; `lr_find` chooses LRMAX (3 x its `minimum` suggestion) a
 Its interface, the same as recipe/fast.py's: `optimizer(s)`, `pick_lrs(learn, s, out)`, `lr_text(s)`, `fit(learn, s, cbs, start_epoch)`,
 `CPU_ADVICE`.
 """
-from fastai.vision.all import Adam, minimum, slide, steep, valley
+from fastai.basics import Adam
+from fastai.callback.schedule import minimum, slide, steep, valley
 
 from .config import LR_RATIO, LRMAX_PER_MINIMUM, PEAK_AT
 from .distributed import alone, global_batch

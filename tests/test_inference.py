@@ -60,13 +60,16 @@ def test_malicious_pickle_is_refused_and_never_executed(tiny_run, tmp_path, name
 
 def test_predict_cli_prints_top3_and_writes_csv(tiny_run, tiny, tmp_path):
     out, _ = tiny_run
-    r = subprocess.run([sys.executable, '-m', 'recipe', 'predict', out, tiny/'test'/'cat', '--csv', tmp_path/'p.csv'],
+    r = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'recipe', 'predict', out, tiny/'test'/'cat', '--csv', tmp_path/'p.csv'],
                        capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
     assert len(lines) == 5 and all(len(l.split()) == 7 for l in lines)
     rows = (tmp_path/'p.csv').read_text().splitlines()
     assert rows[0] == 'file,class1,prob1,class2,prob2,class3,prob3,error' and len(rows) == 6
+    # what predict does not use, it does not import: ~5 s of 12 here, torchvision through fastai.vision.all and torchmetrics
+    imported = {line.split('|')[-1].strip() for line in r.stderr.splitlines() if line.startswith('import time:')}
+    assert not imported & {'torchvision', 'torchmetrics', 'albumentations', 'fastai.vision.learner'}
 
 
 def test_missing_weights_named(tmp_path):

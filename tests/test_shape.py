@@ -23,12 +23,19 @@ def code_at(commit, dest):
     return dest
 
 
-def run(src, data, out, kw):
+def start(src, data, out, kw):
     "recipe.train with the package from `src`, in a process of its own, one thread (the same arithmetic both times)"
     code = f"import recipe; recipe.train({str(data)!r}, out={str(out)!r}, **{kw!r})"
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS='1')
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=src, timeout=600)
-    assert r.returncode == 0, r.stderr
+    with open(f'{out}.log', 'w') as log:  # a file, not a pipe: a pipe left unread while the other run is awaited would stall it
+        return subprocess.Popen([sys.executable, '-c', code], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=src)
+
+
+def result(proc, out):
+    "The run's per-epoch metrics and LRs once `proc` ends (10 minutes at most: then it is killed, and the test fails)"
+    try: proc.wait(timeout=600)
+    except subprocess.TimeoutExpired: proc.kill(); proc.wait(); pytest.fail(f"the run into {out} took over 10 minutes")
+    assert proc.returncode == 0, open(f'{out}.log').read()[-3000:]
     rows = [{k: v for k, v in row.items() if k != 'seconds'} for row in csv.DictReader(open(out/'metrics.csv'))]
     record = json.loads((out/'results.json').read_text())
     return rows, {k: record.get(k) for k in ('lr_min', 'lr_max', 'lr_find', 'test_accuracy', 'test_loss', 'precision')}
@@ -36,8 +43,13 @@ def run(src, data, out, kw):
 
 @pytest.mark.parametrize('name', RUNS)
 def test_the_same_seed_gives_the_same_metrics_as_before_the_restructuring(name, tiny, tmp_path):
-    before = run(code_at(BEFORE, tmp_path/'before'), tiny, tmp_path/'run-before', RUNS[name])
-    now = run(ROOT, tiny, tmp_path/'run-now', RUNS[name])
+    "Both runs side by side, one thread each: the suite's 2 cores (CI) finish them in the time of one"
+    outs = tmp_path/'run-before', tmp_path/'run-now'
+    procs = [start(code_at(BEFORE, tmp_path/'before'), tiny, outs[0], RUNS[name]), start(ROOT, tiny, outs[1], RUNS[name])]
+    try: before, now = (result(p, o) for p, o in zip(procs, outs))
+    finally:
+        for p in procs:
+            if p.poll() is None: p.kill(); p.wait()
     assert now == before
 
 

@@ -9,7 +9,7 @@ from recipe.seed import choose_lrs
 def fitted(small, tmp_path_factory):
     "A short real fit on a small subset (3,000 training images), with given LRs"
     out = tmp_path_factory.mktemp('runs')/'fit'
-    return recipe.train(small, epochs=4, bs=64, width=16, lr_min=1e-3, lr_max=1e-2, seed=0, out=out), out
+    return recipe.train(small, epochs=4, bs=64, width=8, lr_min=1e-3, lr_max=1e-2, seed=0, out=out), out
 
 
 def test_schedule_starts_peaks_and_ends_where_the_recipe_says(fitted):
