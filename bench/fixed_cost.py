@@ -7,13 +7,16 @@ that have `phases` and `per_epoch_test_seconds`, one column per run:
   (the record, the checks, lr_find where a profile has it);
 - epochs: training, the per-epoch test passes, and between epochs (the record and the checkpoint; the last epoch's
   checkpoint falls in the final stage's other);
-- final stage: `tta` (the test set with TTA), `weights`, `plots`, `card`, other;
+- final stage: `tta` (the test set with TTA), `imports` (the modules only this stage uses: torchmetrics, fastai's image
+  plots), `weights`, `plots`, `card`, other;
 - end to end / training: the aim is at most 2.
 """
 import json
 from pathlib import Path
 
 from fastcore.script import call_parse
+
+FINAL = ('tta', 'imports', 'weights', 'plots', 'card')  # the final stage's phases; 'imports' since the eighteenth session (before, those modules loaded before the run's clock)
 
 
 def itemise(r) -> dict:
@@ -22,11 +25,11 @@ def itemise(r) -> dict:
     epoch_s, test_s = sum(e['seconds'] for e in pe), sum(r['per_epoch_test_seconds'])
     start = walls[0] - pe[0]['seconds']
     final = r['wall_seconds'] - walls[-1]
-    final_known = sum(ph.get(k, 0) for k in ('tta', 'weights', 'plots', 'card'))
+    final_known = sum(ph.get(k, 0) for k in FINAL)
     parts = {'start: data': ph['data'], 'start: model': ph['model'], 'start: other': start - ph['data'] - ph['model'],
              'epochs: training': epoch_s - test_s, 'epochs: test passes': test_s,
              'epochs: between (record, checkpoint)': walls[-1] - start - epoch_s,
-             **{f'final: {k}': ph.get(k, 0) for k in ('tta', 'weights', 'plots', 'card')}, 'final: other': final - final_known}
+             **{f'final: {k}': ph.get(k, 0) for k in FINAL}, 'final: other': final - final_known}
     parts = {k: round(v, 2) for k, v in parts.items()}  # as `phases` are recorded: a small set's data phase is under 0.05 s
     return dict(parts, wall=r['wall_seconds'], end_to_end_over_training=round(r['wall_seconds'] / (epoch_s - test_s), 2))
 

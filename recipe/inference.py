@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastai.basics import CategoryBlock, CrossEntropyLossFlat, DataBlock, FuncSplitter, Learner, Normalize, ToTensor, accuracy, parent_label
+import fastai.callback.all  # the Learner of `load_learner` fine-tunes as any fastai Learner: fit_one_cycle, lr_find, progress bars
 from fastai.vision.data import ImageBlock
 from safetensors.torch import load_file
 
@@ -104,6 +105,9 @@ def load_learner(run, data=None, bs=64, tta=True, device=None) -> Learner:
     `recipe.predict`. `data`: a folder (in a layout of recipe.folders.LAYOUTS) with the run's classes, to fine-tune on
     (`learn.fit_one_cycle`): augmented as the seed profile does, normalised with the run's statistics. Without `data`
     the loaders hold no images, like those of fastai's `load_learner`."""
+    # fastai's image plots for the Learner it gives (`plot_top_losses`, `show_results`): fastai.vision.learner imports
+    # most of fastai.vision and torchvision (~3 s), so here and in the run's plots, not at the top
+    import fastai.vision.learner
     model = load(run)
     net = TTAModel(model, model.tta if tta else 0, model.tta_below)
     classes, size, stats = model.classes, model.size, (model.mean, model.std)

@@ -81,9 +81,11 @@ def machine_info() -> dict:
 
 def versions() -> dict:
     import fastai, torch
-    from importlib.metadata import version  # not `import albumentations` (~1 s) only to ask: a run of the fast profile never needs it
+    from importlib.metadata import PackageNotFoundError, version  # not `import albumentations` (~1 s) only to ask
+    try: albumentations = version('albumentations')
+    except PackageNotFoundError: albumentations = None  # installed under another name (a fork): as albumentations' own 'unknown'
     return {'python': platform.python_version(), 'torch': torch.__version__, 'fastai': fastai.__version__,
-            'albumentations': version('albumentations')}
+            'albumentations': albumentations}
 
 
 def git_commit() -> str:

@@ -551,6 +551,8 @@ def final_stage(learn, run, run_record, checkpoint, keep):
             plain, targets = test_logits(learn)
             record.update(test_loss=float(learn.loss_func(plain, targets)), test_accuracy=accuracy_of(plain, targets))
         with timed(run, 'tta'): logits, targets = test_logits(learn, s['tta'], s['tta_below'], plain)
+        with timed(run, 'imports'):  # what only this stage uses (class_metrics, save_run_plots): ~5 s of a CPU, itemised
+            import fastai.vision.learner, torchmetrics
         if s['tta']:
             record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])
             record['test_loss'] = float(learn.loss_func(logits, targets))

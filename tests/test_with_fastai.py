@@ -189,6 +189,30 @@ def test_load_learner_interprets_new_labelled_data_and_fine_tunes(seed_run, tmp_
     assert any(not torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
 
 
+# The README's "With fastai" calls on a run folder in a process that imports recipe and fastai.interpret only: this
+# file imports fastai.vision.all, which would give every fastai method and plot whatever recipe imports
+LOAD_LEARNER_ALONE = """
+import sys, matplotlib
+matplotlib.use('Agg')
+import recipe
+from fastai.interpret import ClassificationInterpretation
+from pathlib import Path
+run, data, files = sys.argv[1], sys.argv[2], [Path(f) for f in sys.argv[3:]]
+learn = recipe.load_learner(run)
+interp = ClassificationInterpretation.from_learner(learn, dl=learn.dls.test_dl(files, with_labels=True))
+interp.plot_top_losses(4, nrows=2)
+learn = recipe.load_learner(run, data=data, bs=16)
+learn.fit_one_cycle(1, 1e-4)
+print('fastai.vision.all imported:', 'fastai.vision.all' in sys.modules)
+"""
+
+
+def test_load_learner_alone_interprets_with_fastais_image_plots_and_fine_tunes(tiny_run, tiny):
+    files = sorted(map(str, (tiny/'test').glob('*/*.png')))
+    r = subprocess.run([sys.executable, '-c', LOAD_LEARNER_ALONE, tiny_run[0], tiny, *files], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == 'fastai.vision.all imported: False', r.stdout[-2000:] + r.stderr[-3000:]
+
+
 def test_load_learner_refuses_data_with_other_classes(seed_run, tmp_path):
     out, _, _ = seed_run
     other = make_subset(tmp_path/'other', 4, 1, classes=3)
