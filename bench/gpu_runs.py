@@ -79,6 +79,24 @@ def summary_of(path) -> dict:
                 fixed_cost=itemise(r) if r['complete'] and 'phases' in r else None)  # bench/fixed_cost.py
 
 
+def run_one(name, profile, seed, o, out, data, runs, dry_run) -> dict:
+    "One run of the plan: a bench script's measurements, or a profile's run (its folder in `runs`) summarised"
+    if name == 'compile-speed':
+        import compile_speed
+        res = compile_speed.measure('fast', **(dict(steps=2, bs=8, width=8) if dry_run else dict(steps=20)))
+        print(json.dumps({k: v for k, v in res.items() if k not in ('machine', 'versions')}), flush=True)
+        return res
+    if name == 'step-overhead':
+        import step_overhead
+        f = out/'step_overhead.json'
+        step_overhead.main.__wrapped__(data=data, bs=2000 if not dry_run else 32, epochs=3 if not dry_run else 2,
+                                       model='fast' if not dry_run else 'zero', json_out=str(f), threads=torch.get_num_threads())
+        return json.loads(f.read_text())
+    with Utilisation(runs/f'{name}.util') as util:
+        path = run_profile(profile, seed=seed, data=data, results=out/'results', runs=runs, **o)
+    return summary_of(path) | dict(gpu_utilisation=util.mean())
+
+
 @call_parse
 def main(out: str = 'gpu_check',  # folder for gpu_check.json and results/
          data: str = None,     # CIFAR-10 in fastai's layout (the full data); default $RECIPE_DATA
@@ -87,7 +105,8 @@ def main(out: str = 'gpu_check',  # folder for gpu_check.json and results/
     "Run the GPU check's plan within the budget"
     t0, out = time.time(), Path(out)
     (out/'results').mkdir(parents=True, exist_ok=True)
-    runs = Path(tempfile.mkdtemp(prefix='gpu_check_runs-'))  # run folders stay out of OUT: checkpoints are large
+    # the run folders stay out of OUT (checkpoints are large) and are removed at the end: their bench JSONs are in OUT/results
+    runs = tempfile.TemporaryDirectory(prefix='gpu_check_runs-', ignore_cleanup_errors=True)
     summary = dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, torch=torch.__version__,
                    dry_run=dry_run, budget_s=budget, runs={}, skipped=[], failed={})
     took = {}  # kind of run -> seconds its last one took
@@ -97,21 +116,7 @@ def main(out: str = 'gpu_check',  # folder for gpu_check.json and results/
         if took.get(kind, 0) * 1.1 > left or left < 5: summary['skipped'].append(name); continue
         print(f'== {name} ({left:.0f} s left)', flush=True)
         t = time.time()
-        try:
-            if name == 'compile-speed':
-                import compile_speed
-                summary['runs'][name] = compile_speed.measure('fast', **(dict(steps=2, bs=8, width=8) if dry_run else dict(steps=20)))
-                print(json.dumps({k: v for k, v in summary['runs'][name].items() if k not in ('machine', 'versions')}), flush=True)
-            elif name == 'step-overhead':
-                import step_overhead
-                f = out/'step_overhead.json'
-                step_overhead.main.__wrapped__(data=data, bs=2000 if not dry_run else 32, epochs=3 if not dry_run else 2,
-                                               model='fast' if not dry_run else 'zero', json_out=str(f), threads=torch.get_num_threads())
-                summary['runs'][name] = json.loads(f.read_text())
-            else:
-                with Utilisation(runs/f'{name}.util') as util:
-                    path = run_profile(profile, seed=seed, data=data, results=out/'results', runs=runs, **o)
-                summary['runs'][name] = summary_of(path) | dict(gpu_utilisation=util.mean())
+        try: summary['runs'][name] = run_one(name, profile, seed, o, out, data, Path(runs.name), dry_run)
         except Exception as e:
             summary['failed'][name] = ''.join(traceback.format_exception_only(e)).strip()[-2000:]
             traceback.print_exc()
@@ -121,6 +126,7 @@ def main(out: str = 'gpu_check',  # folder for gpu_check.json and results/
                 if n.startswith('fast-s') and n[len('fast-s'):].isdigit() and r.get('complete')]
         if fast: summary['fast_mean_tta'] = dict(n=len(fast), mean=mean(fast), min=min(fast), max=max(fast))
         (out/'gpu_check.json').write_text(json.dumps(summary, indent=1))
+    runs.cleanup()
     print(json.dumps({k: v for k, v in summary.items() if k != 'runs'}, indent=1))
     keys = ('test_accuracy', 'test_accuracy_no_tta', 'wall_seconds', 'train_img_per_s_best_epoch', 'time_to_94', 'gpu_utilisation')
     for n, r in summary['runs'].items():

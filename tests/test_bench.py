@@ -132,17 +132,21 @@ def test_step_overhead_times_the_plain_loop_and_every_profile(tmp_path):
 
 
 def test_gpu_check_dry_run_on_the_cpu(tiny, tmp_path):
-    "bench/gpu_check.sh's plan, shortened (DRY_RUN=1), runs here and leaves its summary and results archive"
+    "bench/gpu_check.sh's plan, shortened (DRY_RUN=1), runs here and leaves its summary and results archive, not its run folders"
     import os, subprocess, tarfile
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    out, other = tmp_path/'out', tmp_path/'bin'
-    other.mkdir(); (other/'python3').write_text('#!/bin/sh\necho "another python3, without fastai" >&2; exit 1\n'); (other/'python3').chmod(0o755)
+    out, other, tmp = tmp_path/'out', tmp_path/'bin', tmp_path/'tmp'
+    other.mkdir(); tmp.mkdir(); (other/'python3').write_text('#!/bin/sh\necho "another python3, without fastai" >&2; exit 1\n'); (other/'python3').chmod(0o755)
     # the suite's own Python (PYTHON), not the first python3 on PATH: a venv's, say, that is not activated
     p = subprocess.run(['bash', 'bench/gpu_check.sh', str(out), str(tiny)], cwd=root, capture_output=True, text=True, timeout=600,
-                       env=os.environ | dict(DRY_RUN='1', BUDGET='400', PYTHON=sys.executable, PATH=f"{other}:{os.environ['PATH']}"))
+                       env=os.environ | dict(DRY_RUN='1', BUDGET='400', PYTHON=sys.executable, PATH=f"{other}:{os.environ['PATH']}",
+                                             TMPDIR=str(tmp),  # where its run folders go, and must not stay
+                                             TORCHINDUCTOR_CACHE_DIR=os.environ.get('TORCHINDUCTOR_CACHE_DIR') or default_cache_dir()))  # not under TMPDIR
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert '200 training and 50 test files' in p.stdout
+    assert not list(tmp.glob('gpu_check_runs-*'))  # every run folder: 4 runs' checkpoints, weights and plots
     summary = json.loads((out/'gpu_check.json').read_text())
     assert summary['dry_run'] and not summary['failed'] and not summary['skipped']
     assert set(summary['runs']) == {'fast-s0', 'seed-w64-s0', 'step-overhead', 'compile-speed', 'quick-s0', 'fast96-s0'}
