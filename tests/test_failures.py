@@ -39,7 +39,7 @@ def test_a_kill_during_the_final_stage_then_resume_completes_the_run(tiny, tmp_p
     assert not (out/'model.safetensors').exists() and not json.loads((out/'results.json').read_text())['complete']
     r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', out], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert f'resuming {out} after epoch 2 of 2: the final stage' in r.stdout and 'with TTA (level 2)' in r.stdout
+    assert f'resuming {out} after epoch 2 of 2: the final stage' in r.stdout and 'with TTA (level 2, images below 0.8 confidence)' in r.stdout  # quick's gate
     record = json.loads((out/'results.json').read_text())
     assert record['complete'] and len(record['per_epoch']) == 2 and 'test_accuracy_no_tta' in record
     for f in ('model.safetensors', 'model.json', 'README.md', 'loss.png', 'confusion_matrix.png', 'top_losses.png'): assert (out/f).exists(), f
