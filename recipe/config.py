@@ -198,7 +198,7 @@ FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] 
 FAST_PROGRESSIVE = FAST7 | dict(epochs=8) | ABLATIONS['small-early-3'] | ABLATIONS['tta-below-0.8'] | ABLATIONS['test-last']
 # 90% as soon as possible (issue 23, part 6): fast7's training in 2 epochs, at batch 512 for 3x its steps (89.23% at
 # 1,536, 89.72% at 1,024, 90.62% at 512 on seed 0; docs/results.md); TTA for the 38% of the images under 0.8 confidence
-# only: the same accuracy as TTA on all (seeds 0-1, paired), 8% less wall time at fp32
+# only: the same accuracy as TTA on all (seeds 0-1, paired; docs/results.md), for 0.38 of its extra views
 QUICK = FAST7 | at_batch(512) | dict(epochs=2) | ABLATIONS['tta-below-0.8']
 # After airbench95 and airbench96 (legacy/ in the same repository: 95.01% in 15 epochs and 96.03% in 37 epochs on
 # average, on an A100): airbench94's training (FAST_SGD) with wider nets, their LRs and weight decays turned the same way

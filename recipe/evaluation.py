@@ -21,7 +21,7 @@ from .folders import find_layout, labelled_root, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
 from .plots import plot_reliability, save_fig
-from .record import finished_run, write_csv, write_json
+from .record import finished_run, tta_words, write_csv, write_json
 
 __all__ = ['evaluate', 'class_metrics']
 
@@ -171,7 +171,7 @@ def save_plots(out, classes, logits, targets, cache, names):
 
 def print_summary(m: dict, out: Path):
     "The overall scores, then one row per class"
-    tta = f" with TTA (level {m['tta']})" if m['tta'] else ''
+    tta = f" with {tta_words(m['tta'], m['tta_below'])}" if m['tta'] else ''
     print(f"{m['images']:,} images of {m['folder']}" + (f" ({m['skipped']} skipped)" if m['skipped'] else ''))
     print(f"accuracy {m['accuracy']:.4f}{tta}" + (f" (without: {m['accuracy_no_tta']:.4f})" if m['tta'] else '') +
           f"  loss {m['loss']:.4f}  NLL {m['nll']:.4f}  ECE {m['ece']:.4f}")

@@ -131,6 +131,11 @@ def save_weights(model, path, meta: dict):
     write_json(path.with_suffix('.json'), meta)
 
 
+def tta_words(level, below=None) -> str:
+    "A run's TTA as its output, card and evaluation name it: 'TTA (level 2, images below 0.8 confidence)'"
+    return f"TTA (level {level}" + (f", images below {below} confidence" if below else '') + ')'
+
+
 def card_rows(record: dict, meta: dict) -> list:
     "(name, value) rows of what a run's model is, what it was trained on and how, how well it did: for the card and report.html"
     d, acc, no_tta = record['data'], meta['test_accuracy'], meta.get('test_accuracy_no_tta')
@@ -148,7 +153,7 @@ def card_rows(record: dict, meta: dict) -> list:
                       f"{meta.get('parameters', 0):,} parameters"),
             ('Training', f"profile `{record['profile']}`: {record['epochs']} epochs, batch {record['bs']}, optimizer {record['opt']}, {lrs}, "
                          f"precision {record.get('precision')}, seed {record.get('seed')}, {record.get('world_size', 1)} process(es)"),
-            ('Test accuracy', f"{acc:.2%}" + (f" with TTA (level {meta['tta']}), {no_tta:.2%} without" if no_tta is not None else ' (no TTA)')),
+            ('Test accuracy', f"{acc:.2%}" + (f" with {tta_words(meta['tta'], meta.get('tta_below'))}, {no_tta:.2%} without" if no_tta is not None else ' (no TTA)')),
             *([('Per class', 'accuracy (recall) of each class: ' + ', '.join(f"{r['class']} {r['recall']:.1%}" for r in record['per_class'])),
                ('Calibration', f"expected calibration error {record['ece']:.4f} ({ECE_BINS} confidence bins; `reliability.png`)")]
               if 'per_class' in record else []),

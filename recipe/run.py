@@ -38,7 +38,7 @@ from .inference import tta_logits
 from .model import make_model
 from .plots import save_run_plots
 from .settings import check_seed, settings_for, small_stages
-from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, versions, write_json,
+from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, tta_words, versions, write_json,
                      write_model_card)
 
 __all__ = ['train', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits',
@@ -557,8 +557,7 @@ def final_stage(learn, run, run_record, checkpoint, keep):
             record.update(test_accuracy_no_tta=record['test_accuracy'], test_loss_no_tta=record['test_loss'])
             record['test_loss'] = float(learn.loss_func(logits, targets))
             record['test_accuracy'] = float((logits.argmax(1) == targets).float().mean())
-            gate = f", images below {s['tta_below']} confidence" if s['tta_below'] else ''
-            print(f"with TTA (level {s['tta']}{gate}): test accuracy {record['test_accuracy']:.4f} "
+            print(f"with {tta_words(s['tta'], s['tta_below'])}: test accuracy {record['test_accuracy']:.4f} "
                   f"(without: {record['test_accuracy_no_tta']:.4f})", flush=True)
         classes = class_metrics(logits.cpu(), targets.as_subclass(torch.Tensor).cpu(), list(learn.dls.vocab))
         record.update(ece=classes['ece'], per_class=classes['per_class'])  # of the reported accuracy's logits

@@ -63,7 +63,7 @@ def tiny_run(tiny, tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def quick_run(tiny, tmp_path_factory):
-    "The quick profile (TTA level 2, bf16 where the CPU has it) on `tiny`; `recipe evaluate` writes its eval/ into it"
+    "The quick profile (TTA level 2 for the images under 0.8 confidence, bf16 where the CPU has it) on `tiny`; `recipe evaluate` writes its eval/ into it"
     import recipe
     out = tmp_path_factory.mktemp('runs')/'quick'
     recipe.train(tiny, out=out, profile='quick', epochs=2, bs=50, width=8, seed=0)

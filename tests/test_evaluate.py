@@ -42,6 +42,9 @@ def test_every_run_records_per_class_results_and_calibration_in_its_card(quick_r
     record, card = record_of(quick_run), (quick_run/'README.md').read_text()
     assert len(record['per_class']) == 10 and 0 < record['ece'] < 1 and (quick_run/'reliability.png').stat().st_size > 0
     assert f"airplane {record['per_class'][0]['recall']:.1%}" in card and f"expected calibration error {record['ece']:.4f}" in card
+    # quick's TTA gate, named where its accuracy is and kept in model.json for predict and evaluate
+    assert f"{record['test_accuracy']:.2%} with TTA (level 2, images below 0.8 confidence)" in card
+    assert recipe.load(quick_run).tta_below == 0.8
 
 
 def test_evaluate_a_labelled_folder_of_the_runs_classes_and_refuse_others(quick_run, tiny, tmp_path):
@@ -79,6 +82,6 @@ def test_the_command_prints_the_table(quick_run, tmp_path):
     r = subprocess.run([sys.executable, '-m', 'recipe', 'evaluate', quick_run, '--out', tmp_path/'eval'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     acc = record_of(quick_run)['test_accuracy']
-    assert f'accuracy {acc:.4f} with TTA (level 2)' in r.stdout and len([l for l in r.stdout.splitlines() if l.split()[:1] in (['airplane'], ['truck'])]) == 2
+    assert f'accuracy {acc:.4f} with TTA (level 2, images below 0.8 confidence)' in r.stdout and len([l for l in r.stdout.splitlines() if l.split()[:1] in (['airplane'], ['truck'])]) == 2
     r = subprocess.run([sys.executable, '-m', 'recipe', 'evaluate', tmp_path/'nowhere'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and f'no such run folder: {tmp_path/"nowhere"}' in r.stderr and 'Traceback' not in r.stderr

@@ -15,7 +15,7 @@ from recipe.space_app import MAX_PIXELS, problem
 
 @pytest.fixture(scope='module')
 def demo_run(quick_run, tmp_path_factory):
-    "A copy of the quick run on `tiny` (TTA level 2, which the pages must apply), without what `recipe evaluate` wrote"
+    "A copy of the quick run on `tiny` (TTA level 2 under 0.8 confidence, which the pages must apply), without what `recipe evaluate` wrote"
     return Path(shutil.copytree(quick_run, tmp_path_factory.mktemp('demo')/'run', ignore=shutil.ignore_patterns('eval')))
 
 
