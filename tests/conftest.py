@@ -1,5 +1,5 @@
 """Shared fixtures: small real subsets of CIFAR-10 (copied from $RECIPE_DATA, default ../shared/cifar10)."""
-import json, os, shutil
+import json, os, shutil, signal, subprocess
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +15,32 @@ def default_sigint():
     import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+
+
+def process_tree(pid) -> list:
+    "pid and every process under it, from /proc: torchrun starts its workers in sessions of their own, so no group holds them all"
+    try: kids = [int(c) for task in Path(f'/proc/{pid}/task').glob('*') for c in (task/'children').read_text().split()]
+    except OSError: kids = []
+    return [pid] + [p for k in kids for p in process_tree(k)]
+
+
+def kill_tree(proc):
+    "SIGKILL a Popen that still runs and every process under it, then reap it (one that ended is left: its pid may be another's)"
+    if proc.poll() is not None: return
+    for pid in process_tree(proc.pid):
+        try: os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+    proc.wait()
+
+
+@pytest.fixture
+def spawn():
+    "subprocess.Popen for a test: what still runs when the test ends (a failure, the suite's time limit) is killed, all of it"
+    started = []
+    def popen(*args, **kw):
+        started.append(subprocess.Popen(*args, **kw)); return started[-1]
+    yield popen
+    for proc in started: kill_tree(proc)
 
 def make_subset(dest, n_train, n_test, classes=None):
     "Copy the first n images per class of each split into dest (fastai's CIFAR layout)"

@@ -14,8 +14,8 @@ ARGS = ['--epochs', 4, '--bs', 64, '--width', 8, '--lr-min', 1e-3, '--lr-max', 1
 def train_args(data, out, *extra): return ['train', '--data', str(data), '--out', str(out), *map(str, extra)]
 
 
-def start(data, out, *extra):
-    return subprocess.Popen([sys.executable, '-m', 'recipe', *train_args(data, out, *extra)],
+def start(spawn, data, out, *extra):
+    return spawn([sys.executable, '-m', 'recipe', *train_args(data, out, *extra)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
@@ -56,10 +56,10 @@ def metrics(out):
     return [{k: v for k, v in r.items() if k != 'seconds'} for r in csv.DictReader(open(out/'metrics.csv'))]
 
 
-def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_run(tiny, tmp_path):
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_run(tiny, tmp_path, spawn):
     "On `tiny` (3 batches an epoch): what is tested is the resume, not the learning"
     killed, whole = tmp_path/'killed', tmp_path/'whole'
-    p_whole = start(tiny, whole, *ARGS)
+    p_whole = start(spawn, tiny, whole, *ARGS)
     assert start_and_kill_in_epoch_3(tiny, killed, *ARGS).returncode == -signal.SIGKILL
     ckpt = load_checkpoint(killed)
     assert ckpt['epoch'] == 2 and len(metrics(killed)) == 2  # epochs 1-2 kept, epoch 3's half lost
@@ -93,9 +93,9 @@ def test_lr_after_resume_equals_the_uninterrupted_schedule(tiny, tmp_path, monke
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(small, tmp_path, sig):
+def test_interrupt_keeps_the_checkpoint_and_says_how_to_resume(small, tmp_path, sig, spawn):
     out = tmp_path/'run'
-    p = start(small, out, *ARGS)
+    p = start(spawn, small, out, *ARGS)
     wait_for_epochs(out, 1, p)
     p.send_signal(sig)
     stdout, stderr = p.communicate(timeout=120)

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 import recipe
 from recipe.config import PEAK_AT
-from conftest import make_subset
+from conftest import kill_tree, make_subset
 
 HERE = Path(__file__).parent
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2']
@@ -19,8 +19,10 @@ ENV = dict(OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')  # CPU processes over g
 def launch(*args, timeout=180, **kw):
     "torchrun with 2 processes; its output (both ranks') and exit status"
     env = dict(os.environ, **ENV, PYTHONUNBUFFERED='1')
-    r = subprocess.run([*TORCHRUN, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kw)
-    return r.returncode, r.stdout + r.stderr
+    job = subprocess.Popen([*TORCHRUN, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+    try: out, err = job.communicate(timeout=timeout)
+    finally: kill_tree(job)  # past the timeout, torchrun's workers too: they are not in its process group
+    return job.returncode, out + err
 
 
 @pytest.fixture(scope='module')
@@ -94,12 +96,12 @@ def test_nan_on_one_rank_stops_both_with_the_message(odd, tmp_path):
     assert message in json.loads((tmp_path/'run'/'results.json').read_text())['stopped']  # seen by rank 0 too
 
 
-def test_resume_after_sigkill_finishes_a_two_process_run(odd, tmp_path):
+def test_resume_after_sigkill_finishes_a_two_process_run(odd, tmp_path, spawn):
     "SIGKILL the launcher and both workers once the first epoch's checkpoint exists (a crash), then resume (batch path)"
     out = tmp_path/'run'
     cmd = [*TORCHRUN, '-m', 'recipe', 'train', '--data', str(odd), '--out', str(out), '--epochs', '8', '--bs', '40',
            '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2', '--seed', '0', '--augment', 'batch']  # the in-memory loader
-    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    job = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                            env=dict(os.environ, **ENV))
     deadline = time.time() + 120
     while not (out/'checkpoint.pt').exists() and job.poll() is None and time.time() < deadline: time.sleep(0.05)
@@ -125,10 +127,10 @@ def test_a_global_batch_that_does_not_divide_is_refused(odd, tmp_path):
     assert rc != 0 and 'batch size 41 does not divide evenly across 2 processes' in log
 
 
-def test_sigterm_to_one_rank_stops_the_run_with_a_message(odd, tmp_path):
+def test_sigterm_to_one_rank_stops_the_run_with_a_message(odd, tmp_path, spawn):
     "SIGTERM to one worker: it stops as a single process does, torchrun stops the other, rank 0's record says why"
     out = tmp_path/'run'
-    job = subprocess.Popen([*TORCHRUN, '-m', 'recipe', 'train', '--data', str(odd), '--out', str(out), '--epochs', '40',
+    job = spawn([*TORCHRUN, '-m', 'recipe', 'train', '--data', str(odd), '--out', str(out), '--epochs', '40',
                             '--bs', '40', '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2'],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **ENV))
     deadline = time.time() + 120

@@ -12,6 +12,16 @@ def test_waits_on_a_child_that_never_ends():
     subprocess.run([sys.executable, '-c', code])
 """
 
+# A test that waits on a launcher started with the suite's `spawn` fixture; the launcher's worker has a session of its own,
+# as torchrun's workers do, so that no process group holds both
+HANGING_LAUNCHER_TEST = """
+import sys
+def test_waits_on_a_launcher_that_never_ends(spawn):
+    worker = "import os, time; open({pid!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    launcher = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {{worker!r}}], start_new_session=True); time.sleep(300)"
+    spawn([sys.executable, '-c', launcher]).wait()
+"""
+
 
 def test_this_test_runs_under_the_limit():
     # the signal method's timer, armed for this test: what is in force, not only what setup.cfg says
@@ -19,16 +29,18 @@ def test_this_test_runs_under_the_limit():
     assert 600 < left <= 900 and signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None), left
 
 
-def test_a_hanging_child_fails_its_test_at_the_limit_and_is_killed(tmp_path):
+def run_hanging_test(tmp_path, test, *options, pythonpath=()):
+    """Run `test` (its child writes its pid to {pid}) in an inner pytest with the project's settings (-c setup.cfg: its
+    method) and the limit shortened to 5 s; its output, its seconds, and whether the child was left running"""
     pid_file = tmp_path / 'child.pid'
-    (tmp_path / 'test_hang.py').write_text(HANGING_TEST.format(pid=str(pid_file)))
+    (tmp_path / 'test_hang.py').write_text(test.format(pid=str(pid_file)))
     env = {k: v for k, v in os.environ.items() if k not in ('PYTEST_TIMEOUT', 'PYTEST_ADDOPTS')}
-    # the project's own pytest settings (-c setup.cfg: its method), with the limit shortened to 5 s
+    env['PYTHONPATH'] = os.pathsep.join([*map(str, pythonpath), *filter(None, [env.get('PYTHONPATH')])])
     inner = subprocess.Popen([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-c', str(ROOT / 'setup.cfg'),
-                              '--rootdir', str(tmp_path), '--timeout=5', str(tmp_path / 'test_hang.py')],
+                              '--rootdir', str(tmp_path), '--timeout=5', *options, str(tmp_path / 'test_hang.py')],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
                              start_new_session=True)
-    t0 = time.monotonic()
+    t0, pid = time.monotonic(), None
     try:
         out = inner.communicate(timeout=120)[0]
         took = time.monotonic() - t0
@@ -39,7 +51,24 @@ def test_a_hanging_child_fails_its_test_at_the_limit_and_is_killed(tmp_path):
             os.killpg(inner.pid, signal.SIGKILL)  # whatever the inner run left, a hung child included
         except ProcessLookupError:
             pass
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)  # a child in a session of its own is not in that group
+            except ProcessLookupError:
+                pass
         inner.wait()
     assert inner.returncode == 1 and 'Timeout' in out, out
     assert took < 60 and pid is not None, (took, out)
+    return child_left, pid
+
+
+def test_a_hanging_child_fails_its_test_at_the_limit_and_is_killed(tmp_path):
+    child_left, pid = run_hanging_test(tmp_path, HANGING_TEST)
     assert not child_left, f'the hung test left its child {pid} running'
+
+
+def test_spawn_kills_what_a_test_started_down_to_workers_in_sessions_of_their_own(tmp_path):
+    "tests/conftest.py's `spawn`, which the tests of torchrun's runs use: at the limit the launcher and its worker go"
+    # the suite's conftest loaded as a plugin (-p): the inner test lives outside tests/
+    child_left, pid = run_hanging_test(tmp_path, HANGING_LAUNCHER_TEST, '-p', 'conftest', pythonpath=[ROOT / 'tests'])
+    assert not child_left, f"the hung test left its launcher's worker {pid} running"
