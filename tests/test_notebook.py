@@ -14,6 +14,8 @@ def test_notebook_runs_top_to_bottom_in_its_small_setting(tiny, tmp_path, monkey
     switch = next(c for c in nb.cells if c.cell_type == 'code' and 'SWITCH' in c.source)
     assert 'SMALL_RUN = True' in switch.source  # the committed notebook is in its small setting
     monkeypatch.setenv('RECIPE_DATA', str(tiny))
+    # tiny's 200 images in 6 batches, not 1: lr_find's 100 steps would otherwise be 100 one-batch epochs of 128 (85 s here)
+    nb.cells.insert(nb.cells.index(switch) + 1, nbformat.v4.new_code_cell('BS = 32  # the test on tiny'))
     NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
     assert not [o for o in outputs if o.output_type == 'error']
