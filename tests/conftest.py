@@ -24,12 +24,27 @@ def process_tree(pid) -> list:
     return [pid] + [p for k in kids for p in process_tree(k)]
 
 
+def alive(pid) -> bool:
+    "pid runs (a zombie, killed and not yet reaped, does not)"
+    try: return Path(f'/proc/{pid}/stat').read_text().split(') ')[1][0] != 'Z'
+    except OSError: return False
+
+
+def send(pid, sig):
+    try: os.kill(pid, sig)
+    except OSError: pass  # gone, or its pid already another user's
+
+
 def kill_tree(proc):
-    "SIGKILL a Popen that still runs and every process under it, then reap it (one that ended is left: its pid may be another's)"
+    """SIGKILL a Popen that still runs and every process under it, then reap it. Each is stopped first and the tree read
+    again until it holds no new one, so that none forks unseen. Out of reach: one that ended (its pid may be another's now)
+    and the orphans of a process that ended before this is called"""
     if proc.poll() is not None: return
-    for pid in process_tree(proc.pid):
-        try: os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError: pass
+    stopped = set()
+    while new := [pid for pid in process_tree(proc.pid) if pid not in stopped]:
+        for pid in new: send(pid, signal.SIGSTOP)
+        stopped.update(new)
+    for pid in stopped: send(pid, signal.SIGKILL)
     proc.wait()
 
 
@@ -40,7 +55,12 @@ def spawn():
     def popen(*args, **kw):
         started.append(subprocess.Popen(*args, **kw)); return started[-1]
     yield popen
-    for proc in started: kill_tree(proc)
+    errors = []
+    for proc in started:
+        try: kill_tree(proc)
+        except Exception as e: errors.append(e)  # the others are still killed
+    if errors: raise errors[0]
+
 
 def make_subset(dest, n_train, n_test, classes=None):
     "Copy the first n images per class of each split into dest (fastai's CIFAR layout)"

@@ -21,7 +21,11 @@ def launch(*args, timeout=180, **kw):
     env = dict(os.environ, **ENV, PYTHONUNBUFFERED='1')
     job = subprocess.Popen([*TORCHRUN, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
     try: out, err = job.communicate(timeout=timeout)
-    finally: kill_tree(job)  # past the timeout, torchrun's workers too: they are not in its process group
+    except subprocess.TimeoutExpired:
+        kill_tree(job)  # torchrun's workers too: they are not in its process group
+        out, err = job.communicate(timeout=30)
+        pytest.fail(f"torchrun {' '.join(map(str, args))} ran past {timeout} s: {(out + err)[-3000:]}")
+    finally: kill_tree(job)
     return job.returncode, out + err
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CIFAR, default_sigint
+from conftest import CIFAR, alive, default_sigint
 from recipe.data import PARALLEL_FROM
 
 PARALLEL = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason='decoding goes parallel from 2 cores (CI has 2)')
@@ -82,11 +82,6 @@ def forked_children(pid) -> list:
         kids = [int(c) for task in Path(f'/proc/{pid}/task').glob('*') for c in (task/'children').read_text().split()]
         return [k for k in kids if Path(f'/proc/{k}/cmdline').read_bytes() == Path(f'/proc/{pid}/cmdline').read_bytes()]
     except OSError: return []
-
-
-def alive(pid) -> bool:
-    try: return Path(f'/proc/{pid}/stat').read_text().split(') ')[1][0] != 'Z'
-    except OSError: return False
 
 
 @PARALLEL

@@ -8,7 +8,7 @@ NB = Path(__file__).resolve().parents[1]/'nbs'/'train.ipynb'
 
 
 def test_notebook_runs_top_to_bottom_in_its_small_setting(tiny, tmp_path, monkeypatch):
-    """Every cell runs and shows its plots, on `tiny` (each epoch one batch of 128): what the small run finds on the
+    """Every cell runs and shows its plots, on `tiny` (in batches of 32: each epoch 6 batches): what the small run finds on the
     full data is in the committed outputs, from a real run (docs/results.md)"""
     nb = nbformat.read(NB, as_version=4)
     switch = next(c for c in nb.cells if c.cell_type == 'code' and 'SWITCH' in c.source)

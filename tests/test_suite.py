@@ -2,6 +2,8 @@
 import os, signal, subprocess, sys, time
 from pathlib import Path
 
+from conftest import alive
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A test that waits, as many tests here do, on a child that never ends; the child writes its pid first
@@ -31,7 +33,8 @@ def test_this_test_runs_under_the_limit():
 
 def run_hanging_test(tmp_path, test, *options, pythonpath=()):
     """Run `test` (its child writes its pid to {pid}) in an inner pytest with the project's settings (-c setup.cfg: its
-    method) and the limit shortened to 5 s; its output, its seconds, and whether the child was left running"""
+    method) and the limit shortened to 5 s; it must fail at the limit, within 60 s. Whether the child was left running,
+    and its pid"""
     pid_file = tmp_path / 'child.pid'
     (tmp_path / 'test_hang.py').write_text(test.format(pid=str(pid_file)))
     env = {k: v for k, v in os.environ.items() if k not in ('PYTEST_TIMEOUT', 'PYTEST_ADDOPTS')}
@@ -40,18 +43,19 @@ def run_hanging_test(tmp_path, test, *options, pythonpath=()):
                               '--rootdir', str(tmp_path), '--timeout=5', *options, str(tmp_path / 'test_hang.py')],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
                              start_new_session=True)
-    t0, pid = time.monotonic(), None
+    t0, pid, child_left = time.monotonic(), None, None
     try:
         out = inner.communicate(timeout=120)[0]
         took = time.monotonic() - t0
-        pid = int(pid_file.read_text()) if pid_file.exists() else None
-        child_left = pid is not None and Path(f'/proc/{pid}').exists()  # looked at before the clean-up below
     finally:
+        if pid_file.exists() and pid_file.read_text():
+            pid = int(pid_file.read_text())
+            child_left = alive(pid)  # looked at before the clean-up below (a killed child not yet reaped is not alive)
         try:
             os.killpg(inner.pid, signal.SIGKILL)  # whatever the inner run left, a hung child included
         except ProcessLookupError:
             pass
-        if pid is not None:
+        if child_left:
             try:
                 os.kill(pid, signal.SIGKILL)  # a child in a session of its own is not in that group
             except ProcessLookupError:
