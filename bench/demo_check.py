@@ -8,8 +8,6 @@ is compared with recipe.predict; the Space's ONNX model is also compared in full
 import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 
-import numpy as np
-
 import recipe
 from recipe.evaluation import own_test_files
 from recipe.record import finished_run

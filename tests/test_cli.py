@@ -2,7 +2,6 @@ import json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 RUN_FILES = ['metrics.csv', 'results.json', 'model.safetensors', 'model.json', 'lr_find.png', 'lr_schedule.png',
              'loss.png', 'accuracy.png', 'confusion_matrix.png', 'top_losses.png', 'reliability.png', 'checkpoint.pt', 'README.md',

@@ -8,7 +8,7 @@ import torch
 from fastai.vision.all import Callback
 
 import recipe
-from conftest import as_if_killed_after_epoch
+from conftest import as_if_killed_after_epoch, kill_tree
 from recipe import RecipeError
 from recipe.checkpoint import CHECKPOINT
 from recipe.record import save_weights, write_json
@@ -197,8 +197,7 @@ def test_the_other_rank_waits_for_rank_0s_final_stage_and_leaves_when_it_fails(t
     try:
         for p in ranks: p.wait(timeout=120)  # a rank that waits for ever fails the test here
     finally:
-        for p in ranks:
-            if p.poll() is None: p.kill(); p.wait()
+        for p in ranks: kill_tree(p)
     out = [(o.read_text(), e.read_text()) for o, e in logs]
     assert time.time() - t < 60 + 30
     assert ranks[0].returncode != 0 and 'ValueError: boom in the final stage' in out[0][1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CIFAR, alive, default_sigint
+from conftest import CIFAR, alive, default_sigint, kill_tree
 from recipe.data import PARALLEL_FROM
 
 PARALLEL = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason='decoding goes parallel from 2 cores (CI has 2)')
@@ -104,7 +104,7 @@ def test_ctrl_c_or_sigterm_while_decoding_stops_within_seconds_and_gives_the_fol
         _, err = proc.communicate(timeout=30)
         assert time.time() - t < 10, f"took {time.time() - t:.1f} s to stop"
     finally:
-        if proc.poll() is None: proc.kill(); proc.wait()
+        kill_tree(proc)  # the decoding processes too
     assert proc.returncode == 1 and 'stopped (interrupted)' in err and 'Traceback' not in err, err[-3000:]
     assert not out.exists()  # given back: the same --out can be used again
     time.sleep(0.5)

@@ -8,7 +8,7 @@ import csv, json, os, re, subprocess, sys, time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, kill_tree
 
 BEFORE = '0ed9eb3'
 RUNS = {'seed': dict(epochs=2, bs=32, width=8, seed=0, precision='fp32'),  # fp32: the seed profile's choice on a CPU then
@@ -50,8 +50,7 @@ def test_the_same_seed_gives_the_same_metrics_as_before_the_restructuring(name, 
         procs.append(start(ROOT, tiny, outs[1], RUNS[name]))
         before, now = (result(p, o, deadline) for p, o in zip(procs, outs))
     finally:  # a run still going (a failure, a timeout) is stopped
-        for p in procs:
-            if p.poll() is None: p.kill(); p.wait()
+        for p in procs: kill_tree(p)
     assert now == before
 
 
