@@ -1,5 +1,5 @@
 """Shared fixtures: small real subsets of CIFAR-10 (copied from $RECIPE_DATA, default ../shared/cifar10)."""
-import json, os, shutil, signal, subprocess
+import json, os, shutil, signal, subprocess, time
 from pathlib import Path
 
 import matplotlib
@@ -24,10 +24,15 @@ def process_tree(pid) -> list:
     return [pid] + [p for k in kids for p in process_tree(k)]
 
 
+def state(pid) -> str:
+    "The state letter in /proc/PID/stat, '' if there is no such process (the name before it may itself hold ') ')"
+    try: return Path(f'/proc/{pid}/stat').read_text().rpartition(') ')[2][:1]
+    except OSError: return ''
+
+
 def alive(pid) -> bool:
     "pid runs (a zombie, killed and not yet reaped, does not)"
-    try: return Path(f'/proc/{pid}/stat').read_text().split(') ')[1][0] != 'Z'
-    except OSError: return False
+    return state(pid) not in ('Z', 'X', '')
 
 
 def send(pid, sig):
@@ -36,16 +41,22 @@ def send(pid, sig):
 
 
 def kill_tree(proc):
-    """SIGKILL a Popen that still runs and every process under it, then reap it. Each is stopped first and the tree read
-    again until it holds no new one, so that none forks unseen. Out of reach: one that ended (its pid may be another's now)
-    and the orphans of a process that ended before this is called"""
+    """SIGKILL a Popen that still runs and every process under it, reap it, and wait (5 s at most) until the others are
+    dead. Each is stopped first, and the tree read again once they have stopped, until it holds no new one: none forks
+    unseen. Out of reach: one that ended (its pid may be another's now) and the orphans of one that ended before"""
     if proc.poll() is not None: return
-    stopped = set()
-    while new := [pid for pid in process_tree(proc.pid) if pid not in stopped]:
-        for pid in new: send(pid, signal.SIGSTOP)
-        stopped.update(new)
-    for pid in stopped: send(pid, signal.SIGKILL)
-    proc.wait()
+    found = []
+    try:
+        while new := [pid for pid in process_tree(proc.pid) if pid not in found]:
+            for pid in new: send(pid, signal.SIGSTOP)
+            found += new
+            deadline = time.monotonic() + 2  # a SIGSTOP lands a little later, and a fork under way finishes first
+            while any(state(pid) not in ('T', 't', 'Z', 'X', '') for pid in new) and time.monotonic() < deadline: time.sleep(0.01)
+    finally:  # killed even if the stopping was interrupted (the suite's time limit, Ctrl-C): none is left stopped
+        for pid in reversed(found): send(pid, signal.SIGKILL)  # children first
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(alive(pid) for pid in found[1:]) and time.monotonic() < deadline: time.sleep(0.05)
 
 
 @pytest.fixture
@@ -58,7 +69,7 @@ def spawn():
     errors = []
     for proc in started:
         try: kill_tree(proc)
-        except Exception as e: errors.append(e)  # the others are still killed
+        except BaseException as e: errors.append(e)  # the others are still killed
     if errors: raise errors[0]
 
 

@@ -66,8 +66,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_run(tiny, tmp_pat
     r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', killed], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"resuming {killed} after epoch {ckpt['epoch']} of 4" in r.stdout and 'lr_find' not in r.stdout
-    p_whole.communicate(timeout=600)  # read, not wait(): a full pipe would block the run
-    assert p_whole.returncode == 0
+    whole_err = p_whole.communicate(timeout=600)[1]  # read, not wait(): a full pipe would block the run
+    assert p_whole.returncode == 0, whole_err[-3000:]
     assert metrics(killed) == metrics(whole)  # identical, not just close
     res = json.loads((killed/'results.json').read_text())
     assert res['complete'] and res['resumed_after_epoch'] == [ckpt['epoch']] and len(res['per_epoch']) == 4

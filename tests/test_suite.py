@@ -48,8 +48,9 @@ def run_hanging_test(tmp_path, test, *options, pythonpath=()):
         out = inner.communicate(timeout=120)[0]
         took = time.monotonic() - t0
     finally:
-        if pid_file.exists() and pid_file.read_text():
-            pid = int(pid_file.read_text())
+        written = pid_file.read_text() if pid_file.exists() else ''
+        if written.isdigit():
+            pid = int(written)
             child_left = alive(pid)  # looked at before the clean-up below (a killed child not yet reaped is not alive)
         try:
             os.killpg(inner.pid, signal.SIGKILL)  # whatever the inner run left, a hung child included
