@@ -16,12 +16,15 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def children(pid) -> list:
+    "The processes forked by pid's threads, from /proc ([] once it is gone)"
+    try: return [int(c) for task in Path(f'/proc/{pid}/task').glob('*') for c in (task/'children').read_text().split()]
+    except OSError: return []
+
 
 def process_tree(pid) -> list:
-    "pid and every process under it, from /proc: torchrun starts its workers in sessions of their own, so no group holds them all"
-    try: kids = [int(c) for task in Path(f'/proc/{pid}/task').glob('*') for c in (task/'children').read_text().split()]
-    except OSError: kids = []
-    return [pid] + [p for k in kids for p in process_tree(k)]
+    "pid and every process under it: torchrun starts its workers in sessions of their own, so no group holds them all"
+    return [pid] + [p for k in children(pid) for p in process_tree(k)]
 
 
 def state(pid) -> str:

@@ -16,7 +16,7 @@ def train_args(data, out, *extra): return ['train', '--data', str(data), '--out'
 
 def start(spawn, data, out, *extra):
     return spawn([sys.executable, '-m', 'recipe', *train_args(data, out, *extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 # The command line with one extra callback that SIGKILLs the process half-way through epoch 3's training batches:

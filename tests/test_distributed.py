@@ -107,7 +107,7 @@ def test_resume_after_sigkill_finishes_a_two_process_run(odd, tmp_path, spawn):
     cmd = [*TORCHRUN, '-m', 'recipe', 'train', '--data', str(odd), '--out', str(out), '--epochs', '8', '--bs', '40',
            '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2', '--seed', '0', '--augment', 'batch']  # the in-memory loader
     job = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                           env=dict(os.environ, **ENV))
+                env=dict(os.environ, **ENV))
     deadline = time.time() + 120
     while not (out/'checkpoint.pt').exists() and job.poll() is None and time.time() < deadline: time.sleep(0.05)
     subprocess.run(['pkill', '-KILL', '-f', str(out)])  # torchrun starts its workers in sessions of their own
@@ -136,8 +136,8 @@ def test_sigterm_to_one_rank_stops_the_run_with_a_message(odd, tmp_path, spawn):
     "SIGTERM to one worker: it stops as a single process does, torchrun stops the other, rank 0's record says why"
     out = tmp_path/'run'
     job = spawn([*TORCHRUN, '-m', 'recipe', 'train', '--data', str(odd), '--out', str(out), '--epochs', '40',
-                            '--bs', '40', '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2'],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **ENV))
+                 '--bs', '40', '--width', '8', '--lr-min', '1e-3', '--lr-max', '1e-2'],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **ENV))
     deadline = time.time() + 120
     while not (out/'checkpoint.pt').exists() and job.poll() is None and time.time() < deadline: time.sleep(0.05)
     workers = sorted(int(w) for w in subprocess.run(['pgrep', '-P', str(job.pid)], capture_output=True, text=True).stdout.split())

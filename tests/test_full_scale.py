@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CIFAR, alive, default_sigint, kill_tree
+from conftest import CIFAR, alive, children, default_sigint, kill_tree
 from recipe.data import PARALLEL_FROM
 
 PARALLEL = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason='decoding goes parallel from 2 cores (CI has 2)')
@@ -78,9 +78,7 @@ def test_a_decoding_process_that_dies_is_an_error_not_a_hang(many_pngs):
 
 def forked_children(pid) -> list:
     "The processes forked by `pid` (its command line, not another program's: git, say), from /proc"
-    try:
-        kids = [int(c) for task in Path(f'/proc/{pid}/task').glob('*') for c in (task/'children').read_text().split()]
-        return [k for k in kids if Path(f'/proc/{k}/cmdline').read_bytes() == Path(f'/proc/{pid}/cmdline').read_bytes()]
+    try: return [k for k in children(pid) if Path(f'/proc/{k}/cmdline').read_bytes() == Path(f'/proc/{pid}/cmdline').read_bytes()]
     except OSError: return []
 
 

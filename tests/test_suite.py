@@ -2,7 +2,7 @@
 import os, signal, subprocess, sys, time
 from pathlib import Path
 
-from conftest import alive
+from conftest import alive, send
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,11 +56,7 @@ def run_hanging_test(tmp_path, test, *options, pythonpath=()):
             os.killpg(inner.pid, signal.SIGKILL)  # whatever the inner run left, a hung child included
         except ProcessLookupError:
             pass
-        if child_left:
-            try:
-                os.kill(pid, signal.SIGKILL)  # a child in a session of its own is not in that group
-            except ProcessLookupError:
-                pass
+        if child_left: send(pid, signal.SIGKILL)  # a child in a session of its own is not in that group
         inner.wait()
     assert inner.returncode == 1 and 'Timeout' in out, out
     assert took < 60 and pid is not None, (took, out)
