@@ -76,6 +76,28 @@ def spawn():
     if errors: raise errors[0]
 
 
+PREVIOUS_SIGTERM = pytest.StashKey()
+
+
+def pytest_configure(config):
+    "SIGTERM (`kill`, `pkill -f pytest`, a CI's time limit) stops the suite as Ctrl-C does, so that every teardown runs"
+    suite = os.getpid()
+    def stop(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the suite at once, teardowns or not
+        if os.getpid() != suite:  # a process forked from the suite's, not exec'd, that kept this handler: it ends, as by default
+            os.kill(os.getpid(), signum); return
+        # what catches the exception below (a run turns it into an error) fails only its test: none starts after it
+        if session := config.pluginmanager.get_plugin('session'): session.shouldstop = 'stopped by SIGTERM'
+        # raised in the test where it is, as Ctrl-C's KeyboardInterrupt is: pytest then tears down what was set up, and the
+        # test's `spawn` kills what it started; the default action would end pytest here and leave them all running
+        raise pytest.Session.Interrupted('stopped by SIGTERM')
+    config.stash[PREVIOUS_SIGTERM] = signal.signal(signal.SIGTERM, stop)
+
+
+def pytest_unconfigure(config):
+    if PREVIOUS_SIGTERM in config.stash: signal.signal(signal.SIGTERM, config.stash[PREVIOUS_SIGTERM])
+
+
 def make_subset(dest, n_train, n_test, classes=None):
     "Copy the first n images per class of each split into dest (fastai's CIFAR layout)"
     if not (CIFAR/'train').is_dir(): pytest.fail(f"CIFAR-10 not found at {CIFAR}: set RECIPE_DATA")

@@ -2,6 +2,7 @@
 import os, signal, subprocess, sys, time
 from pathlib import Path
 
+import pytest
 from conftest import alive, send
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,20 +32,23 @@ def test_this_test_runs_under_the_limit():
     assert 600 < left <= 900 and signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None), left
 
 
-def run_hanging_test(tmp_path, test, *options, pythonpath=()):
+def run_hanging_test(tmp_path, test, *options, pythonpath=(), sigterm=False):
     """Run `test` (its child writes its pid to {pid}) in an inner pytest with the project's settings (-c setup.cfg: its
-    method) and the limit shortened to 5 s; it must fail at the limit, within 60 s. Whether the child was left running,
-    and its pid"""
+    method) and the limit shortened to 5 s; it must fail at the limit, within 60 s. With `sigterm`, the limit is 300 s and
+    pytest is sent SIGTERM once the child has started; it must stop as interrupted, within 60 s. Whether the child was
+    left running, and its pid"""
     pid_file = tmp_path / 'child.pid'
     (tmp_path / 'test_hang.py').write_text(test.format(pid=str(pid_file)))
     env = {k: v for k, v in os.environ.items() if k not in ('PYTEST_TIMEOUT', 'PYTEST_ADDOPTS')}
     env['PYTHONPATH'] = os.pathsep.join([*map(str, pythonpath), *filter(None, [env.get('PYTHONPATH')])])
     inner = subprocess.Popen([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-c', str(ROOT / 'setup.cfg'),
-                              '--rootdir', str(tmp_path), '--timeout=5', *options, str(tmp_path / 'test_hang.py')],
+                              '--rootdir', str(tmp_path), f'--timeout={300 if sigterm else 5}', *options, str(tmp_path / 'test_hang.py')],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
                              start_new_session=True)
     t0, pid, child_left = time.monotonic(), None, None
     try:
+        while sigterm and not pid_file.exists() and inner.poll() is None and time.monotonic() - t0 < 60: time.sleep(0.05)
+        if sigterm: inner.send_signal(signal.SIGTERM)
         out = inner.communicate(timeout=120)[0]
         took = time.monotonic() - t0
     finally:
@@ -58,7 +62,8 @@ def run_hanging_test(tmp_path, test, *options, pythonpath=()):
             pass
         if child_left: send(pid, signal.SIGKILL)  # a child in a session of its own is not in that group
         inner.wait()
-    assert inner.returncode == 1 and 'Timeout' in out, out
+    if sigterm: assert inner.returncode == pytest.ExitCode.INTERRUPTED and 'stopped by SIGTERM' in out, (inner.returncode, out)
+    else: assert inner.returncode == 1 and 'Timeout' in out, out
     assert took < 60 and pid is not None, (took, out)
     return child_left, pid
 
@@ -73,3 +78,9 @@ def test_spawn_kills_what_a_test_started_down_to_workers_in_sessions_of_their_ow
     # the suite's conftest loaded as a plugin (-p): the inner test lives outside tests/
     child_left, pid = run_hanging_test(tmp_path, HANGING_LAUNCHER_TEST, '-p', 'conftest', pythonpath=[ROOT / 'tests'])
     assert not child_left, f"the hung test left its launcher's worker {pid} running"
+
+
+def test_sigterm_stops_the_suite_as_ctrl_c_does_and_spawn_still_kills_what_a_test_started(tmp_path):
+    "`kill`, `pkill -f pytest` or a CI's limit: SIGTERM's default action would end pytest and skip the teardowns"
+    child_left, pid = run_hanging_test(tmp_path, HANGING_LAUNCHER_TEST, '-p', 'conftest', pythonpath=[ROOT / 'tests'], sigterm=True)
+    assert not child_left, f"SIGTERM to the suite left its test's launcher's worker {pid} running"
