@@ -379,7 +379,8 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
         if not valid <= set(files): raise RecipeError(f"the saved split names files that are not in {path}: {', '.join(sorted(map(str, valid - set(files))))[:300]}")
     else: valid = random_split(files, valid_pct)
     n_train = len(files) - len(valid)
-    if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}")
+    if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}: "
+                                       f"choose at most {n_train} (--bs; a profile's own batch is for the full data)")
     train_files = [f for f in files if f not in valid]
     stats = stats or image_stats(cache, train_files, {f.parent.name for f in files})
     pad, cutout = scaled(pad, size), scaled(cutout, size)

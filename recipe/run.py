@@ -161,6 +161,7 @@ class Run:
     process: object = None  # the process group of a distributed run (recipe/distributed.py); None for one process
     start_epoch: int = 0    # epochs done before this process started (a resumed run)
     ckpt: dict = None       # the checkpoint resumed from; None for a new run
+    made: Path = None       # a new run's topmost folder that it created (runs/, the parents of --out): given back with it
     record: dict = None     # the record (results.json); a new run gets its first once its LRs are chosen
     phases: dict = field(default_factory=dict)  # seconds of this process's parts outside the epochs (`timed`)
     @property
@@ -186,7 +187,18 @@ def new_run(p, profile, settings, given, out, **data) -> Run:
     if p and s['prune_easy']: raise RecipeError(f"prune_easy {s['prune_easy']} in a distributed run: it prunes one process's loader; run it in one process")
     data['record_to'] = [str(Path(f).resolve()) for f in data['record_to']]  # a resume may start from another folder
     # rank 0's timestamp names the folder of all; absolute, as the record and the card give it: a resume works from anywhere
-    return Run(s, on_rank0(p, lambda: check_out(out).resolve()), process=p, **data)
+    def claimed():  # the folder, and the topmost folder that making it created (given back if the run stops early)
+        made = first_missing(Path('runs') if out is None else Path(out))
+        return check_out(out).resolve(), made
+    folder, made = on_rank0(p, claimed)
+    return Run(s, folder, made=made, process=p, **data)
+
+
+def first_missing(folder: Path):
+    "The topmost of `folder` and its parents that does not exist yet (absolute), None if it exists: what making it creates"
+    folder, missing = folder.resolve(), None
+    while not folder.exists(): folder, missing = folder.parent, folder
+    return missing
 
 
 def check_out(out=None) -> Path:
@@ -264,7 +276,7 @@ def released_on_failure(run):
     "A new run stopped while it is set up (decoding, the Learner, lr_find, the loggers) leaves no folder behind: `release`"
     try: yield
     except BaseException:
-        if run.ckpt is None and run.rank0: release(run.out)
+        if run.ckpt is None and run.rank0: release(run.out, run.made)
         raise
 
 
@@ -272,13 +284,16 @@ SETUP_FILES = ('results.json', 'split.json', 'lr_find.png')  # what a new run wr
 SETUP_FOLDERS = ('tensorboard', 'wandb')                     # and what its loggers may have begun
 
 
-def release(out: Path):
+def release(out: Path, made: Path = None):
     """Give back the folder of a new run stopped before its first epoch (bad data, lr_find, a logger that does not
-    start): what it wrote is removed, and the folder too if nothing else is in it, so the same --out can be used again"""
+    start): what it wrote is removed, and the folder too if nothing else is in it, so the same --out can be used again;
+    so are the empty folders above it up to `made`, the topmost that the run created (runs/, --out's new parents)"""
     for name in SETUP_FILES: (out/name).unlink(missing_ok=True)
     for name in SETUP_FOLDERS: shutil.rmtree(out/name, ignore_errors=True)
-    try: out.rmdir()
-    except OSError: pass  # something else is in it: keep it
+    above = [f for f in out.parents if made is not None and (f == made or made in f.parents)]  # nearest first
+    for folder in (out, *above):
+        try: folder.rmdir()
+        except OSError: break  # something else is in it (another run's folder, say): keep it
 
 
 def run_learner(run, num_workers=None, device=None) -> Learner:

@@ -135,15 +135,29 @@ def test_a_run_stopped_while_set_up_leaves_no_folder_and_its_out_can_be_used_aga
     out = tmp_path/'run'
     with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, out=out, **KW)
     assert not out.exists()
-    monkeypatch.chdir(tmp_path)  # the default folder, runs/<timestamp>, is given back too
+    nested = tmp_path/'new'/'parents'/'run'  # --out's parents that the run made go too
+    with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, out=nested, **KW)
+    assert not (tmp_path/'new').exists()
+    monkeypatch.chdir(tmp_path)  # the default folder, runs/<timestamp>, is given back too, and runs/ if the run made it
     with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, **KW)
-    assert list((tmp_path/'runs').iterdir()) == []
+    assert not (tmp_path/'runs').exists()
+    (tmp_path/'runs'/'other').mkdir(parents=True)  # runs/ that was there stays
+    with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, **KW)
+    assert [f.name for f in (tmp_path/'runs').iterdir()] == ['other']
     # lr_find stopped by Ctrl-C: the same
     monkeypatch.setattr(recipe.seed, 'find_lrs', lambda learn: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt): recipe.train(tiny, out=out, **dict(KW, lr_min=None, lr_max=None))
     assert not out.exists()
     recipe.train(tiny, out=out, **dict(KW, epochs=1))  # the same --out again
     assert json.loads((out/'results.json').read_text())['complete']
+
+
+def test_a_batch_larger_than_the_training_set_says_what_to_choose(tiny, tmp_path, monkeypatch):
+    "the fast profile's batch of 2,000 on 200 images: refused with the most that fits, and no runs/ left behind"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError, match=rf"batch size 2000 is larger than the 200 training images in {tiny/'train'}: choose at most 200 \(--bs"):
+        recipe.train(tiny, profile='fast', epochs=1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_hidden_folders_are_not_classes(tiny_copy):
