@@ -5,6 +5,8 @@ from pathlib import Path
 import matplotlib
 from fastcore.script import call_parse
 
+from . import __version__
+
 
 __all__ = ['train', 'evaluate', 'show', 'runs', 'bench', 'report', 'predict', 'export', 'serve', 'main', 'run']
 
@@ -157,10 +159,10 @@ def evaluate(run: str,           # run folder
 
 @call_parse(pos=['run'])
 def show(run: str,               # run folder
-         open: bool = True):     # open the page in the browser where there is one; --no-open: only write it
+         no_open: bool = False): # only write the page (by default it opens in the browser, where there is one)
     "Write the run's report.html (card, per-epoch table, plots, per-class table, command; one self-contained file) and open it"
     from .pages import show as _show
-    _show(run, open_page=open)
+    _show(run, open_page=not no_open)
 
 
 @call_parse(pos=['folder'])
@@ -194,12 +196,25 @@ def main():
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     warnings.formatwarning = lambda message, category, *args, **kwargs: f'warning: {message}\n'  # no source lines
     cmd = sys.argv[1] if len(sys.argv) > 1 else None
-    if cmd not in COMMANDS: sys.exit(f"usage: {PROG} {{{'|'.join(COMMANDS)}}} [options]  (--help after a command lists them)")
+    if cmd in ('-h', '--help'): print(overview()); sys.exit(0)
+    if cmd == '--version': print(f'recipe {__version__}'); sys.exit(0)
+    if cmd not in COMMANDS: sys.exit((f"unknown command {cmd!r}\n" if cmd else '') + overview())
     sys.argv = [f'{PROG} {cmd}'] + sys.argv[2:]
     return COMMANDS[cmd]
 
 
 PROG = 'python -m recipe'  # as usage lines name the command
+
+
+def overview() -> str:
+    "The usage line and what each command does: its docstring up to its first '; ' or '. ' outside parentheses"
+    def first(doc, depth=0):
+        for i, ch in enumerate(doc):
+            depth += (ch == '(') - (ch == ')')
+            if depth == 0 and doc[i:i + 2] in ('; ', '. '): return doc[:i]
+        return doc.rstrip('.')
+    return (f"usage: {PROG} {{{'|'.join(COMMANDS)}}} [options]  (--help after a command lists them)\n\n" +
+            '\n'.join(f"  {name:9} {first(f.__doc__ or '')}" for name, f in COMMANDS.items()) + f"\n\n  --version  recipe {__version__}")
 
 
 def run():

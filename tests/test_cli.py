@@ -40,7 +40,7 @@ def test_help_lists_options():
     for opt in ('--data', '--epochs', '--bs', '--width', '--lr-min', '--lr-max', '--seed', '--out'): assert opt in r.stdout
 
 
-@pytest.mark.parametrize('args', [['train', '--help'], ['runs', '{tmp}'], ['show', '{tmp}', '--no-open'], ['fly']])
+@pytest.mark.parametrize('args', [['train', '--help'], ['runs', '{tmp}'], ['show', '{tmp}', '--no-open'], ['fly'], ['--help']])
 def test_commands_that_need_no_model_start_without_torch(tmp_path, args):
     "`recipe runs`, `show`, `--help` and a usage error answer in about a second: torch and fastai (~8 s) stay unimported"
     code = ("import runpy, sys\n"
@@ -65,9 +65,20 @@ def test_the_recipe_console_command_is_installed():
     assert r.returncode == 0 and r.stdout.startswith('usage: recipe train') and '--profile' in r.stdout
 
 
-def test_unknown_command():
+def test_unknown_command_is_named_and_help_lists_every_command():
+    from recipe import __version__
+    from recipe.cli import COMMANDS
     r = cli('fly')
-    assert r.returncode != 0 and 'usage' in r.stderr
+    assert r.returncode != 0 and r.stderr.startswith("unknown command 'fly'\nusage:"), r.stderr
+    for args in (['--help'], ['-h']):
+        r = cli(*args)
+        assert r.returncode == 0 and r.stdout.startswith('usage:'), r.stdout + r.stderr
+        listed = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith('  ')}
+        assert set(COMMANDS) < set(listed) and 'on CIFAR-10 or any image folder' in listed['train'] and 'ONNX' in listed['export']
+    r = cli('--version')
+    assert r.returncode == 0 and r.stdout == f'recipe {__version__}\n'
+    r = cli('show', '--help')
+    assert r.returncode == 0 and '--no-open' in r.stdout and '(default: False)' in r.stdout and '--open' not in r.stdout
 
 
 def damage(data: Path, case: str) -> str:
@@ -170,3 +181,25 @@ def test_skip_bad_warns_in_plain_words(tiny_copy, tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"warning: skipped 1 bad file or folder in {tiny_copy}:\n  cannot read image {tiny_copy}/train/dog/empty.png" in r.stderr
     assert 'UserWarning' not in r.stderr and 'data.py' not in r.stderr  # no source lines for a user
+
+
+def test_the_readmes_signature_of_train_and_its_commands_are_the_real_ones():
+    "README's `recipe.train(...)` is the real signature; its command list has every command with all its options"
+    import inspect, re
+    from fastcore.script import anno_parser
+    import recipe
+    from recipe.cli import COMMANDS
+    readme = (Path(__file__).resolve().parents[1]/'README.md').read_text()
+    written = re.search(r'`recipe\.train\((.*?)\)`: ', readme, re.S)[1]
+    assert written.split() == str(inspect.signature(recipe.train)).partition(' -> ')[0][1:-1].split()
+    block = readme.partition('## Command line')[2].partition('```\n')[2].partition('```')[0]
+    usage = {}  # command -> its lines in the block (a line that starts with spaces goes on the one before)
+    for line in block.splitlines():
+        if line.startswith('python -m recipe '): name = line.split()[3]; usage[name] = usage.get(name, '') + line
+        else: usage[name] += line
+    for name, command in COMMANDS.items():
+        parser = anno_parser(command.__wrapped__)
+        options = {o for a in parser._actions for o in a.option_strings if o.startswith('--')} - {'--help', '--pdb', '--xtra'}
+        # a positional argument (call_parse's pos) is written as its name in capitals: FOLDER
+        missing = {o for o in options if not re.search(rf'{o}\b', usage.get(name, '')) and o[2:].upper() not in usage.get(name, '')}
+        assert name in usage and not missing, (name, missing)
