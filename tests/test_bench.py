@@ -19,7 +19,8 @@ def test_harness_one_epoch_writes_a_complete_result_and_report(tiny, tmp_path):
     assert set(res['machine']) >= {'cpu', 'cores', 'gpu'} and set(res['versions']) >= {'python', 'torch', 'fastai', 'albumentations'}
     assert res['data']['n_train'] == 200 and res['data']['n_test'] == 50 and len(res['data']['file_list_sha256']) == 64
     md = write_report(tmp_path/'results', tmp_path/'BENCHMARKS.md').read_text()
-    assert f"| seed | 8 | 1 | 1 | {100*res['test_accuracy']:.2f}% |" in md
+    assert f"| seed | 8 | 1 | 1 | {100*res['test_accuracy']:.2f}% on 50 test images |" in md  # not CIFAR-10's 10,000
+    assert 'where the row does not give another number of test images' in md
     assert len(res['per_epoch_wall']) == 1 and 0 < res['per_epoch_wall'][0] <= res['wall_seconds']
     assert (tmp_path/'accuracy_vs_epoch.png').stat().st_size > 0 and (tmp_path/'accuracy_vs_time.png').stat().st_size > 0
 
