@@ -35,7 +35,9 @@ def decode(fn, size=CROP) -> np.ndarray:
     """Decode an image file to a (size, size, 3) uint8 array: any mode (grayscale, RGBA) is converted to RGB, any size
     resized. The demo's own decoding (space_app.decode, which an exported Space runs without recipe), so both agree"""
     try: return decode_image(fn, size)
-    except Exception as e: raise RecipeError(f"cannot read image {fn}: {e}") from None
+    except Exception as e:
+        empty = os.path.isfile(fn) and os.path.getsize(fn) == 0
+        raise RecipeError(f"cannot read image {fn}: " + ('the file is empty (0 bytes)' if empty else str(e))) from None
 
 
 def decode_or_error(args):

@@ -136,6 +136,9 @@ def tta_words(level, below=None) -> str:
     return f"TTA (level {level}" + (f", images below {below} confidence" if below else '') + ')'
 
 
+def counted(n, one, many=None) -> str: return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def card_rows(record: dict, meta: dict) -> list:
     "(name, value) rows of what a run's model is, what it was trained on and how, how well it did: for the card and report.html"
     d, acc, no_tta = record['data'], meta['test_accuracy'], meta.get('test_accuracy_no_tta')
@@ -151,8 +154,10 @@ def card_rows(record: dict, meta: dict) -> list:
                       f"{'groups ' + '/'.join(map(str, meta['widths'])) + ', ' if meta.get('widths') else ''}"
                       f"{str(meta['depth']) + ' convs a group, ' if meta.get('depth', 2) != 2 else ''}"
                       f"{meta.get('parameters', 0):,} parameters"),
-            ('Training', f"profile `{record['profile']}`: {record['epochs']} epochs, batch {record['bs']}, optimizer {record['opt']}, {lrs}, "
-                         f"precision {record.get('precision')}, seed {record.get('seed')}, {record.get('world_size', 1)} process(es)"),
+            ('Training', f"profile `{record['profile']}`: {counted(record['epochs'], 'epoch')}, batch {record['bs']}, optimizer {record['opt']}, "
+                         f"{lrs}, precision {record.get('precision')}, " +
+                         ('no seed (not repeatable)' if record.get('seed') is None else f"seed {record['seed']}") +
+                         f", {counted(record.get('world_size', 1), 'process', 'processes')}"),
             ('Test accuracy', f"{acc:.2%}" + (f" with {tta_words(meta['tta'], meta.get('tta_below'))}, {no_tta:.2%} without" if no_tta is not None else ' (no TTA)')),
             *([('Per class', 'accuracy (recall) of each class: ' + ', '.join(f"{r['class']} {r['recall']:.1%}" for r in record['per_class'])),
                ('Calibration', f"expected calibration error {record['ece']:.4f} ({ECE_BINS} confidence bins; `reliability.png`)")]

@@ -32,6 +32,7 @@ def test_train_end_to_end_writes_every_file(tiny, tmp_path):
     assert len((out/'metrics.csv').read_text().splitlines()) == 3
     meta = json.loads((out/'model.json').read_text())
     assert meta['width'] == 8 and len(meta['classes']) == 10
+    assert '2 epochs, batch 32,' in (out/'README.md').read_text() and ', seed 0, 1 process |' in (out/'README.md').read_text()
 
 
 def test_help_lists_options():
@@ -179,7 +180,9 @@ def test_skip_bad_warns_in_plain_words(tiny_copy, tmp_path):
     r = cli('train', '--data', tiny_copy, '--epochs', 1, '--bs', 32, '--width', 8, '--lr-min', 1e-3, '--lr-max', 1e-2,
             '--skip-bad', '--out', tmp_path/'run')
     assert r.returncode == 0, r.stderr
-    assert f"warning: skipped 1 bad file or folder in {tiny_copy}:\n  cannot read image {tiny_copy}/train/dog/empty.png" in r.stderr
+    assert f"warning: skipped 1 bad file or folder in {tiny_copy}:\n  cannot read image {tiny_copy}/train/dog/empty.png: the file is empty (0 bytes)" in r.stderr
+    card = (tmp_path/'run'/'README.md').read_text()
+    assert '1 epoch, batch 32,' in card and 'no seed (not repeatable), 1 process |' in card  # the card's words for one, and for no seed
     assert 'UserWarning' not in r.stderr and 'data.py' not in r.stderr  # no source lines for a user
 
 
