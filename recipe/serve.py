@@ -35,9 +35,12 @@ def serve(run, host='127.0.0.1', port=None, block=True):
     examples = example_images(run, record, model.classes)
     demo = page(lambda paths: named_errors(paths, predict(model, paths, TOP)), card(run, record, model.meta), examples,
                 title=title_of(run, model.meta))
-    try: demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE, prevent_thread_lock=not block,
-                     allowed_paths=sorted({str(Path(p).parent) for p in examples}))
+    try: demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True,
+                     allowed_paths=sorted({str(Path(p).parent) for p in examples}),
+                     quiet=True)  # its own lines would tell a user of the command line to set share=True in launch()
     except OSError as e: raise RecipeError(f"cannot serve on {host}:{port}: {e}") from None  # taken since free_port looked
+    print(f"serving {run} on {demo.local_url}" + (" (Ctrl-C stops it)" if block else ''), flush=True)
+    if block: demo.block_thread()
     return demo
 
 

@@ -57,6 +57,7 @@ class Server:
         except ProcessLookupError: left = False
         assert not left, 'a process of the server outlived it'
         assert listening(self.port) == []
+        return self.proc.stdout.read()  # what it printed
 
 
 def text_file_named_png(folder):
@@ -99,7 +100,8 @@ def test_served_page_and_exported_space_in_a_browser_agree_with_predict(demo_run
     try:
         assert listening(port) == ['127.0.0.1']  # this machine only, unless --host says otherwise
         upload_and_read(browser, f'http://127.0.0.1:{port}/', image, bad, expected)
-    finally: served.stop()
+    finally: said = served.stop()
+    assert f'serving {demo_run} on http://127.0.0.1:{port}/ (Ctrl-C stops it)' in said and 'share=True' not in said, said
     spaced = Server([sys.executable, space/'app.py'], port := free_port(), env=dict(GRADIO_SERVER_PORT=str(port)))
     try:
         assert listening(port) == ['127.0.0.1']
