@@ -144,7 +144,7 @@ def export(run: str,             # run folder (or its model.safetensors)
 def evaluate(run: str,           # run folder
              folder: str = None, # a labelled folder with the run's classes (default: the run's own test set)
              data: str = None,   # the run's data folder, if it moved (without FOLDER)
-             out: str = None,    # where the results go (default RUN/eval/<FOLDER's name, or test>)
+             out: str = None,    # where the results go (default RUN/eval/<FOLDER's name, or test>; -2, -3, ... for another folder of that name)
              skip_bad: bool = False,  # skip unreadable images (counted) instead of stopping
              device: str = None):     # cpu, cuda, cuda:N or mps (default: cpu)
     "Score a run's model on its test set or a labelled folder: accuracy, loss, per class, confusion, calibration, top losses"

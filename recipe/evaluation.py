@@ -30,8 +30,9 @@ TOP = 100      # rows of top_losses.csv (the 9 worst are drawn)
 
 def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None) -> dict:
     """The metrics of `run`'s model on `folder` (default: the run's own test set, in `data` if it moved), written to
-    `out` (default RUN/eval/<folder's name, or 'test'>) and returned as a dict. `skip_bad`: unreadable images are
-    skipped and counted instead of stopping. `device`: where the model runs (default cpu)"""
+    `out` (default RUN/eval/<folder's name, or 'test'>, -2, -3, ... for another folder of that name) and returned as a
+    dict. `skip_bad`: unreadable images are skipped and counted instead of stopping. `device`: where the model runs
+    (default cpu)"""
     run = Path(run)
     record = finished_run(run)
     model = load(run)
@@ -49,7 +50,7 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
         raise RecipeError(f"{root} has {len(cache.files)} readable test images; {run} was tested on {record['data']['n_test']}: not the same data")
     targets = torch.tensor([model.classes.index(f.parent.name) for f in cache.files])
     plain, logits = run_logits(model, cache.arrays, record, device)
-    out = Path(out) if out is not None else run/'eval'/name
+    out = Path(out) if out is not None else eval_folder(run, name, root)
     out.mkdir(parents=True, exist_ok=True)
     smoothing = record.get('label_smoothing', 0.0)
     metrics = dict(run=str(run.resolve()), folder=str(root.resolve()), images=len(cache.files), skipped=len(skipped),
@@ -64,6 +65,17 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     print_summary(metrics, out)
     return metrics
 
+
+
+def eval_folder(run: Path, name: str, root: Path) -> Path:
+    """RUN/eval/<name>, or <name>-2, -3, ... when that one holds the scores of another folder of the same name (the
+    run's own test/ and a folder called test, say): evaluating the same folder again replaces its own scores"""
+    for n in range(1, 1000):
+        out = run/'eval'/(name if n == 1 else f'{name}-{n}')
+        try: scored = json.loads((out/'metrics.json').read_text())['folder']
+        except (OSError, ValueError, KeyError, TypeError): return out  # new, or no scores of any folder
+        if scored == str(root.resolve()): return out
+    raise RecipeError(f"{run/'eval'} holds 999 evaluations of folders named {name}: give --out")
 
 def own_test_files(run: Path, record: dict, data, classes) -> tuple:
     "(files, root): the test images the run was scored on, in its order, from `data` or the folder its record names"
