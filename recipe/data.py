@@ -168,14 +168,6 @@ class ImageCache:
     def __getstate__(self): return {'files': [], 'index': {}, 'arrays': self.arrays[:0], 'size': self.size, 'cached': False}
 
 
-class FromPath(Transform):
-    """A getter of the DataBlocks (`get`: an image's array, its label) that takes a path as a Path or a string: fastai
-    takes the first item's type (a Path) as the only one that `learn.predict` and `dls.test_dl` accept"""
-    input_types = (Path, str)
-    def __init__(self, get): super().__init__(); self.get = get
-    def encodes(self, fn): return self.get(Path(fn))
-
-
 def parse_bytes(v) -> int:
     "A memory size: a number of bytes, or with a unit: '2GB', '512MB', '1.5GiB'"
     m = re.fullmatch(r'([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?', str(v).strip().lower())
@@ -388,7 +380,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     pad, cutout = scaled(pad, size), scaled(cutout, size)
     vocab = sorted({f.parent.name for f in train_files})  # Categorize's own, without a pass over the items
     dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock(vocab=vocab)),
-                       get_x=FromPath(cache), get_y=FromPath(parent_label),
+                       get_x=cache, get_y=parent_label,
                        splitter=FuncSplitter(valid.__contains__),  # `valid` known: no Path parsed again per image (GrandparentSplitter's)
                        item_tfms=AlbumentationsTransform(train_augs(seed, size, pad, cutout, stats[0])) if augment == 'albumentations' else None,
                        batch_tfms=([BatchAugment(pad, flip is True, cutout, mean_uint8(stats[0]))] if augment == 'batch' else []) +
@@ -406,5 +398,15 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
                                        after_batch=dblock.batch_tfms, device=device)  # IntToFloatTensor, BatchAugment, Normalize[, ColorJitter]
                             for ds, is_train in ((dsets.train, True), (dsets.valid, False))], path=path, device=device)
     dls.size, dls.stats, dls.valid_files, dls.valid_pct = size, stats, None if train else sorted(valid), None if train else valid_pct
+    return named_by_strings_too(dls)
+
+
+def named_by_strings_too(dls):
+    """`learn.predict('image.png')` and `dls.test_dl` of strings, as the README and the card write them: fastai takes the
+    first item's type (a Path) as the only input of the getters (`TfmdLists.infer_idx`), which read strings as well
+    (a getter of our own that says so would cost a type dispatch per item)"""
+    for ds in (dls.train_ds, dls.valid_ds):
+        for tl in ds.tls:
+            if getattr(tl, 'types', None): tl.types[0] = (Path, str)
     return dls
 

@@ -12,7 +12,7 @@ from fastai.vision.data import ImageBlock
 from safetensors.torch import load_file
 
 from .config import CROP
-from .data import CachedImage, FromPath, ImageCache, RecipeError, decode, image_dls
+from .data import CachedImage, ImageCache, RecipeError, decode, image_dls, named_by_strings_too
 from .folders import image_files
 from .model import make_model
 from .record import MODEL_FORMAT, model_files
@@ -120,10 +120,10 @@ def load_learner(run, data=None, bs=64, tta=True, device=None) -> Learner:
         # one blank image per class (never decoded): fastai sets up its transforms on real items, then they are dropped
         cache, blanks = ImageCache([], size), [Path(c)/'blank' for c in classes]
         cache.index, cache.arrays = {f: 0 for f in blanks}, np.zeros((1, size, size, 3), np.uint8)
-        dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock(vocab=classes, sort=False)), get_x=FromPath(cache),
-                           get_y=FromPath(parent_label), splitter=FuncSplitter(lambda f: False), batch_tfms=[Normalize.from_stats(*stats)])
+        dblock = DataBlock(blocks=(ImageBlock(cls=CachedImage), CategoryBlock(vocab=classes, sort=False)), get_x=cache,
+                           get_y=parent_label, splitter=FuncSplitter(lambda f: False), batch_tfms=[Normalize.from_stats(*stats)])
         dblock.item_tfms = [t for t in dblock.item_tfms if not isinstance(t, ToTensor)]
-        dls = dblock.dataloaders(blanks, bs=bs, num_workers=0, device=device).new_empty()
+        dls = named_by_strings_too(dblock.dataloaders(blanks, bs=bs, num_workers=0, device=device).new_empty())
     return Learner(dls, net, loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=Path(run), model_dir='.')
 
 
