@@ -139,7 +139,7 @@ def minutes(seconds): return '-' if seconds is None else f'{seconds/60:.1f} min'
 def write_report(results='bench/results', md='BENCHMARKS.md'):
     "BENCHMARKS.md: one table row per run and two plots (accuracy vs epoch, vs wall-clock time)"
     runs, md = load_results(results), Path(md)
-    full = lambda r: r['data']['n_test'] == CIFAR_TEST  # `bench --data` on a subset tests on fewer
+    full = lambda r: r.get('data', {}).get('n_test', CIFAR_TEST) == CIFAR_TEST  # `bench --data` on a subset tests on fewer
     fig_dir = Path(results).parent
     figs = {'epoch': fig_dir/'accuracy_vs_epoch.png', 'time': fig_dir/'accuracy_vs_time.png'}
     for x, fn in figs.items():

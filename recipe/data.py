@@ -374,7 +374,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     else: valid = random_split(files, valid_pct)
     n_train = len(files) - len(valid)
     if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}: "
-                                       f"choose at most {n_train} (--bs; a profile's own batch is for the full data)")
+                                       "choose a smaller --bs (a profile's own batch is for the full data)")
     train_files = [f for f in files if f not in valid]
     stats = stats or image_stats(cache, train_files, {f.parent.name for f in files})
     pad, cutout = scaled(pad, size), scaled(cutout, size)

@@ -50,7 +50,7 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
         raise RecipeError(f"{root} has {len(cache.files)} readable test images; {run} was tested on {record['data']['n_test']}: not the same data")
     targets = torch.tensor([model.classes.index(f.parent.name) for f in cache.files])
     plain, logits = run_logits(model, cache.arrays, record, device)
-    out = Path(out) if out is not None else eval_folder(run, name, root)
+    out = Path(out) if out is not None else run/'eval'/'test' if folder is None else eval_folder(run, name, root)
     out.mkdir(parents=True, exist_ok=True)
     smoothing = record.get('label_smoothing', 0.0)
     metrics = dict(run=str(run.resolve()), folder=str(root.resolve()), images=len(cache.files), skipped=len(skipped),
@@ -68,13 +68,14 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
 
 
 def eval_folder(run: Path, name: str, root: Path) -> Path:
-    """RUN/eval/<name>, or <name>-2, -3, ... when that one holds the scores of another folder of the same name (the
-    run's own test/ and a folder called test, say): evaluating the same folder again replaces its own scores"""
+    """RUN/eval/<name> for a labelled folder, or <name>-2, -3, ... when that one holds another folder's scores:
+    evaluating the same folder again replaces its own. eval/test is the run's own test set's (its report and
+    demo read it), so a folder called test starts at test-2"""
     for n in range(1, 1000):
         out = run/'eval'/(name if n == 1 else f'{name}-{n}')
         try: scored = json.loads((out/'metrics.json').read_text())['folder']
-        except (OSError, ValueError, KeyError, TypeError): return out  # new, or no scores of any folder
-        if scored == str(root.resolve()): return out
+        except (OSError, ValueError, KeyError, TypeError): scored = None  # new, or no scores of any folder
+        if scored == str(root.resolve()) or scored is None and out.name != 'test': return out
     raise RecipeError(f"{run/'eval'} holds 999 evaluations of folders named {name}: give --out")
 
 def own_test_files(run: Path, record: dict, data, classes) -> tuple:

@@ -189,7 +189,8 @@ def new_run(p, profile, settings, given, out, **data) -> Run:
     # rank 0's timestamp names the folder of all; absolute, as the record and the card give it: a resume works from anywhere
     def claimed():  # the folder, and the topmost folder that making it created (given back if the run stops early)
         made = first_missing(Path('runs') if out is None else Path(out))
-        return check_out(out).resolve(), made
+        folder = check_out(out).resolve()
+        return folder, made or (folder if out is None else None)  # runs/<timestamp> is always new
     folder, made = on_rank0(p, claimed)
     return Run(s, folder, made=made, process=p, **data)
 
@@ -216,7 +217,7 @@ def new_timestamp_folder(parent: Path) -> Path:
     make_out(parent)
     for n in range(1, 1000):
         out = parent/(stamp if n == 1 else f'{stamp}-{n}')
-        try: out.mkdir()  # atomic: exactly one process creates it
+        try: out.mkdir(parents=True)  # atomic: exactly one process creates it (parents: runs/ again, if a failed run removed it)
         except FileExistsError: continue
         if claim(out): return out
     raise RecipeError(f"cannot find a free run folder name under {parent} for {stamp}: give --out")
@@ -233,11 +234,14 @@ def claim(out: Path) -> bool:
 
 
 def make_out(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out/'.write_test').touch(); (out/'.write_test').unlink()
-    except OSError as e: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
-    return out
+    for attempt in range(3):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out/'.write_test').touch(); (out/'.write_test').unlink()
+            return out
+        except FileNotFoundError as e:  # removed meanwhile by a run that failed and gave back the empty folder it made: again
+            if attempt == 2: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
+        except OSError as e: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
 
 
 # train()'s options that go with --resume: the run's own data moved elsewhere, and how to watch it
@@ -286,12 +290,12 @@ SETUP_FOLDERS = ('tensorboard', 'wandb')                     # and what its logg
 
 def release(out: Path, made: Path = None):
     """Give back the folder of a new run stopped before its first epoch (bad data, lr_find, a logger that does not
-    start): what it wrote is removed, and the folder too if nothing else is in it, so the same --out can be used again;
-    so are the empty folders above it up to `made`, the topmost that the run created (runs/, --out's new parents)"""
+    start): what it wrote is removed, so the same --out can be used again, and the folders the run created, up to
+    `made` (its own, runs/, --out's new parents), if nothing else is in them"""
     for name in SETUP_FILES: (out/name).unlink(missing_ok=True)
     for name in SETUP_FOLDERS: shutil.rmtree(out/name, ignore_errors=True)
-    above = [f for f in out.parents if made is not None and (f == made or made in f.parents)]  # nearest first
-    for folder in (out, *above):
+    if made is None: return  # an empty --out that was there before: it stays
+    for folder in (out, *[f for f in out.parents if f == made or made in f.parents]):  # nearest first
         try: folder.rmdir()
         except OSError: break  # something else is in it (another run's folder, say): keep it
 

@@ -1,7 +1,7 @@
 """Showing a run to someone: `recipe serve RUN` (a Gradio page around the run's model, on this machine) and
 `recipe export RUN --space DIR` (a folder to push as a Hugging Face Space: app.py, the model as ONNX, its card; no
 pickle, no recipe package). Both pages are recipe/space_app.py's `page`; gradio is the `demo` extra."""
-import csv, json, os, shutil
+import csv, json, os, shutil, sys
 from pathlib import Path
 
 from .address import free_port
@@ -26,7 +26,8 @@ def need_gradio():
 
 def serve(run, host='127.0.0.1', port=None, block=True):
     """Serve `run`'s page on host:port (default port: the first free from 7860). The run, gradio and the address are
-    checked before anything listens; the weights are loaded once. `block=False`: return the running app (`.close()`)"""
+    checked before anything listens; the weights are loaded once. `block=False`, or at a Python prompt (as gradio's
+    launch() does): return the running app (`.close()`); else serve until Ctrl-C"""
     run = Path(run)
     record = finished_run(run)
     need_gradio()
@@ -39,7 +40,9 @@ def serve(run, host='127.0.0.1', port=None, block=True):
                      allowed_paths=sorted({str(Path(p).parent) for p in examples}),
                      quiet=True)  # its own lines would tell a user of the command line to set share=True in launch()
     except OSError as e: raise RecipeError(f"cannot serve on {host}:{port}: {e}") from None  # taken since free_port looked
-    print(f"serving {run} on {demo.local_url}" + (" (Ctrl-C stops it)" if block else ''), flush=True)
+    block = block and not (hasattr(sys, 'ps1') or sys.flags.interactive)
+    address = f'[{host}]' if ':' in host else host  # IPv6
+    print(f"serving {run} on http://{address}:{port}/" + (" (Ctrl-C stops it)" if block else ''), flush=True)
     if block: demo.block_thread()
     return demo
 

@@ -57,13 +57,45 @@ def test_evaluate_a_labelled_folder_of_the_runs_classes_and_refuse_others(quick_
     with pytest.raises(RecipeError, match="has no images of the run's classes cat"): recipe.evaluate(quick_run, folder)
 
 
+def test_evaluate_finds_moved_data_with_data(quick_run, tiny, tmp_path):
+    moved = shutil.copytree(tiny, tmp_path/'moved')
+    assert recipe.evaluate(quick_run, data=moved, out=tmp_path/'eval')['accuracy'] == pytest.approx(record_of(quick_run)['test_accuracy'], abs=1e-6)
+    with pytest.raises(RecipeError, match=f'the data folder of {quick_run}, {tmp_path/"gone"}, is not there'):
+        recipe.evaluate(quick_run, data=tmp_path/'gone')
+
+
+def test_bad_input_is_named(quick_run, tiny, tmp_path):
+    with pytest.raises(RecipeError, match=f'{tmp_path} is not a run folder: it has no results.json'): recipe.evaluate(tmp_path)
+    no_weights = shutil.copytree(quick_run, tmp_path/'no-weights', ignore=shutil.ignore_patterns('eval', 'model.safetensors'))
+    with pytest.raises(RecipeError, match=f'{no_weights} has no model.safetensors'): recipe.evaluate(no_weights)
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(RecipeError, match=f'{tmp_path/"empty"} holds no class folders of images'): recipe.evaluate(quick_run, tmp_path/'empty')
+    folder = shutil.copytree(tiny/'test', tmp_path/'bad')
+    bad = sorted((folder/'dog').iterdir())[0]; bad.write_bytes(b'not a png')
+    with pytest.raises(RecipeError, match=f'cannot read image {bad}'): recipe.evaluate(quick_run, folder)
+    with pytest.warns(UserWarning, match='skipped 1 unreadable image'):
+        m = recipe.evaluate(quick_run, folder, skip_bad=True)
+    assert (m['images'], m['skipped']) == (49, 1)
+
+
+def test_the_command_prints_the_table(quick_run, tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'evaluate', quick_run, '--out', tmp_path/'eval'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    acc = record_of(quick_run)['test_accuracy']
+    assert f'accuracy {acc:.4f} with TTA (level 2, images below 0.8 confidence)' in r.stdout and len([l for l in r.stdout.splitlines() if l.split()[:1] in (['airplane'], ['truck'])]) == 2
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'evaluate', tmp_path/'nowhere'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and f'no such run folder: {tmp_path/"nowhere"}' in r.stderr and 'Traceback' not in r.stderr
+
+
 def test_another_folder_of_the_same_name_does_not_replace_the_scores_of_the_first(quick_run, tiny, tmp_path):
-    recipe.evaluate(quick_run)  # the run's own test set: eval/test
-    own = (quick_run/'eval'/'test'/'metrics.json').read_text()
+    "eval/test is the run's own test set's (serve and the Space take their examples from it), whatever came first"
     other = shutil.copytree(tiny/'test', tmp_path/'elsewhere'/'test')  # also called test, one image fewer
     next((other/'cat').iterdir()).unlink()
+    shutil.rmtree(quick_run/'eval'/'test', ignore_errors=True)  # another test may have evaluated the run's own set
     assert recipe.evaluate(quick_run, other)['images'] == 49
     assert json.loads((quick_run/'eval'/'test-2'/'metrics.json').read_text())['folder'] == str(other.resolve())
-    assert (quick_run/'eval'/'test'/'metrics.json').read_text() == own  # kept
-    recipe.evaluate(quick_run, other)  # the same folder again: its own scores replaced, no test-3
-    assert not (quick_run/'eval'/'test-3').exists()
+    assert recipe.evaluate(quick_run)['images'] == 50  # the run's own
+    own = (quick_run/'eval'/'test'/'metrics.json').read_text()
+    assert json.loads(own)['images'] == 50
+    recipe.evaluate(quick_run, other)  # the same folder again: its own scores replaced, not the run's, no test-3
+    assert (quick_run/'eval'/'test'/'metrics.json').read_text() == own and not (quick_run/'eval'/'test-3').exists()

@@ -135,6 +135,9 @@ def test_a_run_stopped_while_set_up_leaves_no_folder_and_its_out_can_be_used_aga
     out = tmp_path/'run'
     with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, out=out, **KW)
     assert not out.exists()
+    mine = tmp_path/'mine'; mine.mkdir()  # an empty --out that was there stays, empty
+    with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, out=mine, **KW)
+    assert mine.is_dir() and not any(mine.iterdir())
     nested = tmp_path/'new'/'parents'/'run'  # --out's parents that the run made go too
     with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, out=nested, **KW)
     assert not (tmp_path/'new').exists()
@@ -155,7 +158,7 @@ def test_a_run_stopped_while_set_up_leaves_no_folder_and_its_out_can_be_used_aga
 def test_a_batch_larger_than_the_training_set_says_what_to_choose(tiny, tmp_path, monkeypatch):
     "the fast profile's batch of 2,000 on 200 images: refused with the most that fits, and no runs/ left behind"
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RecipeError, match=rf"batch size 2000 is larger than the 200 training images in {tiny/'train'}: choose at most 200 \(--bs"):
+    with pytest.raises(RecipeError, match=rf"batch size 2000 is larger than the 200 training images in {tiny/'train'}: choose a smaller --bs \(a profile's"):
         recipe.train(tiny, profile='fast', epochs=1)
     assert list(tmp_path.iterdir()) == []
 
