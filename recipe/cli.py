@@ -5,8 +5,6 @@ from pathlib import Path
 import matplotlib
 from fastcore.script import call_parse
 
-from . import __version__
-
 
 __all__ = ['train', 'evaluate', 'show', 'runs', 'bench', 'report', 'predict', 'export', 'serve', 'main', 'run']
 
@@ -197,13 +195,16 @@ def main():
     warnings.formatwarning = lambda message, category, *args, **kwargs: f'warning: {message}\n'  # no source lines
     cmd = sys.argv[1] if len(sys.argv) > 1 else None
     if cmd in ('-h', '--help'): print(overview()); sys.exit(0)
-    if cmd == '--version': print(f'recipe {__version__}'); sys.exit(0)
+    if cmd == '--version': print(f'recipe {version()}'); sys.exit(0)
     if cmd not in COMMANDS: sys.exit((f"unknown command {cmd!r}\n" if cmd else '') + overview())
     sys.argv = [f'{PROG} {cmd}'] + sys.argv[2:]
     return COMMANDS[cmd]
 
 
 PROG = 'python -m recipe'  # as usage lines name the command
+
+
+def version() -> str: return sys.modules[__package__].__version__  # recipe/__init__.py's: the package loads before its modules
 
 
 def overview() -> str:
@@ -214,7 +215,7 @@ def overview() -> str:
             if depth == 0 and doc[i:i + 2] in ('; ', '. '): return doc[:i]
         return doc.rstrip('.')
     return (f"usage: {PROG} {{{'|'.join(COMMANDS)}}} [options]  (--help after a command lists them)\n\n" +
-            '\n'.join(f"  {name:9} {first(f.__doc__ or '')}" for name, f in COMMANDS.items()) + f"\n\n  --version  recipe {__version__}")
+            '\n'.join(f"  {name:9} {first(f.__doc__ or '')}" for name, f in COMMANDS.items()) + f"\n\n  --version  recipe {version()}")
 
 
 def run():
