@@ -66,7 +66,6 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     return metrics
 
 
-
 def eval_folder(run: Path, name: str, root: Path) -> Path:
     """RUN/eval/<name> for a labelled folder, or <name>-2, -3, ... when that one holds another folder's scores:
     evaluating the same folder again replaces its own. eval/test is the run's own test set's (its report and
@@ -77,6 +76,7 @@ def eval_folder(run: Path, name: str, root: Path) -> Path:
         except (OSError, ValueError, KeyError, TypeError): scored = None  # new, or no scores of any folder
         if scored == str(root.resolve()) or scored is None and out.name != 'test': return out
     raise RecipeError(f"{run/'eval'} holds 999 evaluations of folders named {name}: give --out")
+
 
 def own_test_files(run: Path, record: dict, data, classes) -> tuple:
     "(files, root): the test images the run was scored on, in its order, from `data` or the folder its record names"
