@@ -1,11 +1,12 @@
 """The nets: the custom ResNet ("ResNet-9") of the original write-up (6,573,130 parameters at width 64), and the
 fast profile's net after airbench94 (1,972,792 parameters at width 64, 1,971,352 of them trained)."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ACTIVATIONS
 
-__all__ = ['ACTS', 'CustomResNet', 'FastNet', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
+__all__ = ['ACTS', 'CustomResNet', 'WeightGradByShifts', 'SmallMapConv', 'FastNet', 'shift_weight_grads', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
 
 ACTS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}  # the activations a net can be built with (`act`)
 assert tuple(ACTS) == ACTIVATIONS, "config.ACTIVATIONS (the names settings.py accepts before torch loads) must name ACTS"
@@ -70,20 +71,58 @@ def batch_norm(c, mom=0.4):
     return bn
 
 
-def identity_conv(c_in, c_out):
+def identity_conv(c_in, c_out, kind=nn.Conv2d):
     "conv3x3 whose first c_in filters start as the identity (Dirac), so each group starts close to a pass-through"
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    conv = kind(c_in, c_out, 3, padding=1, bias=False)
     nn.init.dirac_(conv.weight.data[:c_in])
     return conv
 
 
-def conv_group(c_in, c_out, act='gelu', depth=2, bn_mom=0.4):
+class WeightGradByShifts(torch.autograd.Function):
+    """A 3x3 'same' conv (no bias, channels_last) whose weight gradient is 9 matrix products, one per kernel tap, of
+    the output gradient with the input shifted by that tap. On the small maps of the last group (3x3 at 32 pixels)
+    oneDNN's weight-gradient kernel runs at a tenth of its forward's rate on an AMX CPU (80 ms against 21 ms at batch
+    1,536, bf16: docs/results.md); the products take the usual route. The input gradient is oneDNN's."""
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, padding=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                     [True, False, False])[0] if ctx.needs_input_grad[0] else None
+        n, c, h, w = x.shape
+        padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (n, h+2, w+2, c)
+        grad_rows = grad.permute(0, 2, 3, 1).reshape(-1, grad.size(1)).T  # (c_out, n h w)
+        taps = [grad_rows @ padded[:, i:i + h, j:j + w, :].reshape(-1, c) for i in range(3) for j in range(3)]
+        grad_weight = torch.stack(taps, 1).view(len(weight), 3, 3, c).permute(0, 3, 1, 2)
+        return grad_x, grad_weight.contiguous(memory_format=torch.channels_last)
+
+
+class SmallMapConv(nn.Conv2d):
+    """conv3x3 for the last group's maps: `WeightGradByShifts` while training under bf16 autocast on the CPU once
+    `by_shifts` is set (recipe/run.py sets it on AMX CPUs, where it was measured), else an ordinary conv. The same
+    parameters and state dict as nn.Conv2d."""
+    by_shifts = False
+
+    def forward(self, x):
+        if not (self.by_shifts and torch.is_grad_enabled() and x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')):
+            return super().forward(x)
+        with torch.autocast('cpu', enabled=False):  # autocast's casts, made here where autograd sees them
+            return WeightGradByShifts.apply(x.bfloat16(), self.weight.bfloat16())
+
+
+def conv_group(c_in, c_out, act='gelu', depth=2, bn_mom=0.4, last=False):
     """depth 2: conv -> MaxPool2d(2) -> BN -> GELU -> conv -> BN -> GELU (or `act`). depth 3 (airbench96): the second
-    conv's output is followed by a third conv -> BN, added to the first's output (a residual), then GELU."""
+    conv's output is followed by a third conv -> BN, added to the first's output (a residual), then GELU. The `last`
+    group's convs after its pool are `SmallMapConv`s."""
+    conv = lambda: identity_conv(c_out, c_out, SmallMapConv if last else nn.Conv2d)
     first = [identity_conv(c_in, c_out), nn.MaxPool2d(2), batch_norm(c_out, bn_mom), activation(act)]
-    if depth == 2: return nn.Sequential(*first, identity_conv(c_out, c_out), batch_norm(c_out, bn_mom), activation(act))
-    return nn.Sequential(*first, Residual(nn.Sequential(identity_conv(c_out, c_out), batch_norm(c_out, bn_mom), activation(act),
-                                                        identity_conv(c_out, c_out), batch_norm(c_out, bn_mom))), activation(act))
+    if depth == 2: return nn.Sequential(*first, conv(), batch_norm(c_out, bn_mom), activation(act))
+    return nn.Sequential(*first, Residual(nn.Sequential(conv(), batch_norm(c_out, bn_mom), activation(act),
+                                                        conv(), batch_norm(c_out, bn_mom))), activation(act))
 
 
 class FastNet(nn.Sequential):
@@ -103,7 +142,7 @@ class FastNet(nn.Sequential):
         super().__init__(whiten, nn.GELU(),
                          conv_group(24, w1, act, depth, bn_mom),  # (B, w, 15, 15)
                          conv_group(w1, w2, act, depth, bn_mom),  # (B, 4w, 7, 7)
-                         conv_group(w2, w3, act, depth, bn_mom),  # (B, 4w, 3, 3)
+                         conv_group(w2, w3, act, depth, bn_mom, last=True),  # (B, 4w, 3, 3)
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(),    # (B, 4w)
                          nn.Linear(w3, n_out, bias=False), Mul(1/9))
 
@@ -114,6 +153,14 @@ class FastNet(nn.Sequential):
         if s['whiten']: init_whitening(self, images())
         else: self[0].weight.requires_grad_(True)
         if not s['identity_init']: default_init(self)
+
+
+
+def shift_weight_grads(model) -> bool:
+    "Turn on `WeightGradByShifts` in the model's `SmallMapConv`s; whether it has any"
+    convs = [m for m in model.modules() if isinstance(m, SmallMapConv)]
+    for m in convs: m.by_shifts = True
+    return bool(convs)
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ from .evaluation import class_metrics
 from .pages import write_run_page
 from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
-from .model import make_model
+from .model import make_model, shift_weight_grads
 from .plots import save_run_plots
 from .settings import check_seed, settings_for, small_stages
 from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, tta_words, versions, write_json,
@@ -386,7 +386,9 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     else:
         try: precision, reason = choose_precision(s['precision'], cuda)
         except ValueError as e: raise RecipeError(str(e)) from None
-    if precision == 'bf16' and not cuda: cbs.append(CPUAutocast())
+    if precision == 'bf16' and not cuda:
+        cbs.append(CPUAutocast())
+        if 'amx_bf16' in cpu_flags() and shift_weight_grads(model): reason += "; the last group's weight gradients by shifted products (AMX)"
     learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), metrics=accuracy,
                           wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s))
     # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts

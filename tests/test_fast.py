@@ -14,7 +14,7 @@ from recipe.callbacks import Lookahead
 from recipe.fast import MuonSGD, muon_groups, orthogonalize
 from recipe.run import choose_precision, training_images, whiten_sample
 from recipe.settings import settings_for
-from recipe.model import FastNet, init_whitening
+from recipe.model import FastNet, SmallMapConv, init_whitening
 
 FAST_KW = dict(profile='fast', epochs=4, bs=50, width=8, seed=0)  # 4 batches an epoch on `tiny`
 
@@ -81,7 +81,7 @@ def test_fast_run_writes_the_whole_run_folder_with_and_without_tta(fast_run):
     assert res['test_accuracy_no_tta'] == res['per_epoch'][-1]['test_accuracy']
     assert res['lr_find'] == {} and res['lr_max'] == FAST['lr_max'] and res['opt'] == 'muon'
     precision, reason = choose_precision('auto', cuda=torch.cuda.is_available())  # this machine's: bf16 where the CPU has it
-    assert res['precision'] == {'bf16': 'bf16 autocast (CPU)', 'fp32': 'fp32'}[precision] and res['precision_reason'] == reason
+    assert res['precision'] == {'bf16': 'bf16 autocast (CPU)', 'fp32': 'fp32'}[precision] and res['precision_reason'].startswith(reason)
     meta = json.loads((out/'model.json').read_text())
     assert meta['arch'] == 'fast' and meta['width'] == 8 and meta['tta'] == 2
 
@@ -273,10 +273,15 @@ def test_the_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(profile, tin
     from recipe.callbacks import CPUAutocast
     dls = recipe.image_dls(tiny, bs=50, seed=0, augment='batch', device='cpu')
     s = recipe.settings_for(profile)
-    for flags, precision in ((ICE_LAKE, 'fp32'), (ICE_LAKE | {'avx512_bf16'}, 'bf16 autocast (CPU)')):
+    for flags, precision in ((ICE_LAKE, 'fp32'), (ICE_LAKE | {'avx512_bf16'}, 'bf16 autocast (CPU)'),
+                             ({'amx_bf16', 'avx512_bf16'}, 'bf16 autocast (CPU)')):
         monkeypatch.setattr(recipe.run, 'cpu_flags', lambda: flags)
         learn = recipe.make_learner(dls, settings=s)
         assert learn.precision == precision and any(isinstance(c, CPUAutocast) for c in learn.cbs) == (precision != 'fp32')
+        # the last group's weight gradients by shifted products: on AMX CPUs only, where they were measured faster
+        shifted = [m.by_shifts for m in learn.model.modules() if isinstance(m, SmallMapConv)]
+        assert shifted == ([] if profile == 'seed' else [flags == {'amx_bf16', 'avx512_bf16'}])
+        assert ('shifted products' in learn.precision_reason) == any(shifted)
     learn = recipe.make_learner(dls, settings=s | dict(precision='fp32'))  # --precision fp32 wins
     assert learn.precision == 'fp32'
     with pytest.raises(RecipeError, match='precision fp16 needs a CUDA GPU'):

@@ -26,3 +26,26 @@ def test_width_scales_every_layer():
 @pytest.mark.parametrize('width', [0, -4, 2.5])
 def test_bad_width_is_refused(width):
     with pytest.raises(ValueError, match='width'): CustomResNet(width=width)
+
+
+@pytest.mark.parametrize('size', [2, 3, 5])
+def test_weight_grads_by_shifts_are_the_convs_own(size):
+    "SmallMapConv's shifted products (bf16 autocast on the CPU) give nn.Conv2d's output and gradients, to bf16's rounding"
+    from recipe.model import SmallMapConv
+    torch.manual_seed(0)
+    plain, shifted = torch.nn.Conv2d(16, 24, 3, padding=1, bias=False), SmallMapConv(16, 24, 3, padding=1, bias=False)
+    shifted.weight.data.copy_(plain.weight.data)
+    shifted.by_shifts = True
+    x = torch.randn(7, 16, size, size).to(memory_format=torch.channels_last)
+    weights = torch.randn(7, 24, size, size)  # a loss whose gradient differs at every output
+    found = []
+    for conv in (plain, shifted):
+        xi = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16): y = conv(xi)
+        (y.float() * weights).sum().backward()
+        found.append((y.float(), xi.grad, conv.weight.grad, y.grad_fn.name()))
+    (y0, dx0, dw0, fn0), (y1, dx1, dw1, fn1) = found
+    assert 'WeightGradByShifts' in fn1 and 'WeightGradByShifts' not in fn0  # the shifted route was taken
+    assert torch.equal(y0, y1) and torch.equal(dx0, dx1)  # the same oneDNN forward and input gradient
+    assert dw1.dtype == torch.float32 and ((dw1 - dw0).norm() / dw0.norm()) < 1e-2  # bf16 sums in another order
+    with torch.no_grad(): assert shifted(x).grad_fn is None  # inference: the ordinary conv
