@@ -81,8 +81,8 @@ def identity_conv(c_in, c_out, kind=nn.Conv2d):
 class WeightGradByShifts(torch.autograd.Function):
     """A 3x3 'same' conv (no bias, channels_last) whose weight gradient is 9 matrix products, one per kernel tap, of
     the output gradient with the input shifted by that tap. On the small maps of the last group (3x3 at 32 pixels)
-    oneDNN's weight-gradient kernel runs at a tenth of its forward's rate on an AMX CPU (80 ms against 21 ms at batch
-    1,536, bf16: docs/results.md); the products take the usual route. The input gradient is oneDNN's."""
+    oneDNN's weight-gradient kernel runs at a tenth of its forward's rate on an AMX CPU: 69-81 ms at batch 1,536, bf16,
+    against about 9 ms for the forward and 20-21 ms for these products (docs/results.md). The input gradient is oneDNN's."""
     @staticmethod
     def forward(ctx, x, weight):
         ctx.save_for_backward(x, weight)
@@ -93,6 +93,7 @@ class WeightGradByShifts(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                                      [True, False, False])[0] if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[1]: return grad_x, None
         n, c, h, w = x.shape
         padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (n, h+2, w+2, c)
         grad_rows = grad.permute(0, 2, 3, 1).reshape(-1, grad.size(1)).T  # (c_out, n h w)
@@ -102,13 +103,21 @@ class WeightGradByShifts(torch.autograd.Function):
 
 
 class SmallMapConv(nn.Conv2d):
-    """conv3x3 for the last group's maps: `WeightGradByShifts` while training under bf16 autocast on the CPU once
-    `by_shifts` is set (recipe/run.py sets it on AMX CPUs, where it was measured), else an ordinary conv. The same
-    parameters and state dict as nn.Conv2d."""
+    """conv3x3 (padding 1, no bias) for the last group's maps: `WeightGradByShifts` while training under bf16 autocast
+    on the CPU on maps of at most 5x5 once `by_shifts` is set (recipe/run.py sets it on AMX CPUs, where it was
+    measured faster there: at 7x7 oneDNN is faster), else an ordinary conv. The same parameters and state dict as
+    nn.Conv2d."""
     by_shifts = False
+    MAX_MAP = 5
+
+    def __init__(self, c_in, c_out, kernel_size=3, padding=1, bias=False):
+        super().__init__(c_in, c_out, kernel_size, padding=padding, bias=bias)
+        if not (self.kernel_size == (3, 3) and self.padding == (1, 1) and not bias):
+            raise ValueError(f"SmallMapConv is a 3x3 conv with padding 1 and no bias, got kernel {kernel_size}, padding {padding}, bias {bias}")
 
     def forward(self, x):
-        if not (self.by_shifts and torch.is_grad_enabled() and x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')):
+        if not (self.by_shifts and torch.is_grad_enabled() and x.device.type == 'cpu' and max(x.shape[-2:]) <= self.MAX_MAP
+                and torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16):
             return super().forward(x)
         with torch.autocast('cpu', enabled=False):  # autocast's casts, made here where autograd sees them
             return WeightGradByShifts.apply(x.bfloat16(), self.weight.bfloat16())
@@ -153,7 +162,6 @@ class FastNet(nn.Sequential):
         if s['whiten']: init_whitening(self, images())
         else: self[0].weight.requires_grad_(True)
         if not s['identity_init']: default_init(self)
-
 
 
 def shift_weight_grads(model) -> bool:

@@ -290,6 +290,18 @@ def test_the_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(profile, tin
         recipe.settings_for('fast', dict(precision='fp8'))
 
 
+def test_a_run_on_an_amx_cpu_trains_the_last_group_by_shifted_products(tiny, tmp_path, monkeypatch):
+    "With amx_bf16 among the CPU's flags a whole run goes through WeightGradByShifts, once a training step, and says so"
+    from recipe.model import WeightGradByShifts
+    calls, apply = [], WeightGradByShifts.apply
+    monkeypatch.setattr(WeightGradByShifts, 'apply', lambda *a: calls.append(a[0].shape) or apply(*a))
+    monkeypatch.setattr(recipe.run, 'cpu_flags', lambda: {'amx_bf16', 'avx512_bf16'})
+    learn = recipe.train(tiny, out=tmp_path/'run', profile='fast', epochs=1, bs=50, width=8, seed=0)
+    res = json.loads((tmp_path/'run'/'results.json').read_text())
+    assert res['complete'] and "weight gradients by shifted products (AMX)" in res['precision_reason']
+    assert len(calls) == len(learn.dls.train) and all(shape[-2:] == (3, 3) for shape in calls)
+
+
 def test_tta_below_a_confidence_gives_the_views_to_the_unsure_images_only():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),

@@ -48,4 +48,23 @@ def test_weight_grads_by_shifts_are_the_convs_own(size):
     assert 'WeightGradByShifts' in fn1 and 'WeightGradByShifts' not in fn0  # the shifted route was taken
     assert torch.equal(y0, y1) and torch.equal(dx0, dx1)  # the same oneDNN forward and input gradient
     assert dw1.dtype == torch.float32 and ((dw1 - dw0).norm() / dw0.norm()) < 1e-2  # bf16 sums in another order
-    with torch.no_grad(): assert shifted(x).grad_fn is None  # inference: the ordinary conv
+
+
+def test_weight_grads_by_shifts_only_while_training_on_small_maps(monkeypatch):
+    "Inference, maps over 5x5 (oneDNN is faster there), fp32 and convs of another shape keep the ordinary route"
+    from recipe.model import SmallMapConv, WeightGradByShifts
+    calls = []
+    monkeypatch.setattr(WeightGradByShifts, 'apply', lambda *a: calls.append(a) or torch.nn.functional.conv2d(*a, padding=1))
+    conv = SmallMapConv(8, 8, 3, padding=1, bias=False)
+    conv.by_shifts = True
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        conv(torch.randn(2, 8, 5, 5))
+        assert len(calls) == 1
+        with torch.no_grad(): conv(torch.randn(2, 8, 3, 3))  # inference
+        conv(torch.randn(2, 8, 7, 7))  # a larger map
+    conv(torch.randn(2, 8, 3, 3))  # fp32
+    conv.by_shifts = False
+    with torch.autocast('cpu', dtype=torch.bfloat16): conv(torch.randn(2, 8, 3, 3))
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match='SmallMapConv is a 3x3 conv with padding 1 and no bias'):
+        SmallMapConv(8, 8, 3, padding=1, bias=True)

@@ -9,12 +9,14 @@ import csv, json, os, re, subprocess, sys, time
 import pytest
 
 from conftest import ROOT, kill_tree
+from recipe.run import cpu_flags
 
 BEFORE = '0ed9eb3'
 RUNS = {'seed': dict(epochs=2, bs=32, width=8, seed=0, precision='fp32'),  # fp32: the seed profile's choice on a CPU then
-        'fast': dict(profile='fast', epochs=2, bs=50, width=8, seed=0, precision='fp32')}  # 'quick' here until efbabbf, when quick was
-# fast for 3 epochs. fp32: on AMX CPUs bf16 runs now sum the last group's weight gradients in another order (recipe/model.py,
-# SmallMapConv), on purpose; tests/test_model.py holds those to nn.Conv2d's
+        'fast': dict(profile='fast', epochs=2, bs=50, width=8, seed=0,  # 'quick' here until efbabbf, when quick was fast for 3 epochs
+                     # fp32 on AMX CPUs, where bf16 runs now sum the last group's weight gradients in another order on
+                     # purpose (recipe/model.py, SmallMapConv; tests/test_model.py holds them to nn.Conv2d's)
+                     precision='fp32' if 'amx_bf16' in cpu_flags() else 'auto')}
 
 
 def code_at(commit, dest):
