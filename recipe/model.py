@@ -104,8 +104,8 @@ class WeightGradByShifts(torch.autograd.Function):
 
 class SmallMapConv(nn.Conv2d):
     """conv3x3 (padding 1, no bias) for the last group's maps: `WeightGradByShifts` while training under bf16 autocast
-    on the CPU on maps of at most 5x5 once `by_shifts` is set (recipe/run.py sets it on AMX CPUs, where it was
-    measured faster there: at 7x7 oneDNN is faster), else an ordinary conv. The same parameters and state dict as
+    on the CPU on maps of at most 5x5 once `by_shifts` is set (recipe/run.py sets it on AMX CPUs, where the products
+    were measured faster at 2x2, 3x3 and 5x5 and slower at 7x7), else an ordinary conv. The same parameters and state dict as
     nn.Conv2d."""
     by_shifts = False
     MAX_MAP = 5

@@ -63,8 +63,32 @@ def test_weight_grads_by_shifts_only_while_training_on_small_maps(monkeypatch):
         with torch.no_grad(): conv(torch.randn(2, 8, 3, 3))  # inference
         conv(torch.randn(2, 8, 7, 7))  # a larger map
     conv(torch.randn(2, 8, 3, 3))  # fp32
+    with torch.autocast('cpu', dtype=torch.float16): conv(torch.randn(2, 8, 3, 3))  # autocast, not to bf16
     conv.by_shifts = False
     with torch.autocast('cpu', dtype=torch.bfloat16): conv(torch.randn(2, 8, 3, 3))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize('shape', [dict(bias=True), dict(padding=0), dict(kernel_size=5, padding=2)])
+def test_small_map_conv_refuses_another_shape(shape):
+    from recipe.model import SmallMapConv
     with pytest.raises(ValueError, match='SmallMapConv is a 3x3 conv with padding 1 and no bias'):
-        SmallMapConv(8, 8, 3, padding=1, bias=True)
+        SmallMapConv(8, 8, **(dict(kernel_size=3, padding=1, bias=False) | shape))
+
+
+def test_weight_grads_by_shifts_with_the_weights_frozen():
+    "A frozen weight gets no gradient, the input still the conv's own"
+    from recipe.model import SmallMapConv
+    torch.manual_seed(0)
+    plain, shifted = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False), SmallMapConv(8, 8, 3, padding=1, bias=False)
+    shifted.weight.data.copy_(plain.weight.data)
+    shifted.by_shifts = True
+    x = torch.randn(4, 8, 3, 3)
+    grads = []
+    for conv in (plain, shifted):
+        conv.weight.requires_grad_(False)
+        xi = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16): y = conv(xi)
+        y.float().pow(2).sum().backward()
+        grads.append(xi.grad)
+    assert 'WeightGradByShifts' in y.grad_fn.name() and shifted.weight.grad is None and torch.equal(*grads)
