@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 
-from recipe.model import make_model
+from recipe.model import make_model, shift_weight_grads
 from recipe.record import git_commit, machine_info, write_json
-from recipe.run import keep_freed_memory
+from recipe.run import cpu_flags, keep_freed_memory
 
 
 @call_parse
@@ -24,11 +24,13 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
          steps: int = 4,   # timed steps each time (after one untimed)
          reps: int = 3,    # times each way, alternating; the fastest counts
          json: str = None,  # also write the result to this JSON file
-         ops: bool = False):  # also print the operators' share of a step (torch.profiler)
+         ops: bool = False,  # also print the operators' share of a step (torch.profiler)
+         onednn: bool = False):  # oneDNN's weight gradients for the last group even on an AMX CPU (the recipe's before b40f4b9)
     "Print seconds per training step with the whitening bias learning and frozen, and their ratio"
     keep_freed_memory()
     torch.manual_seed(0)
     net = make_model('fast', 10, 64).to(memory_format=torch.channels_last)
+    shifts = 'amx_bf16' in cpu_flags() and not onednn and shift_weight_grads(net)  # as the recipe trains there (make_learner)
     x, y = torch.randn(bs, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (bs,))
     def step():
         with torch.autocast('cpu', dtype=torch.bfloat16): loss = F.cross_entropy(net(x).float(), y)
@@ -41,13 +43,14 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
             for _ in range(steps): step()
             times[learning].append((time.perf_counter() - t) / steps)
     learning, frozen = min(times[True]), min(times[False])
-    print(f"fast net, batch {bs:,}, bf16 autocast, {torch.get_num_threads()} threads: bias learning {learning:.3f} s/step, "
+    print(f"fast net, batch {bs:,}, bf16 autocast, {torch.get_num_threads()} threads, the last group's weight gradients by "
+          f"{'shifted products' if shifts else 'oneDNN'}: bias learning {learning:.3f} s/step, "
           f"frozen {frozen:.3f} s/step: {frozen/learning:.3f}x the time")
     if json:
         Path(json).parent.mkdir(parents=True, exist_ok=True)
         write_json(json, dict(bs=bs, steps=steps, reps=reps, threads=torch.get_num_threads(), learning_s_per_step=times[True],
-                              frozen_s_per_step=times[False], ratio=frozen/learning, machine=machine_info(), git_commit=git_commit(),
-                              command=f"python bench/frozen_bias_speed.py --bs {bs} --steps {steps} --reps {reps}"))
+                              frozen_s_per_step=times[False], ratio=frozen/learning, shifted_weight_grads=bool(shifts), machine=machine_info(), git_commit=git_commit(),
+                              command=f"python bench/frozen_bias_speed.py --bs {bs} --steps {steps} --reps {reps}" + (' --onednn' if onednn else '')))
     if ops:
         from torch.profiler import profile
         with profile() as prof:
