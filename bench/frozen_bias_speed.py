@@ -3,7 +3,7 @@ switches it after its epochs in one process): with it off the backward pass stop
 skips that conv's input gradient (the largest feature maps, 31x31) and the GELU's backward before it. bf16 autocast,
 channels_last, random data: only the forward and backward passes are timed, alternating the two `--reps` times.
 
-    python bench/frozen_bias_speed.py [--bs 1536] [--steps 4] [--reps 3] [--json FILE] [--ops]
+    python bench/frozen_bias_speed.py [--bs 1536] [--size 32] [--steps 4] [--reps 3] [--json FILE] [--ops] [--onednn]
 
 `--ops`: then where a step's time goes (the bias frozen), by operator, from `torch.profiler` over 2 steps.
 """
@@ -25,13 +25,14 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
          reps: int = 3,    # times each way, alternating; the fastest counts
          json: str = None,  # also write the result to this JSON file
          ops: bool = False,  # also print the operators' share of a step (torch.profiler)
-         onednn: bool = False):  # oneDNN's weight gradients for the last group even on an AMX CPU (the recipe's before b40f4b9)
+         onednn: bool = False,  # oneDNN's weight gradients for every conv even on an AMX CPU (the recipe's before b40f4b9)
+         size: int = 32):  # pixels of the random images (fast-progressive's first epochs: 24)
     "Print seconds per training step with the whitening bias learning and frozen, and their ratio"
     keep_freed_memory()
     torch.manual_seed(0)
     net = make_model('fast', 10, 64).to(memory_format=torch.channels_last)
     shifts = 'amx_bf16' in cpu_flags() and not onednn and shift_weight_grads(net)  # as the recipe trains there (make_learner)
-    x, y = torch.randn(bs, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (bs,))
+    x, y = torch.randn(bs, 3, size, size).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (bs,))
     def step():
         with torch.autocast('cpu', dtype=torch.bfloat16): loss = F.cross_entropy(net(x).float(), y)
         loss.backward(); net.zero_grad(set_to_none=True)
@@ -43,14 +44,14 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
             for _ in range(steps): step()
             times[learning].append((time.perf_counter() - t) / steps)
     learning, frozen = min(times[True]), min(times[False])
-    print(f"fast net, batch {bs:,}, bf16 autocast, {torch.get_num_threads()} threads, the last group's weight gradients by "
+    print(f"fast net, batch {bs:,}, {size} pixels, bf16 autocast, {torch.get_num_threads()} threads, weight gradients of maps <= 5x5 by "
           f"{'shifted products' if shifts else 'oneDNN'}: bias learning {learning:.3f} s/step, "
           f"frozen {frozen:.3f} s/step: {frozen/learning:.3f}x the time")
     if json:
         Path(json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(json, dict(bs=bs, steps=steps, reps=reps, threads=torch.get_num_threads(), learning_s_per_step=times[True],
+        write_json(json, dict(bs=bs, size=size, steps=steps, reps=reps, threads=torch.get_num_threads(), learning_s_per_step=times[True],
                               frozen_s_per_step=times[False], ratio=frozen/learning, shifted_weight_grads=bool(shifts), machine=machine_info(), git_commit=git_commit(),
-                              command=f"python bench/frozen_bias_speed.py --bs {bs} --steps {steps} --reps {reps}" + (' --onednn' if onednn else '')))
+                              command=f"python bench/frozen_bias_speed.py --bs {bs} --size {size} --steps {steps} --reps {reps}" + (' --onednn' if onednn else '')))
     if ops:
         from torch.profiler import profile
         with profile() as prof:

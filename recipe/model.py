@@ -80,9 +80,10 @@ def identity_conv(c_in, c_out, kind=nn.Conv2d):
 
 class WeightGradByShifts(torch.autograd.Function):
     """A 3x3 'same' conv (no bias, channels_last) whose weight gradient is 9 matrix products, one per kernel tap, of
-    the output gradient with the input shifted by that tap. On the small maps of the last group (3x3 at 32 pixels)
+    the output gradient with the input shifted by that tap. On small maps (3x3 at 32 pixels, 5x5 and 2x2 at 24)
     oneDNN's weight-gradient kernel runs at a tenth of its forward's rate on an AMX CPU: 69-81 ms at batch 1,536, bf16,
-    against about 9 ms for the forward and 20-21 ms for these products (docs/results.md). The input gradient is oneDNN's."""
+    against about 9 ms for the forward and 20-21 ms for these products on the last conv's 3x3 maps (docs/results.md).
+    The input gradient is oneDNN's."""
     @staticmethod
     def forward(ctx, x, weight):
         ctx.save_for_backward(x, weight)
@@ -103,7 +104,7 @@ class WeightGradByShifts(torch.autograd.Function):
 
 
 class SmallMapConv(nn.Conv2d):
-    """conv3x3 (padding 1, no bias) for the last group's maps: `WeightGradByShifts` while training under bf16 autocast
+    """conv3x3 (padding 1, no bias) for groups 2-3: `WeightGradByShifts` while training under bf16 autocast
     on the CPU on maps of at most 5x5 once `by_shifts` is set (recipe/run.py sets it on AMX CPUs, where the products
     were measured faster at 2x2, 3x3 and 5x5 and slower at 7x7), else an ordinary conv. The same parameters and state dict as
     nn.Conv2d."""
@@ -123,12 +124,13 @@ class SmallMapConv(nn.Conv2d):
             return WeightGradByShifts.apply(x.bfloat16(), self.weight.bfloat16())
 
 
-def conv_group(c_in, c_out, act='gelu', depth=2, bn_mom=0.4, last=False):
+def conv_group(c_in, c_out, act='gelu', depth=2, bn_mom=0.4, small_maps=False):
     """depth 2: conv -> MaxPool2d(2) -> BN -> GELU -> conv -> BN -> GELU (or `act`). depth 3 (airbench96): the second
-    conv's output is followed by a third conv -> BN, added to the first's output (a residual), then GELU. The `last`
-    group's convs after its pool are `SmallMapConv`s."""
-    conv = lambda: identity_conv(c_out, c_out, SmallMapConv if last else nn.Conv2d)
-    first = [identity_conv(c_in, c_out), nn.MaxPool2d(2), batch_norm(c_out, bn_mom), activation(act)]
+    conv's output is followed by a third conv -> BN, added to the first's output (a residual), then GELU. With
+    `small_maps` (the groups whose maps can be 5x5 or smaller) every conv is a `SmallMapConv`."""
+    kind = SmallMapConv if small_maps else nn.Conv2d
+    conv = lambda: identity_conv(c_out, c_out, kind)
+    first = [identity_conv(c_in, c_out, kind), nn.MaxPool2d(2), batch_norm(c_out, bn_mom), activation(act)]
     if depth == 2: return nn.Sequential(*first, conv(), batch_norm(c_out, bn_mom), activation(act))
     return nn.Sequential(*first, Residual(nn.Sequential(conv(), batch_norm(c_out, bn_mom), activation(act),
                                                         conv(), batch_norm(c_out, bn_mom))), activation(act))
@@ -150,8 +152,8 @@ class FastNet(nn.Sequential):
         whiten.weight.requires_grad_(False)
         super().__init__(whiten, nn.GELU(),
                          conv_group(24, w1, act, depth, bn_mom),  # (B, w, 15, 15)
-                         conv_group(w1, w2, act, depth, bn_mom),  # (B, 4w, 7, 7)
-                         conv_group(w2, w3, act, depth, bn_mom, last=True),  # (B, 4w, 3, 3)
+                         conv_group(w1, w2, act, depth, bn_mom, small_maps=True),  # (B, 4w, 7, 7)
+                         conv_group(w2, w3, act, depth, bn_mom, small_maps=True),  # (B, 4w, 3, 3)
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(),    # (B, 4w)
                          nn.Linear(w3, n_out, bias=False), Mul(1/9))
 

@@ -278,9 +278,9 @@ def test_the_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(profile, tin
         monkeypatch.setattr(recipe.run, 'cpu_flags', lambda: flags)
         learn = recipe.make_learner(dls, settings=s)
         assert learn.precision == precision and any(isinstance(c, CPUAutocast) for c in learn.cbs) == (precision != 'fp32')
-        # the last group's weight gradients by shifted products: on AMX CPUs only, where they were measured faster
+        # groups 2-3's weight gradients by shifted products: on AMX CPUs only, where they were measured faster
         shifted = [m.by_shifts for m in learn.model.modules() if isinstance(m, SmallMapConv)]
-        assert shifted == ([] if profile == 'seed' else [flags == {'amx_bf16', 'avx512_bf16'}])
+        assert shifted == ([] if profile == 'seed' else [flags == {'amx_bf16', 'avx512_bf16'}] * 4)
         assert ('shifted products' in learn.precision_reason) == any(shifted)
     if profile == 'fast':  # not under torch.compile, where they were not measured
         learn = recipe.make_learner(dls, settings=s | dict(compile=True))
@@ -293,16 +293,19 @@ def test_the_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(profile, tin
         recipe.settings_for('fast', dict(precision='fp8'))
 
 
-def test_a_run_on_an_amx_cpu_trains_the_last_group_by_shifted_products(tiny, tmp_path, monkeypatch):
-    "With amx_bf16 among the CPU's flags a whole run goes through WeightGradByShifts, once a training step, and says so"
+def test_a_run_on_an_amx_cpu_trains_the_small_maps_by_shifted_products(tiny, tmp_path, monkeypatch):
+    """With amx_bf16 among the CPU's flags a whole run goes through WeightGradByShifts and says so: at 24 pixels for
+    the three convs on maps of 5x5 or less (groups 2-3 after group 2's pool), at 32 for the last one (3x3)"""
     from recipe.model import WeightGradByShifts
     calls, apply = [], WeightGradByShifts.apply
     monkeypatch.setattr(WeightGradByShifts, 'apply', lambda *a: calls.append(a[0].shape) or apply(*a))
     monkeypatch.setattr(recipe.run, 'cpu_flags', lambda: {'amx_bf16', 'avx512_bf16'})
-    learn = recipe.train(tiny, out=tmp_path/'run', profile='fast', epochs=1, bs=50, width=8, seed=0, device='cpu')
+    learn = recipe.train(tiny, out=tmp_path/'run', profile='fast', epochs=2, bs=50, width=8, seed=0, device='cpu',
+                         settings=dict(small_early=(24, 1)))
     res = json.loads((tmp_path/'run'/'results.json').read_text())
-    assert res['complete'] and "weight gradients by shifted products (AMX)" in res['precision_reason']
-    assert len(calls) == len(learn.dls.train) and all(shape[-2:] == (3, 3) for shape in calls)
+    assert res['complete'] and "weight gradients of maps of 5x5 or less by shifted products (AMX)" in res['precision_reason']
+    steps = len(learn.dls.train)
+    assert [shape[-2:] for shape in calls] == [(5, 5), (5, 5), (2, 2)] * steps + [(3, 3)] * steps
 
 
 def test_tta_below_a_confidence_gives_the_views_to_the_unsure_images_only():
