@@ -1,7 +1,7 @@
 """Training-step time of a net in fp32 and with bf16 autocast, on this CPU (channels_last, random data: only the
 arithmetic is timed): the fast net with Nesterov SGD at batch 1,024, or (--arch resnet) the seed recipe's custom
 ResNet-9 with Adam at batch 512. bf16 pays on CPUs with bf16 instructions (AMX, AVX512_BF16); on others oneDNN
-emulates it.
+emulates it. On AMX CPUs the fast net's small maps take the shifted products in bf16, as the recipe trains there.
 
     python bench/precision_speed.py [--steps 6] [--arch resnet] [--bs N] [--width 64] [--json FILE]
 """
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 
-from recipe.model import make_model
+from recipe.model import make_model, shift_weight_grads
 from recipe.record import git_commit, machine_info, write_json
 from recipe.run import BF16_FLAGS, choose_precision, cpu_flags, keep_freed_memory
 
@@ -20,6 +20,7 @@ from recipe.run import BF16_FLAGS, choose_precision, cpu_flags, keep_freed_memor
 def step_seconds(arch, bf16, steps, bs, width=64):
     torch.manual_seed(0)
     model = make_model(arch, 10, width).to(memory_format=torch.channels_last)
+    if 'amx_bf16' in cpu_flags(): shift_weight_grads(model)  # as the recipe trains there (make_learner; bf16 autocast only)
     opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if arch == 'resnet' else
            torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.85, nesterov=True))
     x = torch.randn(bs, 3, 32, 32).contiguous(memory_format=torch.channels_last)
