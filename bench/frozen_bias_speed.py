@@ -1,6 +1,6 @@
 """Training-step time of the fast net with the whitening bias learning and frozen (its gradient off, as `WhitenBias`
 switches it after its epochs in one process): with it off the backward pass stops at the first conv group, which
-skips that conv's input gradient (the largest feature maps, 31x31) and the GELU's backward before it. bf16 autocast,
+skips that conv's input gradient (the largest feature maps, 31x31 at 32 pixels) and the GELU's backward before it. bf16 autocast,
 channels_last, random data: only the forward and backward passes are timed, alternating the two `--reps` times.
 
     python bench/frozen_bias_speed.py [--bs 1536] [--size 32] [--steps 4] [--reps 3] [--json FILE] [--ops] [--onednn]

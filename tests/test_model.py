@@ -92,3 +92,25 @@ def test_weight_grads_by_shifts_with_the_weights_frozen():
         y.float().pow(2).sum().backward()
         grads.append(xi.grad)
     assert 'WeightGradByShifts' in y.grad_fn.name() and shifted.weight.grad is None and torch.equal(*grads)
+
+
+def test_every_conv_of_groups_2_and_3_takes_the_shifted_products_on_small_maps(monkeypatch):
+    """Depth 3 (airbench96's residual convs) and a first conv of group 3 that changes the width: at 24 pixels the
+    convs on maps of 5x5 or less take the products, and the whole net's gradients stay nn.Conv2d's to bf16's rounding"""
+    from recipe.model import FastNet, SmallMapConv, WeightGradByShifts, shift_weight_grads
+    torch.manual_seed(0)
+    net = FastNet(10, 8, widths=(8, 24, 16), depth=3)
+    assert len([m for m in net.modules() if isinstance(m, SmallMapConv)]) == 6  # groups 2-3: 3 convs each
+    calls, apply = [], WeightGradByShifts.apply
+    monkeypatch.setattr(WeightGradByShifts, 'apply', lambda *a: calls.append(tuple(a[0].shape[-2:])) or apply(*a))
+    x, grads = torch.randn(6, 3, 24, 24), []
+    for shifted in (False, True):
+        if shifted: shift_weight_grads(net)
+        net.zero_grad()
+        with torch.autocast('cpu', dtype=torch.bfloat16): out = net(x)
+        out.float().pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters() if p.grad is not None])
+    # group 2's convs after its pool (5x5), group 3's first (5x5, before its pool) and the two after it (2x2)
+    assert calls == [(5, 5), (5, 5), (5, 5), (2, 2), (2, 2)]
+    for before, after in zip(*grads):
+        assert ((after - before).norm() / before.norm()) < 2e-2
