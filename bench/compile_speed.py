@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from recipe.config import PROFILES
-from recipe.run import choose_precision
-from recipe.model import make_model
+from recipe.run import choose_precision, shifts_pay
+from recipe.model import make_model, shift_weight_grads
 from recipe.record import machine_info, versions
 
 
@@ -48,6 +48,7 @@ def measure(profile='fast', steps=10, bs=None, width=None, device=None) -> dict:
         torch.manual_seed(0)
         model = make_model(s['arch'], 10, width).to(device, memory_format=torch.channels_last)
         if mode == 'compiled': model.compile()
+        elif device.type == 'cpu' and shifts_pay(): shift_weight_grads(model)  # eager, as the recipe trains (make_learner)
         step = make_step(model, device, precision)
         first = timed(step, x, y, 2, device) * 2  # warm-up; compiled: the compile (forward and backward) happens here
         found[mode] = dict(first_two_steps_s=round(first, 3), ms_per_step=round(1000 * timed(step, x, y, steps, device), 2))

@@ -16,7 +16,7 @@ from fastcore.script import call_parse
 
 from recipe.model import make_model, shift_weight_grads
 from recipe.record import git_commit, machine_info, write_json
-from recipe.run import cpu_flags, keep_freed_memory
+from recipe.run import keep_freed_memory, shifts_pay
 
 
 @call_parse
@@ -31,7 +31,7 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
     keep_freed_memory()
     torch.manual_seed(0)
     net = make_model('fast', 10, 64).to(memory_format=torch.channels_last)
-    shifts = 'amx_bf16' in cpu_flags() and not onednn and shift_weight_grads(net)  # as the recipe trains there (make_learner)
+    shifts = shifts_pay() and not onednn and shift_weight_grads(net)  # as the recipe trains (make_learner)
     x, y = torch.randn(bs, 3, size, size).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (bs,))
     def step():
         with torch.autocast('cpu', dtype=torch.bfloat16): loss = F.cross_entropy(net(x).float(), y)

@@ -14,13 +14,13 @@ from fastcore.script import call_parse
 
 from recipe.model import make_model, shift_weight_grads
 from recipe.record import git_commit, machine_info, write_json
-from recipe.run import BF16_FLAGS, choose_precision, cpu_flags, keep_freed_memory
+from recipe.run import BF16_FLAGS, choose_precision, cpu_flags, keep_freed_memory, shifts_pay
 
 
 def step_seconds(arch, bf16, steps, bs, width=64):
     torch.manual_seed(0)
     model = make_model(arch, 10, width).to(memory_format=torch.channels_last)
-    if 'amx_bf16' in cpu_flags(): shift_weight_grads(model)  # as the recipe trains there (make_learner; bf16 autocast only)
+    if shifts_pay(): shift_weight_grads(model)  # as the recipe trains (make_learner; bf16 autocast only)
     opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if arch == 'resnet' else
            torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.85, nesterov=True))
     x = torch.randn(bs, 3, 32, 32).contiguous(memory_format=torch.channels_last)

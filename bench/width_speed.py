@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 
-from recipe.model import make_model
+from recipe.model import make_model, shift_weight_grads
 from recipe.record import git_commit, machine_info, write_json
-from recipe.run import choose_precision, keep_freed_memory
+from recipe.run import choose_precision, keep_freed_memory, shifts_pay
 
 WIDTHS = [(64, 256, 256), (64, 192, 192), (48, 192, 192), (64, 224, 224), (64, 256, 192)]  # the first: the fast net's
 
@@ -47,6 +47,7 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
         for widths in WIDTHS:
             net = make_model('fast', 10, widths[0], widths=widths).to(memory_format=torch.channels_last)
             net[0].bias.requires_grad_(False)
+            if shifts_pay(): shift_weight_grads(net)  # as the recipe trains (make_learner; bf16 autocast only)
             macs[widths] = conv_macs(net)
             def step():
                 with autocast: loss = F.cross_entropy(net(x).float(), y)

@@ -388,7 +388,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
         except ValueError as e: raise RecipeError(str(e)) from None
     if precision == 'bf16' and not cuda:
         cbs.append(CPUAutocast())
-        if 'amx_bf16' in cpu_flags() and not s['compile'] and shift_weight_grads(model):  # where measured: AMX, uncompiled
+        if shifts_pay(s['compile']) and shift_weight_grads(model):
             reason += "; weight gradients of maps of 5x5 or less by shifted products (AMX)"
     learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), metrics=accuracy,
                           wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s))
@@ -452,6 +452,12 @@ def cpu_flags() -> set:
     "The CPU's feature flags, from /proc/cpuinfo (empty where there is none)"
     try: return {f for l in open('/proc/cpuinfo') if l.startswith('flags') for f in l.split(':', 1)[1].split()}
     except OSError: return set()
+
+
+def shifts_pay(compiled=False) -> bool:
+    """Whether the small maps' weight gradients by shifted products (recipe/model.py, SmallMapConv) pay on this CPU in
+    bf16: where they were measured faster, an AMX CPU running the net uncompiled"""
+    return 'amx_bf16' in cpu_flags() and not compiled
 
 
 def choose_precision(precision='auto', cuda=False, flags=None) -> tuple:
