@@ -43,7 +43,7 @@ from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_ro
 
 __all__ = ['train', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits',
            'LOGGERS', 'check_loggers', 'logger_cbs', 'check_device', 'check_out', 'make_out', 'BF16_FLAGS', 'cpu_flags',
-           'choose_precision', 'Run', 'training_images', 'whiten_sample']
+           'shifts_pay', 'choose_precision', 'Run', 'training_images', 'whiten_sample']
 
 
 RECIPES = {'adam': seed, 'nesterov': fast, 'muon': fast}  # the recipe of a run, by the optimizer of its settings
