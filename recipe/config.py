@@ -152,6 +152,7 @@ ABLATIONS = {
     # candidates, each on its own
     'silu':               dict(act='silu'),                          # SiLU in the conv groups instead of GELU
     'ls-0.09':            dict(label_smoothing=0.09),                # label smoothing 0.09 instead of 0.2
+    'ls-0.2':             dict(label_smoothing=0.2),                 # (on fast7's descendants) back to airbench94's 0.2: 0.09 won a 3-epoch screen
     'whiten-bias-0.19':   dict(whiten_bias_epochs=0.19),             # the whitening bias learns for 0.19 epoch, not 3
     'jitter':             dict(jitter=(0.14, 0.13)),                 # brightness and contrast jitter (in std units)
     'small-early':        dict(small_early=(24, 1)),                 # the first epoch at 24x24 pixels: 0.56 of its FLOPs
