@@ -156,11 +156,12 @@ ABLATIONS = {
     'whiten-bias-0.19':   dict(whiten_bias_epochs=0.19),             # the whitening bias learns for 0.19 epoch, not 3
     'jitter':             dict(jitter=(0.14, 0.13)),                 # brightness and contrast jitter (in std units)
     'small-early':        dict(small_early=(24, 1)),                 # the first epoch at 24x24 pixels: 0.52 of its multiply-adds
+                                                                     # (0.56 by pixel count, the unit of the arithmetic below)
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24 (fast-progressive's since 2026-12-05)
     'small-early-3':      dict(small_early=(24, 3)),                 # the first 3 epochs at 24x24 (fast-progressive's before)
     'small-early-20-3':   dict(small_early=(20, 3)),                 # the first 3 epochs at 20x20: 0.39 of their FLOPs
     'small-early-4':      dict(small_early=(24, 4)),                 # the first 4 epochs at 24x24 (in 8 epochs: 6.25 full-
-                                                                     # size epochs' arithmetic by pixel count, not 6.69)
+                                                                     # size epochs by pixel count; small-early-3 6.69, -2 7.13)
     'small-early-3-28-2': dict(small_early=((24, 3), (28, 2))),      # 3 epochs at 24, then 2 at 28 (6.22 full-size epochs'
                                                                      # arithmetic in 8, 0.93x small-early-3's)
     'small-early-3-28-3': dict(small_early=((24, 3), (28, 3))),      # 3 at 24, then 3 at 28 (5.98, 0.89x)
@@ -194,9 +195,11 @@ ABLATIONS = {
 FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] | ABLATIONS['jitter']
 # 94% for fewer FLOPs than fast7 (issue 23, part 1): fast7's training for 8 epochs, the first 2 on images resized to 24
 # pixels (progressive resizing). A 24-pixel image costs the net 0.52 of a 32-pixel one's multiply-adds (61.6M against
-# 118.1M), so training costs 2 x 0.52 + 6 = 7.04 full-size epochs, and with its evaluation (one test pass, the extra
-# TTA views of the unsure images: ~0.15 epoch) 7.2 against fast7's 7.4 (7 epochs, TTA on every image: 0.4). Until
-# 2026-12-05 its first 3 epochs were at 24 (6.57; 93.96% over 29 runs); with 2, docs/results.md.
+# 118.1M), so training costs 2 x 0.52 + 6 = 7.04 full-size epochs, a little more than fast7's 7; the saving is in the
+# evaluation, a route issue 23 names ("fewer TTA views"): one test pass and the extra TTA views of the unsure images
+# (~0.15 epoch) make 7.2, against 7.4 for fast7's 7 epochs with TTA on every image and one test pass (7.8 as its profile
+# runs, testing every epoch). By pixel count (0.56 at 24) 7.3. Until 2026-12-05 its first 3 epochs were at 24 pixels
+# (6.56 by multiply-adds; 93.96% over 29 runs); with 2: docs/results.md, twenty-fifth session.
 # For the least wall time (part 2): TTA for the images under 0.8 confidence only, and one test pass, after the last epoch
 # (neither changes the training: the same weights as with TTA on all and a test pass every epoch)
 FAST_PROGRESSIVE = FAST7 | dict(epochs=8) | ABLATIONS['small-early-2'] | ABLATIONS['tta-below-0.8'] | ABLATIONS['test-last']
