@@ -3,7 +3,7 @@
 the whitening bias frozen (as after its epochs), bf16 autocast where the CPU has it, channels_last, random 32-pixel
 images; the widths alternate `--reps` times and the fastest counts.
 
-    python bench/width_speed.py [--bs 1536] [--steps 2] [--reps 2] [--json FILE]
+    python bench/width_speed.py [--bs 1536] [--steps 2] [--reps 2] [--size 32] [--widths "64,256,256 64,256,384"] [--json FILE]
 """
 import sys, time
 from pathlib import Path
@@ -34,21 +34,24 @@ def conv_macs(net, size=32) -> int:
 def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
          steps: int = 2,   # timed steps each time (after one untimed)
          reps: int = 2,    # times each width, in turn; the fastest counts
+         size: int = 32,   # pixels of the images (24: the progressive profiles' small epochs)
+         widths: str = None,  # the widths to time, e.g. "64,256,256 64,256,384" (the first is the baseline); None: WIDTHS
          json: str = None):  # also write the result to this JSON file
-    "Print milliseconds per training image at each of WIDTHS, and each against the first"
+    "Print milliseconds per training image at each of the widths, and each against the first"
+    all_widths = [tuple(int(c) for c in w.split(',')) for w in widths.split()] if widths else WIDTHS
     keep_freed_memory()
     torch.manual_seed(0)
     precision, _ = choose_precision('auto')
     autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bf16')
-    x = torch.randn(bs, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(bs, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (bs,))
     best, macs = {}, {}
     for _ in range(reps):
-        for widths in WIDTHS:
+        for widths in all_widths:
             net = make_model('fast', 10, widths[0], widths=widths).to(memory_format=torch.channels_last)
             net[0].bias.requires_grad_(False)
             if shifts_pay(): shift_weight_grads(net)  # as the recipe trains (make_learner; bf16 autocast only)
-            macs[widths] = conv_macs(net)
+            macs[widths] = conv_macs(net, size)
             def step():
                 with autocast: loss = F.cross_entropy(net(x).float(), y)
                 loss.backward()
@@ -58,14 +61,14 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
             for _ in range(steps): step()
             ms = (time.perf_counter() - t) / (steps * bs) * 1e3
             best[widths] = min(best.get(widths, ms), ms)
-    base = best[WIDTHS[0]]
-    print(f"{precision}, {torch.get_num_threads()} threads, batch {bs}, the fastest of {reps}:")
+    base = best[all_widths[0]]
+    print(f"{precision}, {torch.get_num_threads()} threads, batch {bs}, {size}-pixel images, the fastest of {reps}:")
     for widths, ms in best.items():
         print(f"widths {'/'.join(map(str, widths))}: {ms:.3f} ms an image, {ms / base:.2f}x; {macs[widths] / 1e6:.1f}M multiply-adds "
-              f"a forward pass, {macs[widths] / macs[WIDTHS[0]]:.2f}x", flush=True)
+              f"a forward pass, {macs[widths] / macs[all_widths[0]]:.2f}x", flush=True)
     if json:
         Path(json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(json, dict(command=' '.join(['python'] + sys.argv), bs=bs, steps=steps, reps=reps, precision=precision,
+        write_json(json, dict(command=' '.join(['python'] + sys.argv), bs=bs, steps=steps, reps=reps, size=size, precision=precision,
                               threads=torch.get_num_threads(), git_commit=git_commit(), machine=machine_info(),
                               ms_per_image={'/'.join(map(str, w)): round(ms, 4) for w, ms in best.items()},
                               forward_macs={'/'.join(map(str, w)): n for w, n in macs.items()}))
