@@ -74,8 +74,10 @@ def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_t
     assert run_label(result('fast7')) == 'fast7 w64 seed 0'
     assert run_label(result('fast7', 'lookahead'), seed=False) == 'fast7 (lookahead)'
     assert run_label(result('seed-w32', lr_min=1e-3, lr_max=1e-2, act='relu'), seed=False) == 'seed-w32'  # lr_find's LRs; the net's own act
-    assert run_label(result('fast7', 'small-early-3,tta-below-0.8', epochs=8), seed=False) == 'fast-progressive'  # its settings, before it was a profile
-    assert run_label(result('fast-progressive', small_early=[24, 2]), seed=False) == 'fast-progressive (then: small_early [24, 2])'  # its day at 2
+    assert run_label(result('fast7', 'small-early-3,tta-below-0.8,group2-192', epochs=10), seed=False) == 'fast-progressive'  # its settings, as an ablation
+    assert run_label(result('fast-progressive', widths=None, epochs=8), seed=False) == 'fast-progressive (then: widths None)'  # its first 29 runs, full width
+    assert run_label(result('fast-progressive', widths=None, small_early=[24, 2]), seed=False) == 'fast-progressive (then: widths None, small_early [24, 2])'  # its day at 2
+    assert run_label(result('fast-progressive', 'group3-384', epochs=7), seed=False) == 'fast-progressive (group3-384)'  # an ablation of its widths
     assert run_label(result('fast7', 'small-early-3', epochs=8), seed=False) == 'fast7 (small-early-3)'  # TTA on every image
     assert run_label(result('fast-progressive', test_every=1), seed=False) == 'fast-progressive'  # tested every epoch: the same weights and accuracy
     assert run_label(result('fast-progressive', tta_below=None), seed=False) == 'fast-progressive (then: tta_below None)'
