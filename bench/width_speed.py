@@ -1,11 +1,11 @@
 """Training-step time of the fast net at other widths: on a CPU time follows arithmetic, so a narrower net might reach
 94% for less time in more epochs (issue 23, part 2; ablation `widths-192`). The forward and backward passes only,
-the whitening bias frozen (as after its epochs), bf16 autocast where the CPU has it, channels_last, random 32-pixel
-images; the widths alternate `--reps` times and the fastest counts.
+the whitening bias frozen (as after its epochs), bf16 autocast where the CPU has it, channels_last, random images
+(32 pixels, or `--size`); the widths alternate `--reps` times and the fastest counts.
 
     python bench/width_speed.py [--bs 1536] [--steps 2] [--reps 2] [--size 32] [--widths "64,256,256 64,256,384"] [--json FILE]
 """
-import sys, time
+import shlex, sys, time
 from pathlib import Path
 
 import torch
@@ -47,11 +47,11 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
     y = torch.randint(0, 10, (bs,))
     best, macs = {}, {}
     for _ in range(reps):
-        for widths in all_widths:
-            net = make_model('fast', 10, widths[0], widths=widths).to(memory_format=torch.channels_last)
+        for w in all_widths:
+            net = make_model('fast', 10, w[0], widths=w).to(memory_format=torch.channels_last)
             net[0].bias.requires_grad_(False)
             if shifts_pay(): shift_weight_grads(net)  # as the recipe trains (make_learner; bf16 autocast only)
-            macs[widths] = conv_macs(net, size)
+            macs[w] = conv_macs(net, size)
             def step():
                 with autocast: loss = F.cross_entropy(net(x).float(), y)
                 loss.backward()
@@ -60,15 +60,15 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
             t = time.perf_counter()
             for _ in range(steps): step()
             ms = (time.perf_counter() - t) / (steps * bs) * 1e3
-            best[widths] = min(best.get(widths, ms), ms)
+            best[w] = min(best.get(w, ms), ms)
     base = best[all_widths[0]]
     print(f"{precision}, {torch.get_num_threads()} threads, batch {bs}, {size}-pixel images, the fastest of {reps}:")
-    for widths, ms in best.items():
-        print(f"widths {'/'.join(map(str, widths))}: {ms:.3f} ms an image, {ms / base:.2f}x; {macs[widths] / 1e6:.1f}M multiply-adds "
-              f"a forward pass, {macs[widths] / macs[all_widths[0]]:.2f}x", flush=True)
+    for w, ms in best.items():
+        print(f"widths {'/'.join(map(str, w))}: {ms:.3f} ms an image, {ms / base:.2f}x; {macs[w] / 1e6:.1f}M multiply-adds "
+              f"a forward pass, {macs[w] / macs[all_widths[0]]:.2f}x", flush=True)
     if json:
         Path(json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(json, dict(command=' '.join(['python'] + sys.argv), bs=bs, steps=steps, reps=reps, size=size, precision=precision,
+        write_json(json, dict(command=shlex.join(['python'] + sys.argv), bs=bs, steps=steps, reps=reps, size=size, precision=precision,
                               threads=torch.get_num_threads(), git_commit=git_commit(), machine=machine_info(),
                               ms_per_image={'/'.join(map(str, w)): round(ms, 4) for w, ms in best.items()},
                               forward_macs={'/'.join(map(str, w)): n for w, n in macs.items()}))

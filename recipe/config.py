@@ -186,12 +186,13 @@ ABLATIONS = {
     # widths were chosen for a GPU's time. At another --width, its widths scale with it
     'widths-192':         dict(widths=(64, 192, 192)),
     'group3-192':         dict(widths=(64, 256, 192)),                # only the last group narrowed: 0.92x the multiply-adds
-    # the other way: the last group wider (fast95's 95% came from width, not epochs: the fast profile gains 0.1 from 8
-    # to 12 epochs); 64/256/384 is 1.18x the multiply-adds at 32 pixels, 1.17x at 24 (bench/width_speed.py)
+    # the other way: the last group wider (fast95's wider net reaches 95% in 15 epochs); 64/256/384 is 1.18x the
+    # multiply-adds at 32 pixels, 1.17x at 24 (bench/width_speed.py). Each of these width entries sets all three widths
+    # outright (on a profile with other widths, `group3-384` would put group 2 back to 256 too)
     'group3-384':         dict(widths=(64, 256, 384)),
     # the middle group narrower, the last kept: 64/192/256 is 0.76x the multiply-adds (its first conv, 64 -> 256 at
     # 15x15, is the net's largest), a step 0.83x the time, for more epochs in the same time
-    'group2-192':         dict(widths=(64, 192, 256)),                # (fast-progressive's since 2026-12-05)
+    'group2-192':         dict(widths=(64, 192, 256)),                # (fast-progressive's for 3 runs on 2026-12-05, for 10 epochs)
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
                                                                      # step with weight decay between, its BatchNorm momentum
 }
@@ -199,15 +200,15 @@ ABLATIONS = {
 # docs/results.md; quick was then the fast profile for 3 epochs): Hiverge's batch and optimizer settings, its label
 # smoothing and its brightness/contrast jitter
 FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] | ABLATIONS['jitter']
-# 94% for fewer FLOPs than fast7 (issue 23, part 1): fast7's training for 10 epochs, the first 3 on images resized to 24
-# pixels (progressive resizing), with group 2 narrowed to 192 channels (`group2-192`: 0.76x the multiply-adds). By the
-# fast net's multiply-adds that is (3 x 47.0M + 7 x 90.0M) / 118.1M = 6.53 full-size epochs, against fast7's 7;
-# docs/results.md: 94.00% over seeds 0-9, standard deviation 0.07. Before 2026-12-05 it was the full-width net for 8
-# epochs, the first 3 at 24 pixels (6.56): 93.96% over 29 runs, standard deviation 0.13, in about the same time.
+# 94% for fewer FLOPs than fast7 (issue 23, part 1): fast7's training for 8 epochs, the first 3 on images resized to 24
+# pixels (progressive resizing), 3 x (24/32)^2 + 5 = 6.7 epochs' arithmetic by pixel count (6.56 by the net's
+# multiply-adds: 0.52 at 24 pixels); docs/results.md: 93.96% over 29 runs. 2 epochs at 24 instead (`small-early-2`,
+# 7.04 by multiply-adds) was its setting for 15 seeds on 2026-12-05: 93.97%, no gain for 7% more arithmetic. 10 epochs
+# with group 2 at 192 channels (`group2-192`, 6.53) was its setting for 3 runs on 2026-12-05: 93.98% over 13 seeds, with
+# half the spread between seeds, but its runs about 5% longer: no gain either.
 # For the least wall time (part 2): TTA for the images under 0.8 confidence only, and one test pass, after the last epoch
 # (neither changes the training: the same weights as with TTA on all and a test pass every epoch)
-FAST_PROGRESSIVE = (FAST7 | dict(epochs=10) | ABLATIONS['group2-192'] | ABLATIONS['small-early-3'] | ABLATIONS['tta-below-0.8']
-                    | ABLATIONS['test-last'])
+FAST_PROGRESSIVE = FAST7 | dict(epochs=8) | ABLATIONS['small-early-3'] | ABLATIONS['tta-below-0.8'] | ABLATIONS['test-last']
 # 90% as soon as possible (issue 23, part 6): fast7's training in 2 epochs, at batch 512 for 3x its steps (89.23% at
 # 1,536, 89.72% at 1,024, 90.62% at 512 on seed 0; docs/results.md); TTA for the 38% of the images under 0.8 confidence
 # only: the same accuracy as TTA on all (seeds 0-1, paired; docs/results.md), for 0.38 of its extra views
@@ -235,7 +236,7 @@ PROFILES = {
     'quick':    QUICK | dict(doc="fast7's training at batch 512 for 2 epochs, TTA on the images under 0.8 confidence, for 90% as soon as possible"),
     'fast-sgd': FAST_SGD | dict(doc='the fast profile before Muon: airbench94-style Nesterov SGD, 12 epochs'),
     'fast7':    FAST7 | dict(doc='the fast profile in 7 epochs with the changes that helped in the 3-epoch screen (issue 23)'),
-    'fast-progressive': FAST_PROGRESSIVE | dict(doc="fast7's training for 10 epochs, the first 3 at 24 pixels, group 2 at 192 channels: 6.5 epochs' arithmetic, for 94% in the least time"),
+    'fast-progressive': FAST_PROGRESSIVE | dict(doc="fast7's training for 8 epochs, the first 3 at 24 pixels: 6.7 epochs' arithmetic, for 94% in the least time"),
     'fast95':   FAST95 | dict(doc='after airbench95 (widths 128/384/384, 15 epochs), for 95%'),
     'fast96':   FAST96 | dict(doc='after airbench96 (widths 128/384/512, 3 convs a group, 37 epochs), for 96%: a GPU profile'),
 }

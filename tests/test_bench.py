@@ -74,10 +74,10 @@ def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_t
     assert run_label(result('fast7')) == 'fast7 w64 seed 0'
     assert run_label(result('fast7', 'lookahead'), seed=False) == 'fast7 (lookahead)'
     assert run_label(result('seed-w32', lr_min=1e-3, lr_max=1e-2, act='relu'), seed=False) == 'seed-w32'  # lr_find's LRs; the net's own act
-    assert run_label(result('fast7', 'small-early-3,tta-below-0.8,group2-192', epochs=10), seed=False) == 'fast-progressive'  # its settings, as an ablation
-    assert run_label(result('fast-progressive', widths=None, epochs=8), seed=False) == 'fast-progressive (then: widths None)'  # its first 29 runs, full width
-    assert run_label(result('fast-progressive', widths=None, small_early=[24, 2]), seed=False) == 'fast-progressive (then: widths None, small_early [24, 2])'  # its day at 2
-    assert run_label(result('fast-progressive', 'group3-384', epochs=7), seed=False) == 'fast-progressive (group3-384)'  # an ablation of its widths
+    assert run_label(result('fast7', 'small-early-3,tta-below-0.8', epochs=8), seed=False) == 'fast-progressive'  # its settings, before it was a profile
+    assert run_label(result('fast-progressive', small_early=[24, 2]), seed=False) == 'fast-progressive (then: small_early [24, 2])'  # its day at 2
+    assert run_label(result('fast-progressive', widths=[64, 192, 256]), seed=False) == 'fast-progressive (then: widths [64, 192, 256])'  # its 3 runs at 10 epochs
+    assert run_label(result('fast-progressive', 'group2-192'), seed=False) == 'fast-progressive (group2-192)'
     assert run_label(result('fast7', 'small-early-3', epochs=8), seed=False) == 'fast7 (small-early-3)'  # TTA on every image
     assert run_label(result('fast-progressive', test_every=1), seed=False) == 'fast-progressive'  # tested every epoch: the same weights and accuracy
     assert run_label(result('fast-progressive', tta_below=None), seed=False) == 'fast-progressive (then: tta_below None)'
@@ -186,6 +186,18 @@ def test_precision_speed_times_the_seed_net_in_fp32_and_bf16(tmp_path):
     res, stdout = bench_script('precision_speed.py', '--arch', 'resnet', '--steps', 1, '--bs', 8, '--width', 8, json_out=tmp_path/'precision.json')
     assert res['arch'] == 'resnet' and res['bs'] == 8 and res['fp32_s_per_step'] > 0 and res['bf16_s_per_step'] > 0
     assert f"bf16 is {res['bf16_speedup']:.2f}x as fast" in stdout
+
+
+def test_width_speed_times_the_widths_it_is_given_at_the_size_it_is_given(tmp_path):
+    "bench/width_speed.py --widths --size, tiny: each net timed, its multiply-adds at that size, a command that runs again"
+    res, stdout = bench_script('width_speed.py', '--bs', 4, '--steps', 1, '--reps', 1, '--size', 24, '--widths', '8,16,16 8,12,16',
+                               json_out=tmp_path/'width.json')
+    assert list(res['ms_per_image']) == ['8/16/16', '8/12/16'] and all(ms > 0 for ms in res['ms_per_image'].values())
+    assert res['size'] == 24 and res['forward_macs']['8/12/16'] < res['forward_macs']['8/16/16']
+    # by hand at 24 pixels: whitening 23x23x24x12, group 1 23x23x8x216 + 11x11x8x72, group 2 11x11x16x72 + 5x5x16x144,
+    # group 3 5x5x16x144 + 2x2x16x144, head 16x10
+    assert res['forward_macs']['8/16/16'] == 152_352 + 914_112 + 69_696 + 139_392 + 57_600 + 57_600 + 9_216 + 160
+    assert "--widths '8,16,16 8,12,16'" in res['command'] and '24-pixel images' in stdout
 
 
 def test_time_to_and_the_report_skip_the_epochs_without_a_test_pass(tmp_path):
