@@ -169,6 +169,7 @@ ABLATIONS = {
                                                                      # each image (their scale kept), not resized
     'crop-3-28-2':        dict(small_early=((24, 3), (28, 2)), small_by='crop'),  # 2 crop epochs at 28, not 3 (6.22)
     'crop-4':             dict(small_early=(24, 4), small_by='crop'),  # small-early-4's stage as crops (6.25)
+    'crop-3':             dict(small_early=(24, 3), small_by='crop'),  # fast-progressive's stage as crops (6.69)
     'prune-easy-0.5':     dict(prune_easy=0.5),                      # InfoBatch: half the easy images out of epochs 1-6 of 8
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
