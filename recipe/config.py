@@ -156,7 +156,7 @@ ABLATIONS = {
     'whiten-bias-0.19':   dict(whiten_bias_epochs=0.19),             # the whitening bias learns for 0.19 epoch, not 3
     'jitter':             dict(jitter=(0.14, 0.13)),                 # brightness and contrast jitter (in std units)
     'no-jitter':          dict(jitter=None),                         # (on fast7's descendants) without it: it won a 3-epoch
-                                                                     # screen; on fast-progressive 93.92% over 6 seeds, no gain
+                                                                     # screen; on fast-progressive 93.92% over 6 seeds, no sign of a gain
     'small-early':        dict(small_early=(24, 1)),                 # the first epoch at 24x24 pixels: 0.52 of its multiply-adds
                                                                      # (0.56 by pixel count, the unit of the arithmetic below)
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24 (fast-progressive's for 15 seeds)
@@ -172,7 +172,7 @@ ABLATIONS = {
     'crop-3-28-2':        dict(small_early=((24, 3), (28, 2)), small_by='crop'),  # 2 crop epochs at 28, not 3 (6.22)
     'crop-4':             dict(small_early=(24, 4), small_by='crop'),  # small-early-4's stage as crops (6.25)
     'crop-3':             dict(small_early=(24, 3), small_by='crop'),  # fast-progressive's stage as crops (6.69):
-                                                                     # 93.94% over 8 seeds, no gain
+                                                                     # 93.94% over 8 seeds, no sign of a gain
     'prune-easy-0.5':     dict(prune_easy=0.5),                      # InfoBatch: half the easy images out of epochs 1-6 of 8
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
@@ -199,7 +199,7 @@ ABLATIONS = {
     'group2-192':         dict(widths=(64, 192, 256)),                # (fast-progressive's for 3 runs on 2026-12-05, for 10 epochs)
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
                                                                      # step with weight decay between, its BatchNorm momentum (on
-                                                                     # fast-progressive: 93.93% over 10 seeds, no gain)
+                                                                     # fast-progressive: 93.93% over 10 seeds, no sign of a gain)
 }
 # The fast profile in 7 epochs with the candidates that helped on their own in the 3-epoch screen (issue 23,
 # docs/results.md; quick was then the fast profile for 3 epochs): Hiverge's batch and optimizer settings, its label
