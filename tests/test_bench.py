@@ -208,3 +208,19 @@ def test_time_to_and_the_report_skip_the_epochs_without_a_test_pass(tmp_path):
     assert time_to(r, 0.9) == 290 and time_to(r, 0.94) == 300  # the end of epoch 3; with TTA, the end of the run
     (tmp_path/'r.json').write_text(json.dumps(r))
     assert '| 95.00% | 5.0 min | 4.8 min | 5.0 min |' in write_report(tmp_path, tmp_path/'B.md').read_text()
+
+
+def test_arithmetic_curve_puts_runs_that_trained_alike_in_one_point_and_counts_small_epochs_at_their_size(tmp_path):
+    "bench/arithmetic_curve.py: test-time settings (tta_below, test_every) and act None/'gelu' do not split a setting"
+    from recipe.settings import settings_for
+    def write(name, profile, acc, **changed):
+        (tmp_path/f'{name}.json').write_text(json.dumps(settings_for(profile) | changed | dict(seed=0, complete=True, test_accuracy=acc)))
+    for i, acc in enumerate((0.940, 0.941, 0.942)): write(f'p{i}', 'fast-progressive', acc)
+    write('p3', 'fast-progressive', 0.943, tta_below=None, test_every=1, act='gelu')  # the same training
+    write('f0', 'fast', 0.941)  # one run: under --min-runs
+    r = subprocess.run([sys.executable, 'bench/arithmetic_curve.py', '--results', tmp_path, '--min-runs', '2', '--png', tmp_path/'a.png'],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    # 3 epochs at 24 pixels (0.52 of a 32-pixel epoch's multiply-adds) + 5 at 32; sd 0.13, standard error 0.065
+    assert '| fast-progressive | 8 | 6.56 | 4 | 94.15% | 0.13 | 0.065 |' in r.stdout
+    assert '| fast |' not in r.stdout and (tmp_path/'a.png').stat().st_size > 10_000
