@@ -211,6 +211,9 @@ FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] 
 # 7.04 by multiply-adds) was its setting for 15 seeds on 2026-12-05: 93.97%, no gain for 7% more arithmetic. 10 epochs
 # with group 2 at 192 channels (`group2-192`, 6.53) was its setting for 3 runs on 2026-12-05: 93.98% over 13 seeds, with
 # half the spread between seeds, but its runs 3-4% longer: no gain either.
+# The fast profile's own training (airbench94_muon's settings, no jitter, smoothing 0.2) with the same 3 epochs at 24:
+# 93.91% over 15 seeds on 2026-12-05 (`bench fast --ablation small-early-3,...`) against this profile's 93.96% (29 runs;
+# paired by seed -0.02): no sign of a gain.
 # For the least wall time (part 2): TTA for the images under 0.8 confidence only, and one test pass, after the last epoch
 # (neither changes the training: the same weights as with TTA on all and a test pass every epoch)
 FAST_PROGRESSIVE = FAST7 | dict(epochs=8) | ABLATIONS['small-early-3'] | ABLATIONS['tta-below-0.8'] | ABLATIONS['test-last']

@@ -1,4 +1,5 @@
 import json, os, subprocess, sys
+import pytest
 
 from recipe.bench import run_profile, time_to, write_report
 from recipe.run import choose_precision
@@ -26,7 +27,7 @@ def test_harness_one_epoch_writes_a_complete_result_and_report(tiny, tmp_path):
 
 
 def test_a_stopped_bench_run_resumes_into_its_result_file(tiny, tmp_path, monkeypatch):
-    import pytest, recipe
+    import recipe
     from recipe.callbacks import Checkpoint
     save = Checkpoint.after_epoch
     def stop_after_first_epoch(self):
@@ -210,17 +211,32 @@ def test_time_to_and_the_report_skip_the_epochs_without_a_test_pass(tmp_path):
     assert '| 95.00% | 5.0 min | 4.8 min | 5.0 min |' in write_report(tmp_path, tmp_path/'B.md').read_text()
 
 
+
 def test_arithmetic_curve_puts_runs_that_trained_alike_in_one_point_and_counts_small_epochs_at_their_size(tmp_path):
     "bench/arithmetic_curve.py: test-time settings (tta_below, test_every) and act None/'gelu' do not split a setting"
     from recipe.settings import settings_for
-    def write(name, profile, acc, **changed):
-        (tmp_path/f'{name}.json').write_text(json.dumps(settings_for(profile) | changed | dict(seed=0, complete=True, test_accuracy=acc)))
-    for i, acc in enumerate((0.940, 0.941, 0.942)): write(f'p{i}', 'fast-progressive', acc)
-    write('p3', 'fast-progressive', 0.943, tta_below=None, test_every=1, act='gelu')  # the same training
-    write('f0', 'fast', 0.941)  # one run: under --min-runs
+    def write(name, profile, acc, seed, **changed):
+        per_epoch = [dict(epoch=1, train_loss=1 + seed / 10)]
+        (tmp_path/f'{name}.json').write_text(json.dumps(settings_for(profile) | dict(precision='bf16 autocast (CPU)') | changed | dict(
+            seed=seed, complete=True, test_accuracy=acc, per_epoch=per_epoch)))
+    for seed, acc in enumerate((0.940, 0.941, 0.942)): write(f'p{seed}', 'fast-progressive', acc, seed)
+    write('p3', 'fast-progressive', 0.943, 3, tta_below=None, test_every=1, act='gelu')  # the same training
+    write('p3-again', 'fast7', 0.943, 3, epochs=8, small_early=[[24, 3]])  # the same run recorded twice: counted once
+    write('p4', 'fast-progressive', 0.95, 4, precision='fp32')  # fp32: another setting
+    write('f0', 'fast', 0.941, 0)  # one run: under --min-runs
+    write('x0', 'fast-progressive', 0.99, 0, prune_easy=0.5)  # its arithmetic is not its epochs': left out
     r = subprocess.run([sys.executable, 'bench/arithmetic_curve.py', '--results', tmp_path, '--min-runs', '2', '--png', tmp_path/'a.png'],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     # 3 epochs at 24 pixels (0.52 of a 32-pixel epoch's multiply-adds) + 5 at 32; sd 0.13, standard error 0.065
-    assert '| fast-progressive | 8 | 6.56 | 4 | 94.15% | 0.13 | 0.065 |' in r.stdout
-    assert '| fast |' not in r.stdout and (tmp_path/'a.png').stat().st_size > 10_000
+    assert '| fast-progressive | 8 | 6.56 | 4 | 94.15% | 0.13 | 0.065 |' in r.stdout, r.stdout
+    assert '| fast |' not in r.stdout and '95.00%' not in r.stdout and '99' not in r.stdout
+    assert (tmp_path/'a.png').stat().st_size > 10_000
+    sys.path.insert(0, str(ROOT/'bench'))
+    try: from arithmetic_curve import epochs_of_arithmetic
+    finally: sys.path.remove(str(ROOT/'bench'))
+    old = dict(width=64, epochs=8)  # a JSON from before size, widths and small_early were recorded
+    assert epochs_of_arithmetic(old) == 8
+    stages = epochs_of_arithmetic(old | dict(small_early=[[24, 3], [28, 3]]))
+    assert stages == pytest.approx(epochs_of_arithmetic(old | dict(small_early=[24, 3], epochs=5)) + 3 * 0.76, abs=0.03)
+    assert epochs_of_arithmetic(old | dict(widths=[64, 192, 256], epochs=10)) == pytest.approx(10 * 0.76, abs=0.02)
