@@ -85,11 +85,11 @@ def main(results: str = 'bench/results',  # folder of the runs' JSON files
         print(f'| {label} | {epochs} | {arith:.2f} | {len(accs)} | {mean(accs):.2f}% | {sd:.2f} | {se:.3f} |')
         k = round(arith, 1); x = arith + 0.012 * (drawn[k] - (near[k] - 1) / 2); drawn[k] += 1
         ax.errorbar(x, mean(accs), yerr=se, fmt='os^Dv<>ph'[i % 9], color=plt.cm.tab20(i % 20), capsize=3,
-                    label=f'{label}, {epochs} epochs ({len(accs)} runs)')
+                    label=f'{label}, {epochs} epochs ({len(accs)} trainings)')
     ax.axhline(94.0, color='grey', ls='--', lw=1); ax.axvline(7.0, color='grey', ls=':', lw=1)
     ax.set_xlabel('training arithmetic (epochs of the 64/256/256 net at 32 pixels, by multiply-adds)')
     ax.set_ylabel('test accuracy with TTA, % (mean, +- 1 standard error)')
-    ax.set_title('The fast net: accuracy against arithmetic (dashed: 94.0%; dotted: 7 epochs; '
+    ax.set_title('The fast net: accuracy against arithmetic\n(dashed: 94.0%; dotted: 7 epochs; '
                  'settings at about the same arithmetic drawn side by side)', fontsize=9)
     ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout(); fig.savefig(png, dpi=110)
