@@ -29,13 +29,13 @@ from width_speed import conv_macs
 def macs(widths, depth, size) -> int: return conv_macs(make_model('fast', 10, widths[0], widths=widths, depth=depth), size)
 
 
-def widths_of(s) -> tuple: return tuple(s.get('widths') or (s['width'], 4 * s['width'], 4 * s['width']))
+def widths_of(s) -> tuple: return tuple(s['widths'] or (s['width'], 4 * s['width'], 4 * s['width']))
 
 
 def epoch_sizes(s) -> list:
-    "Each epoch's image size: the small_early stages', then the run's size"
-    sizes = [px for px, n in small_stages(s.get('small_early')) for _ in range(n)]
-    return sizes + [s.get('size', 32)] * (s['epochs'] - len(sizes))
+    "Each epoch's image size (settings `s` as `as_run` gives them): the small_early stages', then the run's size"
+    sizes = [px for px, n in small_stages(s['small_early']) for _ in range(n)]
+    return sizes + [s['size']] * (s['epochs'] - len(sizes))
 
 
 def training(r) -> str:
@@ -49,8 +49,8 @@ def training(r) -> str:
 
 def epochs_of_arithmetic(r) -> float:
     "The run's training multiply-adds per image, in epochs of the 64/256/256 net at 32 pixels"
-    depth = r.get('depth', 2)
-    return sum(macs(widths_of(r), depth, px) for px in epoch_sizes(r)) / macs((64, 256, 256), 2, 32)
+    s = as_run(r)  # a key the run predates at its default then
+    return sum(macs(widths_of(s), s['depth'], px) for px in epoch_sizes(s)) / macs((64, 256, 256), 2, 32)
 
 
 def trainings(runs) -> list:

@@ -211,7 +211,6 @@ def test_time_to_and_the_report_skip_the_epochs_without_a_test_pass(tmp_path):
     assert '| 95.00% | 5.0 min | 4.8 min | 5.0 min |' in write_report(tmp_path, tmp_path/'B.md').read_text()
 
 
-
 def test_arithmetic_curve_puts_runs_that_trained_alike_in_one_point_and_counts_small_epochs_at_their_size(tmp_path):
     "bench/arithmetic_curve.py: test-time settings (tta_below, test_every) and act None/'gelu' do not split a setting"
     from recipe.settings import settings_for
