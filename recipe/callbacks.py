@@ -3,6 +3,7 @@
 | callback | order | what |
 |---|---|---|
 | `AlternatingFlip` | -10 | tells the loader the epoch's flip parity (fast profiles) |
+| `CleanLast` | -9 | the last epochs' training batches without translation or jitter |
 | `StopOnNaN` | -5 | stops the run on a NaN or infinite training loss, naming the batch |
 | `ExpectedDuration`, `WhitenBias`, `FreezeGroup` | 0 | prints the expected duration; trains the whitening bias (a conv group) for its first epochs only |
 | `CPUAutocast` | 10 | bf16 autocast of the forward pass on a CPU |
@@ -23,14 +24,14 @@ import torch.nn.functional as F
 from fastai.basics import Callback, CancelValidException, Recorder
 from fastai.callback.tracker import TrackerCallback
 
-from .augment import windows
+from .augment import BatchAugment, ColorJitter, windows
 from .checkpoint import rng_states, save_checkpoint
 from .config import SMALL_BY
 from .data import RecipeError
 from .distributed import first_bad, gather, rank0, unwrap
 from .record import write_csv, write_json
 
-__all__ = ['AlternatingFlip', 'StopOnNaN', 'ExpectedDuration', 'FreezeAfter', 'WhitenBias', 'FreezeGroup', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'PruneEasy', 'Lookahead',
+__all__ = ['AlternatingFlip', 'CleanLast', 'StopOnNaN', 'ExpectedDuration', 'FreezeAfter', 'WhitenBias', 'FreezeGroup', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'PruneEasy', 'Lookahead',
            'KeepTestLogits', 'RunRecord', 'Checkpoint', 'SkipTestPasses', 'tested', 'check_trackers']
 
 
@@ -42,6 +43,26 @@ class AlternatingFlip(Callback):
     def before_train(self):
         dl = self.dls.train
         getattr(dl, 'dl', dl).flip_parity = self.epoch % 2  # a DistributedDL draws its batches from the DataLoader it wraps
+
+
+class CleanLast(Callback):
+    """The last `epochs` epochs train on images as the test sees them: `BatchAugment` translates none and `ColorJitter`
+    shifts none (He et al. 2019, "Data Augmentation Revisited: Rethinking the Distribution Gap between Clean and
+    Augmented Data": a model trained on augmented images, then on clean ones, fits the clean images' distribution).
+    The flip stays: it is a symmetry of the data, and the test's TTA mirrors too. Set at each epoch from the epoch's
+    number, so a resumed run gets the same."""
+    order = -9  # before the epoch's batches are drawn
+    def __init__(self, epochs): self.epochs = epochs
+    def before_fit(self):
+        dl = self.dls.train
+        tfms = getattr(dl, 'dl', dl).after_batch.fs  # a DistributedDL runs the transforms of the DataLoader it wraps
+        self.augments = [(t, t.pad) for t in tfms if isinstance(t, BatchAugment)]
+        self.jitters = [(t, t.brightness, t.contrast) for t in tfms if isinstance(t, ColorJitter)]
+    def before_train(self): self.set(self.epoch >= self.n_epoch - self.epochs)
+    def after_fit(self): self.set(False)  # the loaders as they came: a later fit or `show_batch` augments again
+    def set(self, clean):
+        for t, pad in self.augments: t.pad = 0 if clean else pad
+        for t, b, c in self.jitters: t.brightness, t.contrast = (0., 0.) if clean else (b, c)
 
 
 class StopOnNaN(Callback):

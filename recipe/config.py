@@ -60,6 +60,8 @@ SEED_PROFILE = dict(
     small_by='resize',      # how small_early makes its images: 'resize' them, or 'crop' a random window of each
     prune_easy=None,        # (augment 'batch', one process) InfoBatch: each epoch but the first and the last 12.5% leaves out
                             # this share of the images whose last loss is under the mean (recipe/callbacks.py PruneEasy); None: none
+    clean_last=0,           # (batch augmentation only) the last this many epochs train without the translation and the
+                            # jitter, on images as the test sees them (the flip stays: TTA mirrors too); 0: none
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
@@ -176,6 +178,9 @@ ABLATIONS = {
     'prune-easy-0.5':     dict(prune_easy=0.5),                      # InfoBatch: half the easy images out of epochs 1-6 of 8
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
+    'clean-last-1':       dict(clean_last=1),                        # the last epoch without translation or jitter (He et al.
+                                                                     # 2019, "Data Augmentation Revisited": the augmented and the
+                                                                     # clean images' distributions differ; train on the clean last)
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
     'test-last':          dict(test_every=0),                        # the test pass after the last epoch only
     'test-every-epoch':   dict(test_every=1),                        # a test pass after every epoch (the accuracy curve)

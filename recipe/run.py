@@ -26,7 +26,7 @@ from fastai.callback.all import ProgressCallback  # and fastai's Learner methods
 from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed
-from .callbacks import (AlternatingFlip, Checkpoint, CPUAutocast, ExpectedDuration, FreezeGroup, KeepTestLogits, Lookahead, PlainTensors, PruneEasy, SmallEarly,
+from .callbacks import (AlternatingFlip, Checkpoint, CleanLast, CPUAutocast, ExpectedDuration, FreezeGroup, KeepTestLogits, Lookahead, PlainTensors, PruneEasy, SmallEarly,
                         RunRecord, StopOnNaN, SkipTestPasses, WhitenBias, check_trackers)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
@@ -373,6 +373,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['whiten_bias_epochs']: cbs.append(WhitenBias(s['whiten_bias_epochs']))
     cbs += [FreezeGroup(group, epoch) for group, epoch in enumerate(s['freeze_at'] or (), 1)]
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
+    if s['clean_last']: cbs.append(CleanLast(s['clean_last']))
     if s['small_early']: cbs.append(SmallEarly(*small_stages(s['small_early']), by=s['small_by']))
     if s['prune_easy']:
         if getattr(dls.train, 'images', None) is None:

@@ -165,6 +165,32 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_stage_by_stage_an
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(small_early=bad), epochs=2)
 
 
+def test_clean_last_trains_the_last_epochs_on_the_images_untranslated_and_unjittered(tiny, tmp_path):
+    seen = []
+    class Watch(recipe.callbacks.Callback):
+        order = 50
+        def before_batch(self):
+            if not self.training: return
+            dl = self.dls.train
+            mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in self.dls.stats)
+            plain = (dl.images[dl.batch_idxs].float() / 255 - mean) / std  # the loader's images, normalized, unaugmented
+            x = self.xb[0].float()
+            as_stored = [min((x[i] - p).abs().max().item() for p in (plain[i], plain[i].flip(-1))) for i in range(len(x))]
+            seen.append((self.epoch, max(as_stored) < 1e-4))
+    learn = recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=dict(clean_last=1), epochs=3, bs=50, width=8,
+                         seed=0, cbs=[Watch()])
+    # epochs 0-1 translate and jitter every batch; the last trains on the images as stored (mirrored or not)
+    assert {e for e, _ in seen} == {0, 1, 2} and all(clean == (e == 2) for e, clean in seen)
+    tfms = learn.dls.train.after_batch.fs
+    assert [t.pad for t in tfms if hasattr(t, 'pad')] == [2] and [(t.brightness, t.contrast) for t in tfms if hasattr(t, 'contrast')] == [(0.14, 0.13)]
+    assert recipe.bench.as_run(json.loads((tmp_path/'run'/'results.json').read_text()))['clean_last'] == 1
+    for bad in [-1, 4, 1.5, True]:
+        with pytest.raises(RecipeError, match=rf"clean_last must be a whole number of epochs from 0 to epochs 3.*got {re.escape(repr(bad))}"):
+            recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(clean_last=bad), epochs=3)
+    with pytest.raises(RecipeError, match="clean_last must be .* and 0 with augment 'albumentations'"):
+        recipe.train(tiny, out=tmp_path/'x', profile='seed', settings=dict(clean_last=1), epochs=3)  # the seed's per-image path
+
+
 def test_small_early_by_crop_takes_a_random_window_of_each_image_at_its_scale(tiny, tmp_path):
     torch.manual_seed(0)
     x = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
