@@ -10,6 +10,7 @@
 | `PlainTensors` | 11 | training batches as plain tensors (after the autocast and channels_last callbacks) |
 | `SmallEarly` | 12 | the first epochs' training batches at a smaller size (progressive resizing) |
 | `PruneEasy` | 13 | leaves out of each epoch part of the images it learned (InfoBatch), weighing the rest up |
+| `SelfDistill` | 13 | mixes each image's target with the net's own prediction for it an epoch before (PS-KD) |
 | `Lookahead` | 15 | pulls the net towards slow weights, after the optimizer step |
 | `KeepTestLogits` | 20 | keeps the last epoch's test logits for the final stage |
 | `RunRecord` | Recorder + 1 | metrics.csv and results.json after every epoch |
@@ -31,7 +32,7 @@ from .data import RecipeError
 from .distributed import first_bad, gather, rank0, unwrap
 from .record import write_csv, write_json
 
-__all__ = ['AlternatingFlip', 'CleanLast', 'StopOnNaN', 'ExpectedDuration', 'FreezeAfter', 'WhitenBias', 'FreezeGroup', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'PruneEasy', 'Lookahead',
+__all__ = ['AlternatingFlip', 'CleanLast', 'StopOnNaN', 'ExpectedDuration', 'FreezeAfter', 'WhitenBias', 'FreezeGroup', 'CPUAutocast', 'PlainTensors', 'SmallEarly', 'PruneEasy', 'SelfDistill', 'Lookahead',
            'KeepTestLogits', 'RunRecord', 'Checkpoint', 'SkipTestPasses', 'tested', 'check_trackers']
 
 
@@ -248,6 +249,34 @@ class PruneEasy(Callback):
         self.losses[idx] = losses.detach()
         self.learn.loss_grad = (losses * self.weights[idx]).mean()
     def after_fit(self): self.dls.train.train_on(None)
+
+
+class SelfDistill(Callback):
+    """Progressive self-knowledge distillation (Kim et al. 2021, "Self-Knowledge Distillation with Progressive
+    Refinement of Targets", PS-KD): each training image's target is its label (smoothed as the loss smooths it) mixed
+    with the net's own prediction for that image in the epoch before, the prediction's weight growing linearly from 0 at
+    the first epoch to `alpha` at the last. The reported training loss stays the plain one. Costs no arithmetic: the
+    predictions are the training passes' own. They live in the process: a resumed run starts them afresh."""
+    order, run_valid = 13, False  # after SmallEarly: the batch is the one that trains
+    def __init__(self, alpha):
+        if not (0 < alpha < 1): raise ValueError(f"SelfDistill's alpha must be in (0, 1), got {alpha!r}")
+        self.alpha = alpha
+    probs = None
+    def before_train(self):
+        dl = self.dls.train
+        if not hasattr(dl, 'batch_idxs'): raise RecipeError("self_distill needs the in-memory training loader of augment 'batch' in one process")
+        if self.probs is None or self.epoch == 0:  # a new fit (after lr_find's, say): no predictions yet
+            self.probs = torch.zeros(len(dl.images), self.dls.c, device=self.dls.device)
+            self.seen = torch.zeros(len(dl.images), dtype=torch.bool, device=self.dls.device)
+        self.weight = self.alpha * self.epoch / max(1, self.n_epoch - 1)
+    def after_loss(self):
+        idx, smoothing = self.dls.train.batch_idxs.to(self.probs.device), self.loss_func.func.label_smoothing
+        log_probs, labels = F.log_softmax(self.pred.float(), dim=1), self.yb[0]
+        target = F.one_hot(labels, log_probs.shape[1]).float() * (1 - smoothing) + smoothing / log_probs.shape[1]
+        weight = self.weight * self.seen[idx].float().unsqueeze(1)  # images not yet seen: their label only
+        target = (1 - weight) * target + weight * self.probs[idx]
+        self.learn.loss_grad = -(target * log_probs).sum(1).mean()
+        self.probs[idx], self.seen[idx] = log_probs.detach().exp(), True
 
 
 class Lookahead(Callback):

@@ -62,6 +62,8 @@ SEED_PROFILE = dict(
                             # this share of the images whose last loss is under the mean (recipe/callbacks.py PruneEasy); None: none
     clean_last=0,           # (batch augmentation only) the last this many epochs train without the translation and the
                             # jitter, on images as the test sees them (the flip stays: TTA mirrors too); 0: none
+    self_distill=None,      # (augment 'batch', one process) PS-KD: the targets of the last epoch are this much the net's own
+                            # predictions of the epoch before, growing linearly from 0 (recipe/callbacks.py SelfDistill); None: none
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
@@ -181,6 +183,8 @@ ABLATIONS = {
     'clean-last-1':       dict(clean_last=1),                        # the last epoch without translation or jitter (He et al.
                                                                      # 2019, "Data Augmentation Revisited": the augmented and the
                                                                      # clean images' distributions differ; train on the clean last)
+    'self-distill-0.5':   dict(self_distill=0.5),                    # PS-KD (Kim et al. 2021): targets up to half the net's own
+                                                                     # predictions of the epoch before; no extra arithmetic
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
     'test-last':          dict(test_every=0),                        # the test pass after the last epoch only
     'test-every-epoch':   dict(test_every=1),                        # a test pass after every epoch (the accuracy curve)

@@ -26,7 +26,7 @@ from fastai.callback.all import ProgressCallback  # and fastai's Learner methods
 from fastcore.imports import IN_NOTEBOOK
 
 from . import fast, seed
-from .callbacks import (AlternatingFlip, Checkpoint, CleanLast, CPUAutocast, ExpectedDuration, FreezeGroup, KeepTestLogits, Lookahead, PlainTensors, PruneEasy, SmallEarly,
+from .callbacks import (AlternatingFlip, Checkpoint, CleanLast, CPUAutocast, ExpectedDuration, FreezeGroup, KeepTestLogits, Lookahead, PlainTensors, PruneEasy, SelfDistill, SmallEarly,
                         RunRecord, StopOnNaN, SkipTestPasses, WhitenBias, check_trackers)
 from .checkpoint import CHECKPOINT, load_checkpoint, restore
 from .config import PRECISIONS, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
@@ -185,6 +185,7 @@ def new_run(p, profile, settings, given, out, **data) -> Run:
     s = settings_for(profile, settings, **{k: given[k] for k in OVERRIDES if k in given})
     check_seed(data['seed'])
     if p and s['prune_easy']: raise RecipeError(f"prune_easy {s['prune_easy']} in a distributed run: it prunes one process's loader; run it in one process")
+    if p and s['self_distill']: raise RecipeError(f"self_distill {s['self_distill']} in a distributed run: it keeps one process's predictions; run it in one process")
     data['record_to'] = [str(Path(f).resolve()) for f in data['record_to']]  # a resume may start from another folder
     # rank 0's timestamp names the folder of all; absolute, as the record and the card give it: a resume works from anywhere
     def claimed():  # the folder, and the topmost folder that making it created (given back if the run stops early)
@@ -379,6 +380,10 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
         if getattr(dls.train, 'images', None) is None:
             raise RecipeError(f"prune_easy {s['prune_easy']} needs the training images in memory (augment 'batch', within max_memory)")
         cbs.append(PruneEasy(s['prune_easy']))
+    if s['self_distill']:
+        if getattr(dls.train, 'images', None) is None:
+            raise RecipeError(f"self_distill {s['self_distill']} needs the training images in memory (augment 'batch', within max_memory)")
+        cbs.append(SelfDistill(s['self_distill']))
     if s['test_every'] != 1: cbs.append(SkipTestPasses(s['test_every']))
     cuda = dls.device.type == 'cuda'
     if dls.device.type == 'mps':  # not verified on MPS: fp32 there

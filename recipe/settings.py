@@ -72,6 +72,10 @@ def check_net_settings(s):
     need(s['prune_easy'] is None or (is_number(s['prune_easy']) and 0 < s['prune_easy'] < 1), 'prune_easy',
          'a share in (0, 1), or None')
     need(s['prune_easy'] is None or s['augment'] == 'batch', 'prune_easy', "None with augment 'albumentations' (it needs the batch path)")
+    need(s['self_distill'] is None or (is_number(s['self_distill']) and 0 < s['self_distill'] < 1), 'self_distill',
+         'a weight in (0, 1), or None')
+    need(s['self_distill'] is None or (s['augment'] == 'batch' and s['prune_easy'] is None), 'self_distill',
+         "None with augment 'albumentations' or with prune_easy (each sets the loss of a batch)")
     need(s['small_by'] in SMALL_BY, 'small_by', ' or '.join(map(repr, SMALL_BY)))
     need(s['small_by'] == 'resize' or s['small_early'], 'small_by', "'resize' (its default) without small_early, which it shapes")
     stages = small_stages(s['small_early'])

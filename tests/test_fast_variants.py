@@ -257,6 +257,36 @@ def test_prune_easy_leaves_out_part_of_the_easy_images_and_weighs_the_easy_ones_
         recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(prune_easy=0.5), epochs=2, bs=20, width=8, max_memory='1KB')
 
 
+def test_self_distill_mixes_each_label_with_the_nets_prediction_for_that_image_an_epoch_before(tiny, tmp_path):
+    batches = []
+    class Watch(recipe.callbacks.Callback):
+        order, run_valid = 50, False  # after SelfDistill
+        def after_loss(self):
+            batches.append((self.epoch, self.dls.train.batch_idxs.clone(), self.pred.float().detach(), self.yb[0],
+                            float(self.learn.loss_grad), float(self.learn.loss)))
+    learn = recipe.train(tiny, out=tmp_path/'run', profile='quick', settings=dict(self_distill=0.5), epochs=3, bs=20,
+                         width=8, seed=0, cbs=[Watch()])
+    smoothing, n = recipe.PROFILES['quick']['label_smoothing'], 200
+    last = torch.zeros(n, 10)  # each image's prediction at its last training pass, recomputed here
+    for epoch, idx, pred, y, loss_grad, loss in batches:
+        weight = 0.5 * epoch / 2  # 0, 0.25, 0.5: linear up to alpha at the last epoch
+        target = (1 - weight) * (F.one_hot(y, 10) * (1 - smoothing) + smoothing / 10) + weight * last[idx]
+        assert loss_grad == pytest.approx(float(-(target * F.log_softmax(pred, 1)).sum(1).mean()), rel=1e-4)
+        assert loss == pytest.approx(float(F.cross_entropy(pred, y, label_smoothing=smoothing)), rel=1e-4)  # reported: the plain loss
+        if epoch: assert abs(loss_grad - loss) > 1e-4  # the net's own predictions do change the target
+        last[idx] = F.softmax(pred, 1)
+    assert {e for e, *_ in batches} == {0, 1, 2} and sorted(torch.cat([b[1] for b in batches if b[0] == 2]).tolist()) == list(range(n))
+    for bad, msg in [(1.5, 'a weight in .0, 1., or None, got 1.5'), (0, 'a weight in .0, 1., or None, got 0')]:
+        with pytest.raises(RecipeError, match=f"self_distill must be {msg}"):
+            recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(self_distill=bad), epochs=3)
+    with pytest.raises(RecipeError, match="self_distill must be None with augment 'albumentations' or with prune_easy"):
+        recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(self_distill=0.5, prune_easy=0.5), epochs=3)
+    from recipe.run import new_run
+    with pytest.raises(RecipeError, match=r"self_distill 0.5 in a distributed run: it keeps one process's predictions"):
+        new_run(types.SimpleNamespace(rank=0, size=2), 'quick', dict(self_distill=0.5), {}, out=tmp_path/'y', seed=0, record_to=[])
+    assert not (tmp_path/'y').exists()
+
+
 def test_prune_easy_is_refused_in_a_distributed_run_before_its_folder(tmp_path):
     # where train() checks a new run's settings with its process group (a real two-process run: tests/test_distributed.py)
     from recipe.run import new_run
