@@ -3,7 +3,7 @@
 | callback | order | what |
 |---|---|---|
 | `AlternatingFlip` | -10 | tells the loader the epoch's flip parity (fast profiles) |
-| `CleanLast` | -9 | the last epochs' training batches without translation or jitter |
+| `CleanLast` | -9 | the last epochs' training batches without translation, cutout or jitter |
 | `StopOnNaN` | -5 | stops the run on a NaN or infinite training loss, naming the batch |
 | `ExpectedDuration`, `WhitenBias`, `FreezeGroup` | 0 | prints the expected duration; trains the whitening bias (a conv group) for its first epochs only |
 | `CPUAutocast` | 10 | bf16 autocast of the forward pass on a CPU |
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from fastai.basics import Callback, CancelValidException, Recorder
+from fastai.callback.schedule import LRFinder
 from fastai.callback.tracker import TrackerCallback
 
 from .augment import BatchAugment, ColorJitter, windows
@@ -47,23 +48,31 @@ class AlternatingFlip(Callback):
 
 
 class CleanLast(Callback):
-    """The last `epochs` epochs train on images as the test sees them: `BatchAugment` translates none and `ColorJitter`
-    shifts none (He et al. 2019, "Data Augmentation Revisited: Rethinking the Distribution Gap between Clean and
-    Augmented Data": a model trained on augmented images, then on clean ones, fits the clean images' distribution).
-    The flip stays: it is a symmetry of the data, and the test's TTA mirrors too. Set at each epoch from the epoch's
-    number, so a resumed run gets the same."""
+    """The last `epochs` epochs train on images as the test sees them: `BatchAugment` translates none and cuts no hole,
+    `ColorJitter` shifts none (He et al. 2019, "Data Augmentation Revisited: Rethinking the Distribution Gap between
+    Clean and Augmented Data": a model trained on augmented images, then on clean ones, fits the clean images'
+    distribution). The flip stays: it is a symmetry of the data, and the test's TTA mirrors too. Set at each epoch from
+    the epoch's number, so a resumed run gets the same. Each transform keeps its own settings while it is clean, so a
+    fit stopped in a clean epoch (no `after_fit`) leaves them for the next fit's first epoch to put back."""
     order = -9  # before the epoch's batches are drawn
     def __init__(self, epochs): self.epochs = epochs
-    def before_fit(self):
-        dl = self.dls.train
-        tfms = getattr(dl, 'dl', dl).after_batch.fs  # a DistributedDL runs the transforms of the DataLoader it wraps
-        self.augments = [(t, t.pad) for t in tfms if isinstance(t, BatchAugment)]
-        self.jitters = [(t, t.brightness, t.contrast) for t in tfms if isinstance(t, ColorJitter)]
-    def before_train(self): self.set(self.epoch >= self.n_epoch - self.epochs)
+    def before_train(self): self.set(self.epoch >= self.n_epoch - self.epochs and not finding_lr(self.learn))
     def after_fit(self): self.set(False)  # the loaders as they came: a later fit or `show_batch` augments again
     def set(self, clean):
-        for t, pad in self.augments: t.pad = 0 if clean else pad
-        for t, b, c in self.jitters: t.brightness, t.contrast = (0., 0.) if clean else (b, c)
+        dl = self.dls.train
+        for t in getattr(dl, 'dl', dl).after_batch.fs:  # a DistributedDL runs the transforms of the DataLoader it wraps
+            names = {BatchAugment: ('pad', 'cutout'), ColorJitter: ('brightness', 'contrast')}.get(type(t))
+            if names is None: continue
+            if clean:
+                t.__dict__.setdefault('unclean', tuple(getattr(t, n) for n in names))
+                for n in names: setattr(t, n, 0)
+            elif 'unclean' in t.__dict__:
+                for n, v in zip(names, t.__dict__.pop('unclean')): setattr(t, n, v)
+
+
+def finding_lr(learn) -> bool:
+    "Whether this fit is fastai's lr_find, which the recipe's per-epoch schedules leave alone"
+    return any(isinstance(cb, LRFinder) for cb in learn.cbs)
 
 
 class StopOnNaN(Callback):
@@ -255,8 +264,9 @@ class SelfDistill(Callback):
     """Progressive self-knowledge distillation (Kim et al. 2021, "Self-Knowledge Distillation with Progressive
     Refinement of Targets", PS-KD): each training image's target is its label (smoothed as the loss smooths it) mixed
     with the net's own prediction for that image in the epoch before, the prediction's weight growing linearly from 0 at
-    the first epoch to `alpha` at the last. The reported training loss stays the plain one. Costs no arithmetic: the
-    predictions are the training passes' own. They live in the process: a resumed run starts them afresh."""
+    the first epoch to `alpha` at the last (0 in lr_find). The reported training loss stays the plain one. Costs no
+    arithmetic: the predictions are the training passes' own (an image left out of an epoch's last, partial batch keeps
+    the older one). They live in the process: a resumed run starts them afresh."""
     order, run_valid = 13, False  # after SmallEarly: the batch is the one that trains
     def __init__(self, alpha):
         if not (0 < alpha < 1): raise ValueError(f"SelfDistill's alpha must be in (0, 1), got {alpha!r}")
@@ -268,7 +278,7 @@ class SelfDistill(Callback):
         if self.probs is None or self.epoch == 0:  # a new fit (after lr_find's, say): no predictions yet
             self.probs = torch.zeros(len(dl.images), self.dls.c, device=self.dls.device)
             self.seen = torch.zeros(len(dl.images), dtype=torch.bool, device=self.dls.device)
-        self.weight = self.alpha * self.epoch / max(1, self.n_epoch - 1)
+        self.weight = 0. if finding_lr(self.learn) else self.alpha * self.epoch / max(1, self.n_epoch - 1)
     def after_loss(self):
         idx, smoothing = self.dls.train.batch_idxs.to(self.probs.device), self.loss_func.func.label_smoothing
         log_probs, labels = F.log_softmax(self.pred.float(), dim=1), self.yb[0]
@@ -277,6 +287,7 @@ class SelfDistill(Callback):
         target = (1 - weight) * target + weight * self.probs[idx]
         self.learn.loss_grad = -(target * log_probs).sum(1).mean()
         self.probs[idx], self.seen[idx] = log_probs.detach().exp(), True
+    def after_fit(self): self.probs = self.seen = None  # not kept on the learner (nor in `learn.export`)
 
 
 class Lookahead(Callback):

@@ -60,7 +60,7 @@ SEED_PROFILE = dict(
     small_by='resize',      # how small_early makes its images: 'resize' them, or 'crop' a random window of each
     prune_easy=None,        # (augment 'batch', one process) InfoBatch: each epoch but the first and the last 12.5% leaves out
                             # this share of the images whose last loss is under the mean (recipe/callbacks.py PruneEasy); None: none
-    clean_last=0,           # (batch augmentation only) the last this many epochs train without the translation and the
+    clean_last=0,           # (batch augmentation only) the last this many epochs train without translation, cutout and
                             # jitter, on images as the test sees them (the flip stays: TTA mirrors too); 0: none
     self_distill=None,      # (augment 'batch', one process) PS-KD: the targets of the last epoch are this much the net's own
                             # predictions of the epoch before, growing linearly from 0 (recipe/callbacks.py SelfDistill); None: none
@@ -180,7 +180,7 @@ ABLATIONS = {
     'prune-easy-0.5':     dict(prune_easy=0.5),                      # InfoBatch: half the easy images out of epochs 1-6 of 8
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
-    'clean-last-1':       dict(clean_last=1),                        # the last epoch without translation or jitter (He et al.
+    'clean-last-1':       dict(clean_last=1),                        # the last epoch without translation, cutout or jitter (He et al.
                                                                      # 2019, "Data Augmentation Revisited": the augmented and the
                                                                      # clean images' distributions differ; train on the clean last)
     'self-distill-0.5':   dict(self_distill=0.5),                    # PS-KD (Kim et al. 2021): targets up to half the net's own

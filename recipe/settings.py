@@ -59,9 +59,9 @@ def check_net_settings(s):
     need(isinstance(sched, (tuple, list)) and len(sched) == 3 and all(map(is_number, sched))
          and 0 < sched[1] < 1, 'schedule', '(start, peak_at, end) with 0 < peak_at < 1')
     check_jitter(s['jitter'], s['augment'])
-    need(isinstance(s['clean_last'], int) and not isinstance(s['clean_last'], bool) and 0 <= s['clean_last'] <= s['epochs']
-         and (s['clean_last'] == 0 or s['augment'] == 'batch'), 'clean_last',
-         f"a whole number of epochs from 0 to epochs {s['epochs']}, and 0 with augment {s['augment']!r} (the batch path's option)")
+    need(isinstance(s['clean_last'], int) and not isinstance(s['clean_last'], bool) and 0 <= s['clean_last'] <= s['epochs'],
+         'clean_last', f"a whole number of epochs from 0 to epochs {s['epochs']}")
+    need(s['clean_last'] == 0 or s['augment'] == 'batch', 'clean_last', "0 with augment 'albumentations' (it needs the batch path)")
     need(isinstance(s['test_every'], int) and not isinstance(s['test_every'], bool) and s['test_every'] >= 0, 'test_every',
          'a whole number of epochs >= 0 (0: the test pass after the last epoch only)')
     need(s['tta_below'] is None or (is_number(s['tta_below']) and 0 < s['tta_below'] <= 1), 'tta_below', 'a probability in (0, 1], or None')
@@ -74,8 +74,8 @@ def check_net_settings(s):
     need(s['prune_easy'] is None or s['augment'] == 'batch', 'prune_easy', "None with augment 'albumentations' (it needs the batch path)")
     need(s['self_distill'] is None or (is_number(s['self_distill']) and 0 < s['self_distill'] < 1), 'self_distill',
          'a weight in (0, 1), or None')
-    need(s['self_distill'] is None or (s['augment'] == 'batch' and s['prune_easy'] is None), 'self_distill',
-         "None with augment 'albumentations' or with prune_easy (each sets the loss of a batch)")
+    need(s['self_distill'] is None or s['augment'] == 'batch', 'self_distill', "None with augment 'albumentations' (it needs the batch path)")
+    need(s['self_distill'] is None or s['prune_easy'] is None, 'self_distill', "None with prune_easy (both set a batch's training loss)")
     need(s['small_by'] in SMALL_BY, 'small_by', ' or '.join(map(repr, SMALL_BY)))
     need(s['small_by'] == 'resize' or s['small_early'], 'small_by', "'resize' (its default) without small_early, which it shapes")
     stages = small_stages(s['small_early'])

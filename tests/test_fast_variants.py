@@ -182,12 +182,24 @@ def test_clean_last_trains_the_last_epochs_on_the_images_untranslated_and_unjitt
     # epochs 0-1 translate and jitter every batch; the last trains on the images as stored (mirrored or not)
     assert {e for e, _ in seen} == {0, 1, 2} and all(clean == (e == 2) for e, clean in seen)
     tfms = learn.dls.train.after_batch.fs
-    assert [t.pad for t in tfms if hasattr(t, 'pad')] == [2] and [(t.brightness, t.contrast) for t in tfms if hasattr(t, 'contrast')] == [(0.14, 0.13)]
+    augments = lambda: ([(t.pad, t.cutout) for t in tfms if hasattr(t, 'pad')], [(t.brightness, t.contrast) for t in tfms if hasattr(t, 'contrast')])
+    assert augments() == ([(2, 0)], [(0.14, 0.13)])  # put back after the fit
     assert recipe.bench.as_run(json.loads((tmp_path/'run'/'results.json').read_text()))['clean_last'] == 1
+    # a fit stopped in its clean epoch (no after_fit) leaves them clean; the next fit's first epoch puts them back
+    class Stop(recipe.callbacks.Callback):
+        def before_batch(self):
+            if self.training and self.epoch == 1: raise RuntimeError('stopped')
+    with pytest.raises(RuntimeError, match='stopped'): learn.fit(2, cbs=[Stop()])
+    assert augments() == ([(0, 0)], [(0, 0)])
+    seen.clear(); learn.fit(2, cbs=[Watch()])
+    assert {e for e, _ in seen} == {0, 1} and all(clean == (e == 1) for e, clean in seen) and augments() == ([(2, 0)], [(0.14, 0.13)])
+    seen.clear()
+    with learn.added_cbs(Watch()): learn.lr_find(num_it=14, show_plot=False)  # epochs of 4 batches: 4 epochs, the last cut short
+    assert {e for e, _ in seen} == {0, 1, 2, 3} and not any(clean for _, clean in seen)  # lr_find's last epoch not made clean
     for bad in [-1, 4, 1.5, True]:
-        with pytest.raises(RecipeError, match=rf"clean_last must be a whole number of epochs from 0 to epochs 3.*got {re.escape(repr(bad))}"):
+        with pytest.raises(RecipeError, match=rf"clean_last must be a whole number of epochs from 0 to epochs 3, got {re.escape(repr(bad))}"):
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(clean_last=bad), epochs=3)
-    with pytest.raises(RecipeError, match="clean_last must be .* and 0 with augment 'albumentations'"):
+    with pytest.raises(RecipeError, match=r"clean_last must be 0 with augment 'albumentations' \(it needs the batch path\), got 1"):
         recipe.train(tiny, out=tmp_path/'x', profile='seed', settings=dict(clean_last=1), epochs=3)  # the seed's per-image path
 
 
@@ -279,8 +291,11 @@ def test_self_distill_mixes_each_label_with_the_nets_prediction_for_that_image_a
     for bad, msg in [(1.5, 'a weight in .0, 1., or None, got 1.5'), (0, 'a weight in .0, 1., or None, got 0')]:
         with pytest.raises(RecipeError, match=f"self_distill must be {msg}"):
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(self_distill=bad), epochs=3)
-    with pytest.raises(RecipeError, match="self_distill must be None with augment 'albumentations' or with prune_easy"):
+    with pytest.raises(RecipeError, match=r"self_distill must be None with prune_easy \(both set a batch's training loss\), got 0.5"):
         recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(self_distill=0.5, prune_easy=0.5), epochs=3)
+    with pytest.raises(RecipeError, match=r"self_distill must be None with augment 'albumentations' \(it needs the batch path\), got 0.5"):
+        recipe.train(tiny, out=tmp_path/'x', profile='seed', settings=dict(self_distill=0.5), epochs=3)
+    assert learn.cbs.filter(lambda cb: isinstance(cb, recipe.callbacks.SelfDistill))[0].probs is None  # not kept after the fit
     from recipe.run import new_run
     with pytest.raises(RecipeError, match=r"self_distill 0.5 in a distributed run: it keeps one process's predictions"):
         new_run(types.SimpleNamespace(rank=0, size=2), 'quick', dict(self_distill=0.5), {}, out=tmp_path/'y', seed=0, record_to=[])
