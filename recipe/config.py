@@ -182,7 +182,8 @@ ABLATIONS = {
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
     'clean-last-1':       dict(clean_last=1),                        # the last epoch without translation, cutout or jitter (He et al.
                                                                      # 2019, "Data Augmentation Revisited": the augmented and the
-                                                                     # clean images' distributions differ; train on the clean last)
+                                                                     # clean images' distributions differ; train on the clean last).
+                                                                     # On fast-progressive: 93.98% over 15 seeds, no sign of a gain
     'self-distill-0.5':   dict(self_distill=0.5),                    # PS-KD (Kim et al. 2021): targets up to half the net's own
                                                                      # predictions of the epoch before; no extra arithmetic
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
