@@ -62,8 +62,9 @@ SEED_PROFILE = dict(
                             # this share of the images whose last loss is under the mean (recipe/callbacks.py PruneEasy); None: none
     clean_last=0,           # (batch augmentation only) the last this many epochs train without translation, cutout and
                             # jitter, on images as the test sees them (the flip stays: TTA mirrors too); 0: none
-    self_distill=None,      # (augment 'batch', one process) PS-KD: the targets of the last epoch are this much the net's own
-                            # predictions of the epoch before, growing linearly from 0 (recipe/callbacks.py SelfDistill); None: none
+    self_distill=None,      # (augment 'batch', one process, no prune_easy) PS-KD: each target mixes in the net's own prediction
+                            # of the epoch before, its weight growing linearly from 0 at the first epoch to this value at the
+                            # last (recipe/callbacks.py SelfDistill); None: none
     jitter=None,            # (batch augmentation only) (brightness, contrast): each normalized training image + U(-b, b),
                             # then x U(1-c, 1+c) (recipe/augment.py, ColorJitter); None: none
     opt='adam',             # fastai's Adam with decoupled weight decay `wd`; fit_one_cycle
@@ -182,11 +183,12 @@ ABLATIONS = {
     'freeze-at-5-7':      dict(freeze_at=(5, 7)),                    # ... and the second for the last
     'clean-last-1':       dict(clean_last=1),                        # the last epoch without translation, cutout or jitter (He et al.
                                                                      # 2019, "Data Augmentation Revisited": the augmented and the
-                                                                     # clean images' distributions differ; train on the clean last).
+                                                                     # clean images' distributions differ, so train on clean images last).
                                                                      # On fast-progressive: 93.98% over 15 seeds, no sign of a gain
-    'self-distill-0.5':   dict(self_distill=0.5),                    # PS-KD (Kim et al. 2021): targets up to half the net's own
-                                                                     # predictions of the epoch before; no extra arithmetic. On
-                                                                     # fast-progressive 93.49% over 2 seeds: TTA adds half as much
+    'self-distill-0.5':   dict(self_distill=0.5),                    # PS-KD (Kim et al. 2021): the net's own predictions of the
+                                                                     # epoch before make up to half of each target; no extra
+                                                                     # arithmetic. On fast-progressive 93.49% over 2 seeds: TTA
+                                                                     # adds about half as much as on the profile
     'tta-below-0.8':      dict(tta_below=0.8),                       # TTA for the images under 0.8 top probability only
     'test-last':          dict(test_every=0),                        # the test pass after the last epoch only
     'test-every-epoch':   dict(test_every=1),                        # a test pass after every epoch (the accuracy curve)
