@@ -61,7 +61,7 @@ class CleanLast(Callback):
     def set(self, clean):
         dl = self.dls.train
         for t in getattr(dl, 'dl', dl).after_batch.fs:  # a DistributedDL runs the transforms of the DataLoader it wraps
-            names = {BatchAugment: ('pad', 'cutout'), ColorJitter: ('brightness', 'contrast')}.get(type(t))
+            names = next((n for cls, n in ((BatchAugment, ('pad', 'cutout')), (ColorJitter, ('brightness', 'contrast'))) if isinstance(t, cls)), None)
             if names is None: continue
             if clean:
                 t.__dict__.setdefault('unclean', tuple(getattr(t, n) for n in names))
@@ -287,7 +287,6 @@ class SelfDistill(Callback):
         target = (1 - weight) * target + weight * self.probs[idx]
         self.learn.loss_grad = -(target * log_probs).sum(1).mean()
         self.probs[idx], self.seen[idx] = log_probs.detach().exp(), True
-    def after_fit(self): self.probs = self.seen = None  # not kept on the learner (nor in `learn.export`)
 
 
 class Lookahead(Callback):

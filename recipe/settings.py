@@ -61,7 +61,7 @@ def check_net_settings(s):
     check_jitter(s['jitter'], s['augment'])
     need(isinstance(s['clean_last'], int) and not isinstance(s['clean_last'], bool) and 0 <= s['clean_last'] <= s['epochs'],
          'clean_last', f"a whole number of epochs from 0 to epochs {s['epochs']}")
-    need(s['clean_last'] == 0 or s['augment'] == 'batch', 'clean_last', "0 with augment 'albumentations' (it needs the batch path)")
+    need(s['clean_last'] == 0 or s['augment'] == 'batch', 'clean_last', f"0 with augment {s['augment']!r} (it needs the batch path)")
     need(isinstance(s['test_every'], int) and not isinstance(s['test_every'], bool) and s['test_every'] >= 0, 'test_every',
          'a whole number of epochs >= 0 (0: the test pass after the last epoch only)')
     need(s['tta_below'] is None or (is_number(s['tta_below']) and 0 < s['tta_below'] <= 1), 'tta_below', 'a probability in (0, 1], or None')
@@ -74,7 +74,7 @@ def check_net_settings(s):
     need(s['prune_easy'] is None or s['augment'] == 'batch', 'prune_easy', "None with augment 'albumentations' (it needs the batch path)")
     need(s['self_distill'] is None or (is_number(s['self_distill']) and 0 < s['self_distill'] < 1), 'self_distill',
          'a weight in (0, 1), or None')
-    need(s['self_distill'] is None or s['augment'] == 'batch', 'self_distill', "None with augment 'albumentations' (it needs the batch path)")
+    need(s['self_distill'] is None or s['augment'] == 'batch', 'self_distill', f"None with augment {s['augment']!r} (it needs the batch path)")
     need(s['self_distill'] is None or s['prune_easy'] is None, 'self_distill', "None with prune_easy (both set a batch's training loss)")
     need(s['small_by'] in SMALL_BY, 'small_by', ' or '.join(map(repr, SMALL_BY)))
     need(s['small_by'] == 'resize' or s['small_early'], 'small_by', "'resize' (its default) without small_early, which it shapes")
