@@ -55,13 +55,14 @@ class CleanLast(Callback):
     the epoch's number, so a resumed run gets the same. Each transform keeps its own settings while it is clean, so a
     fit stopped in a clean epoch (no `after_fit`) leaves them for the next fit's first epoch to put back."""
     order = -9  # before the epoch's batches are drawn
+    strengths = ((BatchAugment, ('pad', 'cutout')), (ColorJitter, ('brightness', 'contrast')))  # each set to 0 while clean
     def __init__(self, epochs): self.epochs = epochs
     def before_train(self): self.set(self.epoch >= self.n_epoch - self.epochs and not finding_lr(self.learn))
     def after_fit(self): self.set(False)  # the loaders as they came: a later fit or `show_batch` augments again
     def set(self, clean):
         dl = self.dls.train
         for t in getattr(dl, 'dl', dl).after_batch.fs:  # a DistributedDL runs the transforms of the DataLoader it wraps
-            names = next((n for cls, n in ((BatchAugment, ('pad', 'cutout')), (ColorJitter, ('brightness', 'contrast'))) if isinstance(t, cls)), None)
+            names = next((n for cls, n in self.strengths if isinstance(t, cls)), None)
             if names is None: continue
             if clean:
                 t.__dict__.setdefault('unclean', tuple(getattr(t, n) for n in names))

@@ -376,14 +376,11 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if s['flip'] == 'alternate': cbs.append(AlternatingFlip())
     if s['clean_last']: cbs.append(CleanLast(s['clean_last']))
     if s['small_early']: cbs.append(SmallEarly(*small_stages(s['small_early']), by=s['small_by']))
-    if s['prune_easy']:
+    for key, cb in (('prune_easy', PruneEasy), ('self_distill', SelfDistill)):  # each keeps a value per training image
+        if not s[key]: continue
         if getattr(dls.train, 'images', None) is None:
-            raise RecipeError(f"prune_easy {s['prune_easy']} needs the training images in memory (augment 'batch', within max_memory)")
-        cbs.append(PruneEasy(s['prune_easy']))
-    if s['self_distill']:
-        if getattr(dls.train, 'images', None) is None:
-            raise RecipeError(f"self_distill {s['self_distill']} needs the training images in memory (augment 'batch', within max_memory)")
-        cbs.append(SelfDistill(s['self_distill']))
+            raise RecipeError(f"{key} {s[key]} needs the training images in memory (augment 'batch', within max_memory)")
+        cbs.append(cb(s[key]))
     if s['test_every'] != 1: cbs.append(SkipTestPasses(s['test_every']))
     cuda = dls.device.type == 'cuda'
     if dls.device.type == 'mps':  # not verified on MPS: fp32 there
