@@ -4,7 +4,7 @@ and BENCHMARKS.md (table + plots) generated from those files.
     python -m recipe bench seed-w32 --seed 0 --data DIR   # ~85 min on 2 CPU cores (width 32, 24 epochs)
     python -m recipe report                               # BENCHMARKS.md from bench/results/
 """
-import inspect, json, math
+import inspect, json, math, os
 from datetime import datetime
 from statistics import mean
 from pathlib import Path
@@ -111,7 +111,11 @@ def profile_label(r) -> str:
 
 
 def load_results(results='bench/results') -> list:
-    return sorted((json.loads(p.read_text()) | {'file': p.name} for p in Path(results).glob('*.json')),
+    "The result JSONs in `results`, by file name; a missing folder or one without any is refused"
+    if not Path(results).is_dir(): raise RecipeError(f"no such folder of results: {results}")
+    found = sorted(Path(results).glob('*.json'))
+    if not found: raise RecipeError(f"no result JSON in {results}")
+    return sorted((json.loads(p.read_text()) | {'file': p.name} for p in found),
                   key=lambda r: r['file'])
 
 
@@ -137,8 +141,11 @@ def minutes(seconds): return '-' if seconds is None else f'{seconds/60:.1f} min'
 
 
 def write_report(results='bench/results', md='BENCHMARKS.md'):
-    "BENCHMARKS.md: one table row per run and two plots (accuracy vs epoch, vs wall-clock time)"
+    """BENCHMARKS.md: one table row per run and two plots (accuracy vs epoch, vs wall-clock time), the plots beside the
+    results folder; links are relative to the Markdown file's folder. Checked before anything is written."""
     runs, md = load_results(results), Path(md)
+    if not md.parent.is_dir(): raise RecipeError(f"no such folder for {md}: {md.parent}")
+    link = lambda path: Path(os.path.relpath(path, md.parent)).as_posix()
     full = lambda r: r.get('data', {}).get('n_test', CIFAR_TEST) == CIFAR_TEST  # `bench --data` on a subset tests on fewer
     fig_dir = Path(results).parent
     figs = {'epoch': fig_dir/'accuracy_vs_epoch.png', 'time': fig_dir/'accuracy_vs_time.png'}
@@ -168,11 +175,11 @@ def write_report(results='bench/results', md='BENCHMARKS.md'):
         if not full(r): status += f" on {r['data']['n_test']:,} test images"
         lines.append(f"| {run_label(r, seed=False)} | {r['width']} | {r['epochs']} | {r['seed']} | {status} | {minutes(r['wall_seconds'])} | "
                      f"{minutes(time_to(r, 0.9))} | {minutes(time_to(r, 0.94))} | "
-                     f"{m['cpu']}, {m['cores']} cores, GPU: {m['gpu']} | {(r['git_commit'] or '?')[:12]} | [{r['file']}]({results}/{r['file']}) |")
+                     f"{m['cpu']}, {m['cores']} cores, GPU: {m['gpu']} | {(r['git_commit'] or '?')[:12]} | [{r['file']}]({link(Path(results)/r['file'])}) |")
     if complete: lines += ['', 'Complete runs:', '']
     for (profile, width, epochs), accs in complete.items():
         lines.append(f"- {profile}, width {width}, {epochs} epochs: {len(accs)} run{'s' if len(accs) > 1 else ''}, "
                      f"mean {mean(accs):.2f}%, lowest {min(accs):.2f}%, highest {max(accs):.2f}%")
-    lines += ['', f'![test accuracy per epoch]({figs["epoch"]})', '', f'![test accuracy against training time]({figs["time"]})', '']
+    lines += ['', f'![test accuracy per epoch]({link(figs["epoch"])})', '', f'![test accuracy against training time]({link(figs["time"])})', '']
     md.write_text('\n'.join(lines))
     return md

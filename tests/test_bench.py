@@ -65,6 +65,22 @@ def test_report_gives_mean_and_range_of_complete_runs_only(tmp_path):
     assert '| seed-w32 | 32 | 24 | 2 | incomplete: 50.00% after 1 of 24 epochs | 80.0 min | - | - |' in md
 
 
+def test_report_refuses_a_missing_or_empty_results_folder_and_links_from_the_markdown_files_folder(tmp_path):
+    from recipe.errors import RecipeError
+    (tmp_path/'bench'/'results').mkdir(parents=True); (tmp_path/'docs').mkdir()
+    md = tmp_path/'BENCHMARKS.md'; md.write_text('the old table')
+    for results, says in [(tmp_path/'bench'/'resultz', 'no such folder of results'), (tmp_path/'bench'/'results', 'no result JSON')]:
+        with pytest.raises(RecipeError, match=says): write_report(results, md)  # a typo must not empty the table
+    assert md.read_text() == 'the old table' and not list((tmp_path/'bench').glob('*.png'))
+    pe = [dict(epoch=1, test_accuracy=0.9, seconds=60)]
+    (tmp_path/'bench'/'results'/'run0.json').write_text(json.dumps(dict(
+        profile='fast', width=64, epochs=1, bs=2000, seed=0, test_accuracy=0.9, complete=True, per_epoch=pe, wall_seconds=70,
+        git_commit='0' * 12, machine=dict(cpu='AMD EPYC', cores=2, gpu='none'))))
+    with pytest.raises(RecipeError, match='no such folder'): write_report(tmp_path/'bench'/'results', tmp_path/'nope'/'B.md')
+    text = write_report(tmp_path/'bench'/'results', tmp_path/'docs'/'B.md').read_text()
+    assert '(../bench/results/run0.json)' in text and '(../bench/accuracy_vs_epoch.png)' in text  # resolve from docs/
+
+
 def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_their_settings(tmp_path, monkeypatch):
     from recipe.bench import run_label
     from recipe.config import ABLATIONS, PROFILES
