@@ -61,6 +61,7 @@ def load_checkpoint(run) -> dict:
     """A run folder's checkpoint, loaded with weights_only=True (tensors and plain values only, no code) into host memory:
     a GPU run's checkpoint loads on a machine without one, and `restore` puts each tensor where the run now trains"""
     path = Path(run)/CHECKPOINT
+    if not Path(run).is_dir(): raise RecipeError(f"no such run folder to resume: {run}")
     if not path.is_file(): raise RecipeError(f"no checkpoint to resume from: {path} does not exist")
     try: return torch.load(path, weights_only=True, map_location='cpu')
     except Exception as e: raise RecipeError(f"cannot load checkpoint {path}: {e}") from None

@@ -87,12 +87,12 @@ def predict(run: str,            # run folder (or its model.safetensors)
             csv: str = None,     # also write the predictions to this CSV file
             device: str = None): # cpu, cuda, cuda:N or mps (default: cpu)
     "Print the top classes with probabilities for each image; a file that cannot be read gets a row with the reason, and the exit status is 1"
-    import csv as csvlib
     from .errors import RecipeError
     from .folders import image_files
-    from .record import model_files
+    from .record import check_new_file, model_files, write_csv
     if isinstance(top, bool) or not isinstance(top, int) or top < 1: raise RecipeError(f"top must be a positive integer, got {top!r}")
     model_files(run); files = image_files(images)  # before torch and fastai load: a wrong path fails at once
+    if csv: check_new_file(csv)
     from .inference import load, predict as _predict
     from .run import check_device
     device = check_device(device)
@@ -101,10 +101,7 @@ def predict(run: str,            # run folder (or its model.safetensors)
     rows = [[str(f)] + ([x for cp in res for x in (cp[0], f'{cp[1]:.4f}')] + [''] if not isinstance(res, str) else [''] * 2 * k + [res])
             for f, res in zip(files, _predict(model, files, k))]
     for r in rows: print('  '.join(x for x in r if x) if r[-1] == '' else f'{r[0]}  error: {r[-1]}')
-    if csv:
-        with open(csv, 'w', newline='') as f:
-            w = csvlib.writer(f)
-            w.writerow(['file'] + [x for i in range(1, k + 1) for x in (f'class{i}', f'prob{i}')] + ['error']); w.writerows(rows)
+    if csv: write_csv(csv, ['file'] + [x for i in range(1, k + 1) for x in (f'class{i}', f'prob{i}')] + ['error'], rows)
     failed = sum(r[-1] != '' for r in rows)
     if failed: raise RecipeError(f"{failed} of {len(rows)} files could not be read (their rows say why); the others were predicted")
 
@@ -147,9 +144,10 @@ def evaluate(run: str,           # run folder
              device: str = None):     # cpu, cuda, cuda:N or mps (default: cpu)
     "Score a run's model on its test set or a labelled folder: accuracy, loss, per class, confusion, calibration, top losses"
     from .folders import labelled_root
-    from .record import finished_run
-    finished_run(Path(run))  # before torch and fastai load: a wrong run folder or FOLDER fails at once
+    from .record import check_eval_out, finished_run
+    finished_run(Path(run))  # before torch and fastai load: a wrong run folder, FOLDER or --out fails at once
     if folder is not None: labelled_root(Path(folder))
+    if out is not None: check_eval_out(out)
     from .evaluation import evaluate as _evaluate
     from .run import check_device
     _evaluate(run, folder, data=data, out=out, skip_bad=skip_bad, device=check_device(device))

@@ -21,7 +21,7 @@ from .folders import find_layout, labelled_root, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
 from .plots import plot_reliability, save_fig
-from .record import finished_run, tta_words, write_csv, write_json
+from .record import check_eval_out, finished_run, tta_words, write_csv, write_json
 
 __all__ = ['evaluate', 'class_metrics']
 
@@ -35,6 +35,7 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     (default cpu)"""
     run = Path(run)
     record = finished_run(run)
+    if out is not None: check_eval_out(out)
     model = load(run)
     files, root = (labelled_files(Path(folder), model.classes) if folder is not None else
                    own_test_files(run, record, data, model.classes))
@@ -81,7 +82,8 @@ def eval_folder(run: Path, name: str, root: Path) -> Path:
 def own_test_files(run: Path, record: dict, data, classes) -> tuple:
     "(files, root): the test images the run was scored on, in its order, from `data` or the folder its record names"
     root = Path(data or record['data']['folder'])
-    if not root.is_dir(): raise RecipeError(f"the data folder of {run}, {root}, is not there: give the folder it moved to (--data)")
+    if data is not None and not root.is_dir(): raise RecipeError(f"--data {root} is not a folder")
+    if not root.is_dir(): raise RecipeError(f"{run} was trained on {root}, which is not there: give the folder it moved to (--data)")
     train, test = find_layout(root)
     if train: files = scan_split(root/test, lambda msg: None)
     else:

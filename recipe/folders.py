@@ -28,7 +28,9 @@ def given_data(data=None):
 def data_folder(data) -> Path:
     "`data` as a folder, checked: it exists and has one of `LAYOUTS`"
     path = Path(data).expanduser()
-    if not path.is_dir(): raise RecipeError(f"data folder not found: {path}")
+    named = f" (named by ${DATA_ENV})" if data == os.environ.get(DATA_ENV) else ''
+    if path.is_file(): raise RecipeError(f"the data folder {path}{named} is a file, not a folder")
+    if not path.is_dir(): raise RecipeError(f"data folder not found: {path}{named}")
     find_layout(path)
     return path
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from .config import CROP
 from .data import CachedImage, ImageCache, RecipeError, decode, image_dls, named_by_strings_too
-from .folders import image_files
+from .folders import folder_images, image_files
 from .model import make_model
 from .record import MODEL_FORMAT, model_files
 
@@ -70,7 +70,10 @@ def tta_logits(model, x, level=0, below=None, plain=None):
 def predict(model, files, k=3, bs=256, device=None) -> list:
     """For each file: [(class, probability)] * k, most likely first; or, for a file that cannot be read, the reason
     (a str), and the others are still predicted. Any size or mode is converted as the training data was.
+    `model`: from `load`, or a run folder (loaded here); `files`: a list, or one file or folder (its images).
     `device` (default: the model's): where the batches of `bs` images go."""
+    if isinstance(model, (str, Path)): model = load(model)
+    if isinstance(files, (str, Path)): files = folder_images(Path(files)) if Path(files).is_dir() else [files]
     if device is not None: model = model.to(device)
     device = next(model.parameters()).device
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (model.mean, model.std))

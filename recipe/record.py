@@ -5,7 +5,7 @@ from pathlib import Path
 from .config import ECE_BINS
 from .errors import RecipeError
 
-__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
+__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'check_new_file', 'check_eval_out', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
 MODEL_FORMAT = 3  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit;
                   # 3: with the net's act, widths, depth (a reader of 2 would build another net and load its weights)
@@ -51,14 +51,40 @@ def finished_run(run) -> dict:
     return record
 
 
+PICKLED = ('.pt', '.pth', '.pkl', '.pickle')  # what torch.save and fastai's export write: loading one runs its pickle
+
+
 def model_files(path) -> tuple:
     "(weights, description) of the model a run saved: a run folder's, or a model.safetensors and the model.json beside it"
     path = Path(path)
-    if path.is_dir(): path = path/'model.safetensors'
+    if path.suffix in PICKLED:
+        raise RecipeError(f"{path} is a pickle-based file and is never loaded (unpickling can run any code): give the run "
+                          f"folder or its model.safetensors")
+    if path.is_dir():
+        if (path/'results.json').is_file(): finished_run(path)  # a run that did not finish says so
+        path = path/'model.safetensors'
     meta = path.with_suffix('.json')
     for p in (path, meta):
         if not p.is_file(): raise RecipeError(f"no such file: {p} (expected a run folder or its model.safetensors + model.json)")
     return path, meta
+
+
+def check_new_file(path) -> Path:
+    "A file to be written after the work (`predict --csv`): refused before it if it is a folder or its folder is missing"
+    path = Path(path)
+    if path.is_dir(): raise RecipeError(f"{path} is a folder: give a file name")
+    if not path.parent.is_dir(): raise RecipeError(f"no such folder for {path}: {path.parent}")
+    return path
+
+
+def check_eval_out(out) -> Path:
+    """A folder for an evaluation's files: new, empty, or an earlier evaluation's (its files are replaced); a file or
+    a folder of other files (a run folder: its own plots have the same names) is refused before any work"""
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise RecipeError(f"--out {out} is a file: give a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out/'metrics.json').is_file():
+        raise RecipeError(f"--out {out} holds files that are not an earlier evaluation's: give a new or empty folder")
+    return out
 
 
 def write_json(path, obj):

@@ -123,6 +123,15 @@ def test_bad_data_gives_one_clear_error(tiny_copy, tmp_path, case):
     if case in LAYOUT_CASES: assert 'torch' not in imported  # at once, not after torch and fastai load (~7 s)
 
 
+def test_a_data_path_that_is_a_file_or_from_recipe_data_is_named_so(tmp_path):
+    (tmp_path/'f').write_text('not a folder')
+    status, message, imported = refused('train', '--data', tmp_path/'f')
+    assert status == 1 and f"the data folder {tmp_path/'f'} is a file, not a folder" in message and 'torch' not in imported
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'train'], capture_output=True, text=True,
+                       env=os.environ | {'RECIPE_DATA': str(tmp_path/'nope')})
+    assert r.returncode == 1 and f"data folder not found: {tmp_path/'nope'} (named by $RECIPE_DATA)" in r.stderr
+
+
 def test_bench_refuses_a_missing_data_folder_at_once_and_lists_its_profiles_without_one(tmp_path):
     status, message, imported = refused('bench', 'fast', '--data', tmp_path/'nope', '--results', tmp_path/'results')
     assert status != 0 and f"data folder not found: {tmp_path/'nope'}" in message and 'torch' not in imported
@@ -144,7 +153,13 @@ def test_a_wrong_run_folder_image_or_address_is_refused_before_torch_loads(tiny_
                  (('export', nope, '--onnx', tmp_path/'m.onnx'), f'no such file: {nope}'),
                  (('export', run, '--onnx', tmp_path/'m.onnx', '--check', nope), f'no such file or folder: {nope}'),
                  (('export', run), 'give one of --onnx FILE or --space FOLDER'),
+                 (('predict', unfinished, run/'report.html'), f'{unfinished} has no model.safetensors: the run did not finish'),
+                 (('export', unfinished, '--onnx', tmp_path/'m.onnx'), f'{unfinished} has no model.safetensors'),
+                 (('predict', run/'checkpoint.pt', run/'report.html'), 'checkpoint.pt is a pickle-based file and is never loaded'),
+                 (('predict', run, run/'report.html', '--csv', nope/'p.csv'), f"no such folder for {nope/'p.csv'}: {nope}"),
                  (('evaluate', nope), f'no such run folder: {nope}'),
+                 (('evaluate', run, '--out', run), f'--out {run} holds files that are not an earlier evaluation'),
+                 (('evaluate', run, '--out', run/'report.html'), f"--out {run/'report.html'} is a file: give a folder"),
                  (('evaluate', unfinished), f'{unfinished} has no model.safetensors'),
                  (('evaluate', run, nope), f'no such folder: {nope}'),
                  (('evaluate', run, unfinished), f'{unfinished} holds no class folders of images'),

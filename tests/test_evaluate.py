@@ -60,8 +60,11 @@ def test_evaluate_a_labelled_folder_of_the_runs_classes_and_refuse_others(quick_
 def test_evaluate_finds_moved_data_with_data(quick_run, tiny, tmp_path):
     moved = shutil.copytree(tiny, tmp_path/'moved')
     assert recipe.evaluate(quick_run, data=moved, out=tmp_path/'eval')['accuracy'] == pytest.approx(record_of(quick_run)['test_accuracy'], abs=1e-6)
-    with pytest.raises(RecipeError, match=f'the data folder of {quick_run}, {tmp_path/"gone"}, is not there'):
+    with pytest.raises(RecipeError, match=f'--data {tmp_path/"gone"} is not a folder'):
         recipe.evaluate(quick_run, data=tmp_path/'gone')
+    plots = {p.name: p.stat().st_mtime_ns for p in quick_run.glob('*.png')}
+    with pytest.raises(RecipeError, match='holds files that are not an earlier evaluation'): recipe.evaluate(quick_run, out=quick_run)
+    assert {p.name: p.stat().st_mtime_ns for p in quick_run.glob('*.png')} == plots  # the run's own plots kept
 
 
 def test_bad_input_is_named(quick_run, tiny, tmp_path):
