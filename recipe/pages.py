@@ -168,12 +168,13 @@ def write_runs_page(folder, rows) -> Path:
 
 
 def runs(folder='runs') -> list:
-    "Print every run in `folder` side by side and write its index.html; returns the rows"
+    "Print every run in `folder` side by side and write its index.html; returns the rows. A folder without runs is refused"
     rows = run_rows(folder)
-    print(f"{'run':<22} {'date':<19} {'profile':<9} {'epochs':>7} {'accuracy':>9} {'wall':>8}  {'precision':<20} {'status':<10} machine")
+    if not rows: raise RecipeError(f"no runs in {folder}: none of its folders holds a results.json")
+    print(f"{'run':<22} {'date':<19} {'profile':<9} {'epochs':>7} {'accuracy':>9} {'wall':>8}  {'precision':<20} {'status':<20} machine")
     for r in rows:
         acc = f"{100 * r['accuracy']:.2f}%" if r['accuracy'] is not None else ''
         print(f"{r['run']:<22} {r['date']:<19} {r['profile']:<9} {r['epochs']:>7} {acc:>9} {r['wall']:>7.0f}s  {r['precision']:<20} "
-              f"{r['status'][:40]:<10} {r['machine']}")
+              f"{r['status'][:40]:<20} {r['machine']}")
     print(f"wrote {write_runs_page(folder, rows)}")
     return rows

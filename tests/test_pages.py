@@ -76,6 +76,8 @@ def test_show_and_runs_on_the_command_line(runs_folder, tmp_path):
     assert lines[1].split()[:2] == ['quick', record_date(runs_folder/'quick')] and 'complete' in lines[1] and 'stopped: interrupted' in lines[2]
     r = subprocess.run([sys.executable, '-m', 'recipe', 'show', tmp_path, '--no-open'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and f'{tmp_path} is not a run folder' in r.stderr and 'Traceback' not in r.stderr
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'runs', tmp_path], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and f'no runs in {tmp_path}' in r.stderr and not (tmp_path/'index.html').exists()  # not a page of nothing
 
 
 def record_date(run): return json.loads((run/'results.json').read_text())['started'].split('T')[0]
