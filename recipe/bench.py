@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from .config import ABLATIONS, PROFILES, SEED_PROFILE
 from .data import RecipeError
 from .model import ARCHS
-from .settings import widths_at
+from .settings import check_bench_names, widths_at
 
 CIFAR_TEST = 10_000  # images in CIFAR-10's test set
 
@@ -28,9 +28,7 @@ def run_profile(profile, seed=0, data=None, width=None, epochs=None, bs=None, re
     if profile == 'list':
         for k, v in PROFILES.items(): print(f"{k:16} width {v['width']}, {v['epochs']} epochs, bs {v['bs']}: {v['doc']}")
         return None
-    if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
-    unknown = [a for a in (ablation or '').split(',') if ablation and a not in ABLATIONS]  # 'a,b': both changes
-    if unknown: raise RecipeError(f"unknown ablation {', '.join(map(repr, unknown))}: choose from {', '.join(ABLATIONS)}")
+    check_bench_names(profile, ablation)
     from .run import train
     cfg = {k: v for k, v in dict(width=width, epochs=epochs, bs=bs, augment=augment, compile=compile).items() if v is not None}  # overrides
     name = (f"{profile}{'-' + ablation.replace(',', '+') if ablation else ''}-w{cfg.get('width', PROFILES[profile]['width'])}"

@@ -66,7 +66,9 @@ def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'lis
           results: str = 'bench/results',  # folder for the result JSON
           runs: str = 'runs'):   # folder under which the run folder goes
     "Train a named profile on the full data and record the result as JSON in bench/results/"
-    if profile != 'list': check_data(data)  # `bench list` needs no data
+    if profile != 'list':  # `bench list` needs no data; the names and the data are checked before torch loads
+        from .settings import check_bench_names
+        check_bench_names(profile, ablation); check_data(data)
     from .bench import run_profile
     run_profile(profile, seed=seed, data=data, width=width, epochs=epochs, bs=bs, results=results, runs=runs, ablation=ablation,
                 augment=augment, precision=precision, compile=compile or None, command=command_line())

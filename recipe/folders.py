@@ -82,7 +82,7 @@ def scan_split(split_dir: Path, problem) -> list:
             except OSError as e: problem(f"{f}: {e.strerror}"); continue
             if stat.S_ISDIR(st.st_mode): problem(f"{f}: a folder inside a class folder (expected {split_dir.name}/<class>/<image>)"); continue
             if f.suffix.lower() in IMAGE_EXTENSIONS: files.append(f); found += 1
-        if not found: problem(f"{class_dir}: empty class folder (no PNG or JPEG images)")
+        if not found: problem(f"{class_dir}: empty class folder (no file with an image extension)")
     return files
 
 

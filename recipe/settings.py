@@ -1,9 +1,9 @@
 """A run's settings: a profile's (recipe/config.py) with the caller's changes, each checked before any work and named
 with its value in the error"""
-from .config import ACTIVATIONS, PRECISIONS, PROFILES, SEED_PROFILE, SMALL_BY
+from .config import ABLATIONS, ACTIVATIONS, AUGMENTS, PRECISIONS, PROFILES, SEED_PROFILE, SMALL_BY
 from .errors import RecipeError
 
-__all__ = ['settings_for', 'widths_at', 'check_net_settings', 'check_options', 'check_seed', 'small_stages', 'is_number',
+__all__ = ['settings_for', 'check_bench_names', 'widths_at', 'check_net_settings', 'check_options', 'check_seed', 'small_stages', 'is_number',
            'pair', 'check_flip', 'check_jitter']
 
 
@@ -33,6 +33,13 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     return dict(s, profile=profile)
 
 
+def check_bench_names(profile, ablation=None):
+    "A benchmark's profile and its ablations ('a,b': both changes; recipe/config.py), by name"
+    if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    unknown = [a for a in (ablation or '').split(',') if ablation and a not in ABLATIONS]
+    if unknown: raise RecipeError(f"unknown ablation {', '.join(map(repr, unknown))}: choose from {', '.join(ABLATIONS)}")
+
+
 def widths_at(widths, width, base_width):
     "A profile's group widths for the net `width` wide instead of its `base_width`: the profile's net, wider or narrower"
     return tuple(max(1, round(w * width / base_width)) for w in widths) if widths and width != base_width else widths
@@ -42,6 +49,8 @@ def check_net_settings(s):
     "The net's and the newer augmentations' settings, checked before any work, each named with its value"
     def need(ok, name, what):
         if not ok: raise RecipeError(f"{name} must be {what}, got {s[name]!r}")
+    need(s['augment'] in AUGMENTS, 'augment', f"one of {', '.join(AUGMENTS)}")
+    need(isinstance(s['size'], int) and not isinstance(s['size'], bool) and s['size'] >= 16, 'size', 'an integer of at least 16 (pixels)')
     need(s['act'] is None or s['act'] in ACTIVATIONS, 'act', f"one of {', '.join(ACTIVATIONS)} (or None: the net's own)")
     need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
                                  all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),

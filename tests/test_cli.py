@@ -136,6 +136,9 @@ def test_bench_refuses_a_missing_data_folder_at_once_and_lists_its_profiles_with
     status, message, imported = refused('bench', 'fast', '--data', tmp_path/'nope', '--results', tmp_path/'results')
     assert status != 0 and f"data folder not found: {tmp_path/'nope'}" in message and 'torch' not in imported
     assert not (tmp_path/'results').exists()
+    for args, says in [(('quik',), "unknown profile 'quik'"), (('fast', '--ablation', 'nope'), "unknown ablation 'nope'")]:
+        status, message, imported = refused('bench', *args, '--data', tmp_path/'nope')
+        assert status == 1 and says in message and 'torch' not in imported  # a misspelt name before the data and torch
     r = cli('bench', 'list', '--data', tmp_path/'nope')  # the list needs no data
     assert r.returncode == 0 and 'fast-progressive' in r.stdout
 
@@ -174,7 +177,8 @@ def test_a_wrong_run_folder_image_or_address_is_refused_before_torch_loads(tiny_
     assert not (tmp_path/'m.onnx').exists()
 
 
-@pytest.mark.parametrize('opt,value', [('--epochs', 0), ('--bs', 0), ('--width', -1), ('--lr-max', -0.1), ('--seed', -1)])
+@pytest.mark.parametrize('opt,value', [('--epochs', 0), ('--bs', 0), ('--width', -1), ('--lr-max', -0.1), ('--seed', -1),
+                                       ('--augment', 'foo'), ('--size', 8)])
 def test_bad_options_give_one_clear_error(tiny, tmp_path, opt, value):
     status, message, imported = refused('train', '--data', tiny, opt, value, '--out', tmp_path/'run')
     assert status != 0
