@@ -142,8 +142,10 @@ TABLE_HEADER = ['epoch', 'train_loss', 'test_loss', 'test_accuracy', 'time']
 
 
 def print_row(row):
-    "One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns)"
+    """One line per epoch, flushed: readable in a log file (no progress bars, no carriage returns). Epochs count from 1,
+    as in metrics.csv, results.json and the messages (fastai's row counts from 0)"""
     if len(row) < 3: return  # an epoch skipped on resume has no metrics
+    if isinstance(row[0], int): row = [row[0] + 1, *row[1:]]
     cells = ['-' if isinstance(v, float) and math.isnan(v) else f'{v:.6f}' if isinstance(v, float) else str(v) for v in row]  # NaN: no test pass
     print('  '.join(f'{c:>13}' for c in cells), flush=True)
 

@@ -59,10 +59,10 @@ def test_test_every_0_tests_after_the_last_epoch_only():
     cb.before_fit(); cb.before_validate()  # no training before it (learn.validate()): tested
 
 
-def test_a_row_without_test_metrics_prints_in_its_columns(capsys):
-    print_row([1, 0.5, 1.0, 0.9, '0:01']); print_row([2, 0.4, float('nan'), float('nan'), '0:01'])
+def test_a_row_without_test_metrics_prints_in_its_columns_and_epochs_count_from_1(capsys):
+    print_row([0, 0.5, 1.0, 0.9, '0:01']); print_row([1, 0.4, float('nan'), float('nan'), '0:01'])  # fastai's rows: epoch 0, 1
     first, second = capsys.readouterr().out.splitlines()
-    assert len(first) == len(second) and second.split() == ['2', '0.400000', '-', '-', '0:01']
+    assert len(first) == len(second) and first.split()[0] == '1' and second.split() == ['2', '0.400000', '-', '-', '0:01']
 
 
 def test_an_untested_epoch_keeps_every_column_and_a_fit_stopped_after_one_still_finishes(tiny, tmp_path):
