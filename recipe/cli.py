@@ -44,7 +44,7 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
 def check_data(data):
     "The data folder named (--data, else $RECIPE_DATA), if any: missing or in no layout, it is refused before torch loads"
     from .folders import data_folder, given_data
-    if given_data(data) is not None: data_folder(given_data(data))  # its images are checked as they are read
+    if given_data(data) is not None: data_folder(given_data(data), from_env=data is None)  # its images: as they are read
 
 
 def command_line() -> str:
@@ -91,7 +91,8 @@ def predict(run: str,            # run folder (or its model.safetensors)
     "Print the top classes with probabilities for each image; a file that cannot be read gets a row with the reason, and the exit status is 1"
     from .errors import RecipeError
     from .folders import image_files
-    from .record import check_new_file, model_files, write_csv
+    import csv as csvlib
+    from .record import check_new_file, model_files
     if isinstance(top, bool) or not isinstance(top, int) or top < 1: raise RecipeError(f"top must be a positive integer, got {top!r}")
     model_files(run); files = image_files(images)  # before torch and fastai load: a wrong path fails at once
     if csv: check_new_file(csv)
@@ -103,7 +104,12 @@ def predict(run: str,            # run folder (or its model.safetensors)
     rows = [[str(f)] + ([x for cp in res for x in (cp[0], f'{cp[1]:.4f}')] + [''] if not isinstance(res, str) else [''] * 2 * k + [res])
             for f, res in zip(files, _predict(model, files, k))]
     for r in rows: print('  '.join(x for x in r if x) if r[-1] == '' else f'{r[0]}  error: {r[-1]}')
-    if csv: write_csv(csv, ['file'] + [x for i in range(1, k + 1) for x in (f'class{i}', f'prob{i}')] + ['error'], rows)
+    if csv:  # a plain open: --csv /dev/stdout streams
+        try:
+            with open(csv, 'w', newline='') as f:
+                w = csvlib.writer(f)
+                w.writerow(['file'] + [x for i in range(1, k + 1) for x in (f'class{i}', f'prob{i}')] + ['error']); w.writerows(rows)
+        except OSError as e: raise RecipeError(f"cannot write {csv}: {e.strerror or e}") from None
     failed = sum(r[-1] != '' for r in rows)
     if failed: raise RecipeError(f"{failed} of {len(rows)} files could not be read (their rows say why); the others were predicted")
 

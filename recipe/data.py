@@ -28,7 +28,7 @@ __all__ = ['RecipeError', 'find_data', 'load_images', 'decode', 'PARALLEL_FROM',
 def find_data(data=None) -> Path:
     "The data folder: `data`, else $RECIPE_DATA, else fastai's CIFAR-10 download; checked for one of `LAYOUTS`"
     given = given_data(data)
-    return data_folder(given if given is not None else untar_data(URLs.CIFAR))  # '' is the current folder, as Path('') is
+    return data_folder(given if given is not None else untar_data(URLs.CIFAR), from_env=data is None and given is not None)  # '' is the current folder, as Path('') is
 
 
 def decode(fn, size=CROP) -> np.ndarray:

@@ -25,10 +25,10 @@ def given_data(data=None):
     return data if data is not None else os.environ.get(DATA_ENV) or None
 
 
-def data_folder(data) -> Path:
-    "`data` as a folder, checked: it exists and has one of `LAYOUTS`"
+def data_folder(data, from_env=False) -> Path:
+    "`data` as a folder, checked: it exists and has one of `LAYOUTS`. `from_env`: it came from $RECIPE_DATA (the errors say so)"
     path = Path(data).expanduser()
-    named = f" (named by ${DATA_ENV})" if data == os.environ.get(DATA_ENV) else ''
+    named = f" (named by ${DATA_ENV})" if from_env else ''
     if path.is_file(): raise RecipeError(f"the data folder {path}{named} is a file, not a folder")
     if not path.is_dir(): raise RecipeError(f"data folder not found: {path}{named}")
     find_layout(path)

@@ -57,11 +57,11 @@ PICKLED = ('.pt', '.pth', '.pkl', '.pickle')  # what torch.save and fastai's exp
 def model_files(path) -> tuple:
     "(weights, description) of the model a run saved: a run folder's, or a model.safetensors and the model.json beside it"
     path = Path(path)
-    if path.suffix in PICKLED:
+    if path.suffix.lower() in PICKLED and not path.is_dir():
         raise RecipeError(f"{path} is a pickle-based file and is never loaded (unpickling can run any code): give the run "
                           f"folder or its model.safetensors")
     if path.is_dir():
-        if (path/'results.json').is_file(): finished_run(path)  # a run that did not finish says so
+        if (path/'results.json').is_file() and not (path/'model.safetensors').is_file(): finished_run(path)  # it did not finish
         path = path/'model.safetensors'
     meta = path.with_suffix('.json')
     for p in (path, meta):
@@ -82,7 +82,7 @@ def check_eval_out(out) -> Path:
     a folder of other files (a run folder: its own plots have the same names) is refused before any work"""
     out = Path(out)
     if out.exists() and not out.is_dir(): raise RecipeError(f"--out {out} is a file: give a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out/'metrics.json').is_file():
+    if out.is_dir() and any(not f.name.startswith('.') for f in out.iterdir()) and not (out/'metrics.json').is_file():
         raise RecipeError(f"--out {out} holds files that are not an earlier evaluation's: give a new or empty folder")
     return out
 

@@ -254,7 +254,7 @@ def resumed_run(resume, given=None, p=None, data=None) -> Run:
     are all done but whose final stage (TTA, weights, plots, card) was cut short goes on to that stage. Other options
     `given` are refused. `data`: the run's data folder, moved (checked against the run's fingerprint)"""
     refused = [k for k in (given or {}) if k not in RESUME_OPTIONS]
-    if refused: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join('--' + k.replace('_', '-') for k in refused)} "
+    if refused: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(map(repr, refused))} "
                                   "(--data may point to the same images moved elsewhere)")
     ckpt, out = load_checkpoint(resume), Path(resume).resolve()  # absolute, as a new run's
     cfg = ckpt['config']

@@ -19,6 +19,7 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
         raise RecipeError(f"profile {profile!r} has no LRMIN (its LRs follow a fixed schedule from lr_max): give --lr-max only")
     if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
+    if s['augment'] not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {s['augment']!r}")
     check_flip(s['flip'], s['augment'])
     if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
         fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
@@ -49,7 +50,6 @@ def check_net_settings(s):
     "The net's and the newer augmentations' settings, checked before any work, each named with its value"
     def need(ok, name, what):
         if not ok: raise RecipeError(f"{name} must be {what}, got {s[name]!r}")
-    need(s['augment'] in AUGMENTS, 'augment', f"one of {', '.join(AUGMENTS)}")
     need(isinstance(s['size'], int) and not isinstance(s['size'], bool) and s['size'] >= 16, 'size', 'an integer of at least 16 (pixels)')
     need(s['act'] is None or s['act'] in ACTIVATIONS, 'act', f"one of {', '.join(ACTIVATIONS)} (or None: the net's own)")
     need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and

@@ -22,8 +22,8 @@ def test_train_end_to_end_writes_every_file(tiny, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
     lines = r.stdout.splitlines()
     assert any(l.startswith('LRMIN') and 'LRMAX' in l for l in lines) and 'lr_find suggestions' in r.stdout
-    table = [l.split() for l in lines if l.split() and l.split()[0] in ('epoch', '0', '1')]
-    assert [t[0] for t in table] == ['epoch', '0', '1'] and len(table[1]) == 5
+    table = [l.split() for l in lines if l.split() and l.split()[0] in ('epoch', '0', '1', '2')]
+    assert [t[0] for t in table] == ['epoch', '1', '2'] and len(table[1]) == 5  # epochs from 1, as in metrics.csv
     assert '\r' not in r.stdout  # no progress-bar spam in a log
     res = json.loads((out/'results.json').read_text())
     for k in ('test_accuracy', 'test_loss', 'epochs', 'lr_min', 'lr_max', 'wall_seconds', 'device'): assert k in res
@@ -48,8 +48,10 @@ def test_commands_that_need_no_model_start_without_torch(tmp_path, args):
             "try: runpy.run_module('recipe', run_name='__main__', alter_sys=True)\n"
             "except SystemExit: pass\n"
             "print('heavy:', [m for m in ('torch', 'fastai') if m in sys.modules])")
+    (tmp_path/'run').mkdir(); (tmp_path/'run'/'results.json').write_text(json.dumps(dict(profile='seed', epochs=1, per_epoch=[])))
     r = subprocess.run([sys.executable, '-c', code, *(a.format(tmp=tmp_path) for a in args)], capture_output=True, text=True, timeout=120)
     assert r.stdout.splitlines()[-1] == 'heavy: []', r.stdout + r.stderr
+    if args[0] == 'runs': assert (tmp_path/'index.html').is_file() and 'not complete' in r.stdout  # a row and its page
 
 
 def test_import_recipe_reaches_every_module_by_name():
@@ -185,6 +187,14 @@ def test_bad_options_give_one_clear_error(tiny, tmp_path, opt, value):
     assert f"{opt.strip('-').replace('-', '_')} must be" in message and str(value) in message and 'Traceback' not in message
     assert not (tmp_path/'run').exists()
     assert 'recipe.settings' in imported and 'torch' not in imported  # at once, not after torch and fastai load (~7 s)
+
+
+def test_a_bad_augment_is_named_as_such_on_every_profile():
+    from recipe.config import PROFILES
+    from recipe.errors import RecipeError
+    from recipe.settings import settings_for
+    for profile in PROFILES:  # not as flip 'alternate' needing the batch path, on the profiles that flip so
+        with pytest.raises(RecipeError, match="augment must be one of albumentations, batch, got 'foo'"): settings_for(profile, augment='foo')
 
 
 def test_existing_run_folder_is_not_overwritten(tiny, tmp_path):

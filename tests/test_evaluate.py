@@ -65,6 +65,8 @@ def test_evaluate_finds_moved_data_with_data(quick_run, tiny, tmp_path):
     plots = {p.name: p.stat().st_mtime_ns for p in quick_run.glob('*.png')}
     with pytest.raises(RecipeError, match='holds files that are not an earlier evaluation'): recipe.evaluate(quick_run, out=quick_run)
     assert {p.name: p.stat().st_mtime_ns for p in quick_run.glob('*.png')} == plots  # the run's own plots kept
+    (tmp_path/'finder').mkdir(); (tmp_path/'finder'/'.DS_Store').write_text('')  # a hidden file is no one's results
+    assert (Path(recipe.evaluate(quick_run, out=tmp_path/'finder')['run']) == quick_run.resolve()) and (tmp_path/'finder'/'metrics.json').is_file()
 
 
 def test_bad_input_is_named(quick_run, tiny, tmp_path):

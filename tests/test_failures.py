@@ -79,10 +79,10 @@ def test_resume_without_a_run_record_is_named(killed_run):
 
 def test_options_given_with_resume_are_refused_not_ignored(killed_run):
     out = killed_run
-    with pytest.raises(RecipeError, match=f'--resume continues {out} with its own settings; leave out --epochs, --bs'):
+    with pytest.raises(RecipeError, match=f"--resume continues {out} with its own settings; leave out 'epochs', 'bs'"):
         recipe.train(resume=out, epochs=5, bs=16)
     r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', out, '--width', '16'], capture_output=True, text=True)
-    assert r.returncode == 1 and 'leave out --width' in r.stderr and 'Traceback' not in r.stderr
+    assert r.returncode == 1 and "leave out 'width'" in r.stderr and 'Traceback' not in r.stderr
 
 
 def test_autocast_is_left_when_a_step_stops_with_an_exception(tiny, tmp_path):

@@ -1,4 +1,4 @@
-import pickle, subprocess, sys
+import pickle, shutil, subprocess, sys
 
 import numpy as np, pytest, torch
 from PIL import Image
@@ -72,12 +72,14 @@ def test_predict_cli_prints_top3_and_writes_csv(tiny_run, tiny, tmp_path):
     assert not imported & {'torchvision', 'torchmetrics', 'albumentations', 'fastai.vision.learner'}
 
 
-def test_predict_takes_one_file_a_folder_or_a_run_folder(tiny_run, tiny):
+def test_predict_takes_one_file_a_folder_or_a_run_folder(tiny_run, tiny, tmp_path):
     out, _ = tiny_run
     cats = sorted((tiny/'test'/'cat').iterdir())
     model = recipe.load(out)
     assert recipe.predict(model, cats[0]) == recipe.predict(model, [cats[0]]) == recipe.predict(out, [str(cats[0])])
     assert recipe.predict(model, str(tiny/'test'/'cat')) == recipe.predict(model, cats)  # not one row per character
+    named = shutil.copytree(out, tmp_path/'v1.pt')  # a run folder named like a pickle is a run folder
+    assert recipe.predict(named, [cats[0]]) == recipe.predict(model, [cats[0]])
 
 
 def test_missing_weights_named(tmp_path):
