@@ -132,6 +132,9 @@ def test_a_data_path_that_is_a_file_or_from_recipe_data_is_named_so(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'recipe', 'train'], capture_output=True, text=True,
                        env=os.environ | {'RECIPE_DATA': str(tmp_path/'nope')})
     assert r.returncode == 1 and f"data folder not found: {tmp_path/'nope'} (named by $RECIPE_DATA)" in r.stderr
+    r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--data', tmp_path/'nope'], capture_output=True, text=True,
+                       env=os.environ | {'RECIPE_DATA': str(tmp_path/'nope')})  # the same path, but --data named it
+    assert r.returncode == 1 and f"data folder not found: {tmp_path/'nope'}" in r.stderr and 'RECIPE_DATA' not in r.stderr
 
 
 def test_bench_refuses_a_missing_data_folder_at_once_and_lists_its_profiles_without_one(tmp_path):
@@ -161,6 +164,7 @@ def test_a_wrong_run_folder_image_or_address_is_refused_before_torch_loads(tiny_
                  (('predict', unfinished, run/'report.html'), f'{unfinished} has no model.safetensors: the run did not finish'),
                  (('export', unfinished, '--onnx', tmp_path/'m.onnx'), f'{unfinished} has no model.safetensors'),
                  (('predict', run/'checkpoint.pt', run/'report.html'), 'checkpoint.pt is a pickle-based file and is never loaded'),
+                 (('predict', run/'export.PKL', run/'report.html'), 'export.PKL is a pickle-based file'),
                  (('predict', run, run/'report.html', '--csv', nope/'p.csv'), f"no such folder for {nope/'p.csv'}: {nope}"),
                  (('evaluate', nope), f'no such run folder: {nope}'),
                  (('evaluate', run, '--out', run), f'--out {run} holds files that are not an earlier evaluation'),

@@ -67,6 +67,9 @@ def test_predict_cli_prints_top3_and_writes_csv(tiny_run, tiny, tmp_path):
     assert len(lines) == 5 and all(len(l.split()) == 7 for l in lines)
     rows = (tmp_path/'p.csv').read_text().splitlines()
     assert rows[0] == 'file,class1,prob1,class2,prob2,class3,prob3,error' and len(rows) == 6
+    streamed = subprocess.run([sys.executable, '-m', 'recipe', 'predict', out, tiny/'test'/'cat', '--csv', '/dev/stdout'],
+                              capture_output=True, text=True)  # a stream, not a file to replace
+    assert streamed.returncode == 0 and 'file,class1,prob1' in streamed.stdout, streamed.stderr[-2000:]
     # what predict does not use, it does not import: ~5 s of 12 here, torchvision through fastai.vision.all and torchmetrics
     imported = {line.split('|')[-1].strip() for line in r.stderr.splitlines() if line.startswith('import time:')}
     assert not imported & {'torchvision', 'torchmetrics', 'albumentations', 'fastai.vision.learner'}
