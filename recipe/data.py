@@ -15,9 +15,9 @@ from .augment import BatchAugment, ColorJitter
 from .errors import RecipeError
 from .folders import data_folder, find_layout, given_data, scan_split
 from .image_store import ImageStore
-from .settings import check_flip, check_jitter
+from .settings import check_augment, check_flip, check_jitter, check_size
 from .space_app import decode as decode_image
-from .config import (AUGMENTS, BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, MEMORY_FRACTION, PAD_TO,
+from .config import (BS, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, CROP, CUTOUT, MEMORY_FRACTION, PAD_TO,
                      PEAK_COPIES, SPLIT_SEED, STATS_SAMPLE, VALID_PCT)
 
 __all__ = ['RecipeError', 'find_data', 'load_images', 'decode', 'PARALLEL_FROM', 'decode_all', 'decoded', 'ImageCache',
@@ -353,10 +353,7 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     instead of a new random split: a resumed run keeps its own. `jitter`: (brightness, contrast) of `ColorJitter` on
     the normalized training batches (augment='batch' only), or None."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
-    if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
-    check_flip(flip, augment)
-    check_jitter(jitter, augment)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")
+    check_augment(augment); check_flip(flip, augment); check_jitter(jitter, augment); check_size(size)
     if valid_pct is not None and not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1):
         raise RecipeError(f"valid_pct must be between 0 and 1, got {valid_pct!r}")
     path = find_data(data)

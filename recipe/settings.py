@@ -4,7 +4,7 @@ from .config import ABLATIONS, ACTIVATIONS, AUGMENTS, PRECISIONS, PROFILES, SEED
 from .errors import RecipeError
 
 __all__ = ['settings_for', 'check_bench_names', 'widths_at', 'check_net_settings', 'check_options', 'check_seed', 'small_stages', 'is_number',
-           'pair', 'check_flip', 'check_jitter']
+           'pair', 'check_augment', 'check_size', 'check_flip', 'check_jitter']
 
 
 def settings_for(profile='seed', settings=None, **overrides) -> dict:
@@ -19,7 +19,7 @@ def settings_for(profile='seed', settings=None, **overrides) -> dict:
     if s['opt'] != 'adam' and overrides.get('lr_min') is not None:
         raise RecipeError(f"profile {profile!r} has no LRMIN (its LRs follow a fixed schedule from lr_max): give --lr-max only")
     if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
-    if s['augment'] not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {s['augment']!r}")
+    check_augment(s['augment'])
     check_flip(s['flip'], s['augment'])
     if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
         fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
@@ -50,7 +50,7 @@ def check_net_settings(s):
     "The net's and the newer augmentations' settings, checked before any work, each named with its value"
     def need(ok, name, what):
         if not ok: raise RecipeError(f"{name} must be {what}, got {s[name]!r}")
-    need(isinstance(s['size'], int) and not isinstance(s['size'], bool) and s['size'] >= 16, 'size', 'an integer of at least 16 (pixels)')
+    check_size(s['size'])
     need(s['act'] is None or s['act'] in ACTIVATIONS, 'act', f"one of {', '.join(ACTIVATIONS)} (or None: the net's own)")
     need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
                                  all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
@@ -124,6 +124,14 @@ def pair(v) -> tuple:
     "(a, b) of a 2-item list or tuple of numbers (not bools), else (None, None)"
     ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_number, v))
     return tuple(v) if ok else (None, None)
+
+
+def check_augment(augment):
+    if augment not in AUGMENTS: raise RecipeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+
+
+def check_size(size):
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16: raise RecipeError(f"size must be an integer of at least 16 (pixels), got {size!r}")
 
 
 def check_flip(flip, augment):
