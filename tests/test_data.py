@@ -25,12 +25,16 @@ def test_augmentation_on_training_split_only(dls):
     x_raw = dls.train_ds[0][0]  # Datasets apply type transforms only
     i = dls.train_ds.items[0]
     assert torch.equal(x_raw, TensorImage(torch.from_numpy(decode(i)).permute(2, 0, 1)))
-    aug = dls.train.after_item
+    # each loader's before_iter gives its after_item pipeline the split it serves; set it here as that would, so the
+    # test does not depend on an earlier test having iterated the loaders
+    aug, valid_aug = dls.train.after_item, dls.valid.after_item
+    aug.split_idx, valid_aug.split_idx = dls.train.dataset.split_idx, dls.valid.dataset.split_idx
+    assert (aug.split_idx, valid_aug.split_idx) == (0, 1)
     augmented = [aug((x_raw, 0))[0] for _ in range(5)]
     assert all(a.shape == (3, 32, 32) and a.dtype == torch.uint8 for a in augmented)
     assert any(not torch.equal(a, x_raw) for a in augmented)
     x_test = dls.valid_ds[0][0]
-    assert torch.equal(dls.valid.after_item((x_test, 0))[0], x_test)
+    assert torch.equal(valid_aug((x_test, 0))[0], x_test)
 
 
 def test_augmentation_keeps_the_cached_images_intact(tiny):
