@@ -205,7 +205,7 @@ def load_images(path: Path, skip_bad=False, size=CROP, max_memory=None) -> Image
     if skipped: warnings.warn(f"skipped {len(skipped)} bad {'file or folder' if len(skipped) == 1 else 'files or folders'} in {path}:\n  " + "\n  ".join(skipped[:20]))
     if train:
         for split in (train, test):
-            if not any(f.parent.parent.name == split for f in cache.files): raise RecipeError(f"no images (PNG or JPEG) in {path/split}")
+            if not any(f.parent.parent.name == split for f in cache.files): raise RecipeError(f"no images in {path/split}")
         classes = {split: {f.parent.name for f in cache.files if f.parent.parent.name == split} for split in (train, test)}
         unknown = classes[test] - classes[train]
         if unknown: raise RecipeError(f"test classes not among the training classes in {path/train}: {', '.join(sorted(unknown))}")
@@ -369,9 +369,11 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
         valid = {path/f for f in valid_files}
         if not valid <= set(files): raise RecipeError(f"the saved split names files that are not in {path}: {', '.join(sorted(map(str, valid - set(files))))[:300]}")
     else: valid = random_split(files, valid_pct)
+    if not valid: raise RecipeError(f"no image of {path} can be held out for testing: every class has a single image, and a "
+                                    "class is split only from 2 images; add images, or put test images in test/ beside train/")
     n_train = len(files) - len(valid)
     if bs > n_train: raise RecipeError(f"batch size {bs} is larger than the {n_train} training images in {path/(train or '')}: "
-                                       "choose a smaller --bs (a profile's own batch is for the full data)")
+                                       "choose a smaller one (--bs; bs= from Python): the fast profiles' own batches are for thousands of images")
     train_files = [f for f in files if f not in valid]
     stats = stats or image_stats(cache, train_files, {f.parent.name for f in files})
     pad, cutout = scaled(pad, size), scaled(cutout, size)

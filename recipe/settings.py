@@ -91,7 +91,8 @@ def check_net_settings(s):
     need(s['small_early'] is None or (stages and all(isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and ep > 0
                                                      for px, ep in stages) and sum(ep for _, ep in stages) < s['epochs']),
          'small_early', f"(pixels, epochs), or stages of them in the order they train, with 16 <= pixels < size {s['size']}, "
-                        f"epochs > 0 and fewer epochs in all than epochs {s['epochs']}")
+                        f"epochs > 0 and fewer epochs in all than epochs {s['epochs']} (for a profile's small_early, "
+                        "such as fast-progressive's, give more --epochs, or a --size above its pixels)")
 
 
 def small_stages(v) -> list:

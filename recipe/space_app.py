@@ -63,9 +63,22 @@ def page(predict, card: str, examples=(), title='recipe'):
 def decode(path, size) -> np.ndarray:
     "Any mode to RGB, resized (bicubic) to size x size, (size, size, 3) uint8: recipe's decoding too (recipe.data.decode)"
     with Image.open(path) as im:
+        if im.mode.startswith('I') or im.mode == 'F': im = eight_bits(im)
         im = im.convert('RGB')
         if im.size != (size, size): im = im.resize((size, size), Image.BICUBIC)
         return np.array(im, dtype=np.uint8)
+
+
+def eight_bits(im) -> Image.Image:
+    """A 16-bit grayscale image (Pillow's 'I;16' modes; 'I', as Pillow before 10 opened 16-bit PNGs) on 0-255 as 'L',
+    by the 16-bit range, as the PNG format defines it: Pillow's own convert clips every value above 255 to white.
+    Floating-point ('F') and other 32-bit images have no range to go by: refused, with the values found"""
+    a = np.asarray(im)
+    lo, hi = a.min(), a.max()
+    if im.mode == 'F' or lo < 0 or hi > 65535:
+        raise ValueError(f"a {'floating-point' if im.mode == 'F' else '32-bit'} image (mode {im.mode}, values {lo:g} to {hi:g}): "
+                         "only 8- and 16-bit images are read; save it with 8 or 16 bits per channel")
+    return Image.fromarray(np.round(a / 257).astype(np.uint8), 'L')
 
 
 def onnx_predict(model_path, classes, size):

@@ -68,3 +68,18 @@ def test_images_of_other_modes_and_sizes_are_converted(tmp_path):
     for name in ('gray.png', 'rgba.png'):
         a = decode(tmp_path/name)
         assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+
+
+def test_16_bit_images_keep_their_values_and_float_images_are_refused(tmp_path):
+    "Pillow's convert('RGB') clips 16-bit values to white: a 16-bit PNG is read by its 16-bit range instead"
+    from PIL import Image
+    from recipe.errors import RecipeError
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    Image.fromarray(ramp).save(tmp_path/'g16.png')
+    assert Image.open(tmp_path/'g16.png').mode == 'I;16'
+    a = decode(tmp_path/'g16.png')
+    assert np.array_equal(a[..., 0], np.round(ramp / 257).astype(np.uint8)) and (a[..., 0] == a[..., 2]).all()
+    Image.fromarray(ramp.astype(np.int32)).save(tmp_path/'i32.tif')  # mode 'I', as Pillow before 10 opened 16-bit PNGs
+    assert np.array_equal(decode(tmp_path/'i32.tif'), a)
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path/'f.tif')
+    with pytest.raises(RecipeError, match=r"cannot read image .*f\.tif: a floating-point image \(mode F"): decode(tmp_path/'f.tif')

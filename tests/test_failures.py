@@ -158,7 +158,7 @@ def test_a_run_stopped_while_set_up_leaves_no_folder_and_its_out_can_be_used_aga
 def test_a_batch_larger_than_the_training_set_says_what_to_choose(tiny, tmp_path, monkeypatch):
     "the fast profile's batch of 2,000 on 200 images: refused with the most that fits, and no runs/ left behind"
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RecipeError, match=rf"batch size 2000 is larger than the 200 training images in {tiny/'train'}: choose a smaller --bs \(a profile's"):
+    with pytest.raises(RecipeError, match=rf"batch size 2000 is larger than the 200 training images in {tiny/'train'}: choose a smaller one \(--bs; bs= from Python\): the fast profiles' own batches"):
         recipe.train(tiny, profile='fast', epochs=1)
     assert list(tmp_path.iterdir()) == []
 
@@ -170,6 +170,9 @@ def test_hidden_folders_are_not_classes(tiny_copy):
     (tiny_copy/'train'/'cat'/'._copy.png').write_bytes(b'\0\5\26\7')  # macOS's AppleDouble file: not an image
     dls = recipe.image_dls(tiny_copy, bs=32)
     assert len(dls.vocab) == 10 and len(dls.train_ds) == 200
+    for split in ('train', 'test'):  # but a class may be named __background__
+        (tiny_copy/split/'__background__').mkdir(); shutil.copy(next((tiny_copy/split/'cat').iterdir()), tiny_copy/split/'__background__')
+    assert '__background__' in recipe.image_dls(tiny_copy, bs=32).vocab
 
 
 def test_predict_lists_each_image_once_through_a_symlink_loop(tiny_run, tmp_path):

@@ -27,8 +27,10 @@ def empty_class(d):
     (d.parent/'unicorn').mkdir(); return d.parent/'unicorn'
 def dir_loop(d): os.symlink(d, d/'loop'); return d/'loop'
 def file_loop(d): os.symlink(d/'self.png', d/'self.png'); return d/'self.png'
+def dangling_class(d):  # a class folder linked from elsewhere that has gone: its class would be lost unsaid
+    os.symlink(d.parent/'moved', d.parent/'unicorn'); return d.parent/'unicorn'
 
-CASES = [zero_byte, truncated, not_an_image, empty_class, dir_loop, file_loop]
+CASES = [zero_byte, truncated, not_an_image, empty_class, dir_loop, file_loop, dangling_class]
 
 
 @pytest.mark.parametrize('make_bad', CASES, ids=[c.__name__ for c in CASES])

@@ -68,6 +68,14 @@ def test_one_folder_of_classes_is_split_at_random_and_the_split_saved(tmp_path):
     assert sorted(map(str, again.valid_ds.items)) == sorted(map(str, learn.dls.valid_ds.items))
 
 
+def test_class_folders_of_one_image_each_are_refused_before_training(tmp_path):
+    "No class can be split, so nothing would be held out: refused, not a crash after the first epoch"
+    for c in COLOURS: (tmp_path/'data'/c).mkdir(parents=True); Image.new('RGB', (8, 8)).save(tmp_path/'data'/c/'x.png')
+    with pytest.raises(RecipeError, match=f"no image of {tmp_path/'data'} can be held out for testing: every class has a single image"):
+        recipe.train(tmp_path/'data', out=tmp_path/'run', **FAST | dict(bs=2))
+    assert not (tmp_path/'run').exists()
+
+
 def test_valid_pct_with_a_test_folder_is_ignored_with_a_warning(tmp_path):
     data = own(tmp_path/'data', 'valid')
     with pytest.warns(UserWarning, match=r'valid_pct 0\.3 is ignored: .* has its test images in valid/'):
@@ -93,6 +101,24 @@ def test_a_folder_in_no_known_layout_names_the_layouts_looked_for(tmp_path):
     with pytest.raises(RecipeError) as e: recipe.data.image_dls(tmp_path)
     for name in LAYOUTS: assert name in str(e.value)
     assert 'train/ but no test/, valid/ or val/' in str(e.value)
+
+
+def test_a_class_named_train_is_a_class(tmp_path):
+    "train/ holding images itself is a class (vehicles: car, train, boat), not the training split of a layout"
+    make_images(tmp_path/'data', 2); (tmp_path/'data'/'red').rename(tmp_path/'data'/'train')
+    assert find_layout(tmp_path/'data') == (None, None)
+    assert sorted(recipe.data.image_dls(tmp_path/'data', bs=2).vocab) == ['blue', 'green', 'train']
+
+
+def test_an_unlabelled_test_folder_is_passed_over_for_valid(tmp_path):
+    "Kaggle's layout: train/ and valid/ with class folders, test/ with the images to submit predictions for"
+    make_images(tmp_path/'data'/'train', 4); make_images(tmp_path/'data'/'valid', 2, start=100)
+    make_images(tmp_path/'unlabelled', 1)
+    (tmp_path/'data'/'test').mkdir()
+    for f in (tmp_path/'unlabelled').rglob('*.png'): f.rename(tmp_path/'data'/'test'/f.name)
+    assert find_layout(tmp_path/'data') == ('train', 'valid')
+    (tmp_path/'data'/'valid').rename(tmp_path/'data'/'later')
+    with pytest.raises(RecipeError, match=r"\(it has train/, but test/ holds no class folders\)"): find_layout(tmp_path/'data')
 
 
 def test_a_folder_that_holds_the_data_one_level_down_names_it(tmp_path):
