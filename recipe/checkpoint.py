@@ -1,5 +1,5 @@
 """Checkpoints: after every epoch, everything needed to continue the run after a kill, written atomically."""
-import random
+import io, random
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,9 @@ def save_checkpoint(path, learn, epoch: int, config: dict, rng=None, history=())
     state = plain(dict(epoch=epoch, config=config, model=unwrap(learn.model).state_dict(), rng=rng or rng_states(learn.dls),
                        opt={'state': opt['state'], 'hypers': opt['hypers']},
                        smooth_loss={'val': smooth.val, 'count': smooth.count}, history=list(history)))
-    try: atomic_write(path, lambda f: torch.save(state, f), 'wb')
+    serialised = io.BytesIO()  # in memory first: torch's zip writer turns a full disk into a RuntimeError naming no cause
+    torch.save(state, serialised)
+    try: atomic_write(path, lambda f: f.write(serialised.getbuffer()), 'wb')  # a full disk: an OSError, named
     except RecipeError as e: raise RecipeError(f"{e}; the previous checkpoint is intact") from None
 
 

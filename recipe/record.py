@@ -14,15 +14,15 @@ MODEL_FORMAT = 3  # model.json: 1 (no `format` key): before the model card; 2: w
 def atomic_write(path, write, mode='w'):
     """Write `path` through `write(file)` into a temporary file beside it, then rename: a kill leaves the old file or the
     new one, never half of one. A full disk (or any OSError) is a RecipeError naming the file; nothing partial is left"""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    path, tmp = Path(path), None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')  # a read-only folder fails here
         try: os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it 0600: give it the mode of any new file, as the PNGs beside it
         except OSError: pass  # a file system without modes (vfat, some network mounts)
         with os.fdopen(fd, mode, **({'newline': ''} if 'b' not in mode else {})) as f: write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp: Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError): raise RecipeError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 

@@ -10,7 +10,7 @@ from fastai.vision.all import Callback
 import recipe
 from conftest import as_if_killed_after_epoch, kill_tree
 from recipe import RecipeError
-from recipe.checkpoint import CHECKPOINT
+from recipe.checkpoint import CHECKPOINT, load_checkpoint
 from recipe.record import save_weights, write_json
 
 KW = dict(epochs=2, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
@@ -267,6 +267,39 @@ def test_a_full_disk_during_write_json_and_save_weights_is_named_and_keeps_the_o
     with pytest.raises(RecipeError, match=rf"cannot write {disk/'model.safetensors'}: No space left on device"):
         save_weights(model, disk/'model', {'width': 8})
     assert not (disk/'model.safetensors').exists() and not [p for p in disk.iterdir() if p.name.endswith('.tmp')]
+
+
+def test_a_disk_that_fills_during_training_stops_the_run_naming_the_checkpoint(tiny, small_disk, monkeypatch):
+    "The disk fills after epoch 1, so epoch 2's checkpoint cannot be written: torch's zip writer, writing to the full disk"
+    "itself, raised a RuntimeError that named no cause, and the run ended in a traceback"
+    disk, mounted = small_disk
+    from fastai.vision.all import Callback
+    class FillAfterEpoch1(Callback):
+        order = 100  # after the epoch's record and checkpoint
+        def after_epoch(self):
+            if self.epoch == 0: fill(disk, mounted, monkeypatch)
+    with pytest.raises(RecipeError, match=rf"cannot write {disk/'run'/'checkpoint.pt'}: No space left on device; the previous "
+                                          r"checkpoint is intact\)\. The checkpoint after epoch 1 of 3 is kept"):
+        recipe.train(tiny, out=disk/'run', epochs=3, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0, cbs=[FillAfterEpoch1()])
+    assert load_checkpoint(disk/'run')['epoch'] == 1 and not [p for p in (disk/'run').iterdir() if p.name.endswith('.tmp')]
+
+
+def test_a_read_only_run_folder_is_named_on_resume(tiny, small_disk, monkeypatch):
+    "The disk holding a stopped run is read-only when it is resumed: its first write is refused, named, not a traceback"
+    disk, mounted = small_disk
+    class CtrlCAfterEpoch1(Callback):
+        order = 100
+        def after_epoch(self):
+            if self.epoch == 0: raise KeyboardInterrupt
+    with pytest.raises(RecipeError, match=r'stopped \(interrupted\)\. The checkpoint after epoch 1 of 3 is kept'):
+        recipe.train(tiny, out=disk/'run', epochs=3, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0, cbs=[CtrlCAfterEpoch1()])
+    if mounted: subprocess.run(['mount', '-o', 'remount,ro', str(disk)], check=True)
+    else:
+        import tempfile
+        def read_only(*a, **k): raise OSError(errno.EROFS, 'Read-only file system')
+        monkeypatch.setattr(tempfile, 'mkstemp', read_only)
+    with pytest.raises(RecipeError, match=rf"cannot write {disk/'run'}/\S+: Read-only file system"):
+        recipe.train(resume=disk/'run')
 
 
 def test_a_global_batch_larger_than_each_processs_share_is_refused(tiny, tmp_path):
