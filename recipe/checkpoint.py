@@ -10,7 +10,7 @@ from .data import AlbumentationsTransform, RecipeError
 from .distributed import unwrap
 from .record import atomic_write
 
-__all__ = ['CHECKPOINT', 'save_checkpoint', 'load_checkpoint', 'restore']
+__all__ = ['CHECKPOINT', 'save_checkpoint', 'load_checkpoint', 'checkpoint_epoch', 'restore']
 
 CHECKPOINT = 'checkpoint.pt'
 
@@ -67,6 +67,13 @@ def load_checkpoint(run) -> dict:
     if not path.is_file(): raise RecipeError(f"no checkpoint to resume from: {path} does not exist")
     try: return torch.load(path, weights_only=True, map_location='cpu')
     except Exception as e: raise RecipeError(f"cannot load checkpoint {path}: {e}") from None
+
+
+def checkpoint_epoch(run) -> int:
+    """The epoch of the checkpoint in a run folder, read from the file (its tensors mapped, not read); 0 for none. What
+    a stopped run reports: an interrupt can land after the file is renamed into place and before the run notes it"""
+    try: return torch.load(Path(run)/CHECKPOINT, weights_only=True, map_location='cpu', mmap=True)['epoch']
+    except FileNotFoundError: return 0
 
 
 def restore(learn, ckpt: dict, rank=0):

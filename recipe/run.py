@@ -28,7 +28,7 @@ from fastcore.imports import IN_NOTEBOOK
 from . import fast, seed
 from .callbacks import (AlternatingFlip, Checkpoint, CleanLast, CPUAutocast, ExpectedDuration, FreezeGroup, KeepTestLogits, Lookahead, PlainTensors, PruneEasy, SelfDistill, SmallEarly,
                         RunRecord, StopOnNaN, SkipTestPasses, WhitenBias, check_trackers)
-from .checkpoint import CHECKPOINT, load_checkpoint, restore
+from .checkpoint import CHECKPOINT, checkpoint_epoch, load_checkpoint, restore
 from .config import PRECISIONS, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
 from .evaluation import class_metrics
@@ -285,13 +285,13 @@ def released_on_failure(run):
         raise
 
 
-SETUP_FILES = ('results.json', 'split.json', 'lr_find.png')  # what a new run writes before its first epoch
+SETUP_FILES = ('results.json', 'split.json', 'lr_find.png', 'metrics.csv')  # what a new run writes before its first checkpoint
 SETUP_FOLDERS = ('tensorboard', 'wandb')                     # and what its loggers may have begun
 
 
 def release(out: Path, made: Path = None):
-    """Give back the folder of a new run stopped before its first epoch (bad data, lr_find, a logger that does not
-    start): what it wrote is removed, so the same --out can be used again, and the folders the run created, up to
+    """Give back the folder of a new run stopped before its first checkpoint (bad data, lr_find, a logger that does not
+    start, Ctrl-C in the first epoch): what it wrote is removed, so the same --out can be used again, and the folders the run created, up to
     `made` (its own, runs/, --out's new parents), if nothing else is in them"""
     for name in SETUP_FILES: (out/name).unlink(missing_ok=True)
     for name in SETUP_FOLDERS: shutil.rmtree(out/name, ignore_errors=True)
@@ -549,10 +549,13 @@ def fit_and_save(learn, run, t0, user_cbs=()):
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise
         why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
                f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
-        done, launch = checkpoint.saved_epoch, launch_of(p)
-        if run.rank0: run_record.save(stopped=why)
-        raise RecipeError(f"stopped ({why}). " + (f"The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
-                          f"resume with: {launch} -m recipe train --resume {out}" if done else "No checkpoint was saved.")) from None
+        if not run.rank0: raise RecipeError(f"stopped ({why}); rank 0 says where the run's checkpoint is") from None
+        run_record.save(stopped=why)
+        if not (done := checkpoint_epoch(out)):  # nothing to resume: a new run gives its folder back, as one stopped in setup
+            if run.ckpt is None: release(out, run.made)  # (a resumed run's folder always has one; kept whatever happens)
+            raise RecipeError(f"stopped ({why}). No checkpoint was saved; the run folder is given back.") from None
+        raise RecipeError(f"stopped ({why}). The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
+                          f"resume with: {launch_of(p)} -m recipe train --resume {out}") from None
     if run.rank0:
         try: final_stage(learn, run, run_record, checkpoint, keep)
         except KeyboardInterrupt:  # every epoch is kept: a resume does the final stage again

@@ -180,3 +180,30 @@ def test_nan_read_every_few_steps_still_names_the_batch_it_happened_in(tiny, tmp
         recipe.train(tiny, out=tmp_path/'run', epochs=3, bs=32, width=8, lr_min=1e-3, lr_max=1e-2, seed=0)
     assert seen[-1] == (1, 3)  # noticed at the 4th batch of epoch 2, where the device was read
     assert load_checkpoint(tmp_path/'run')['epoch'] == 1  # epoch 2's weights (NaN since batch 2) never saved
+
+
+def test_ctrl_c_in_the_first_epoch_gives_the_folder_back(tiny, tmp_path):
+    "No checkpoint yet, so nothing to resume: the folder is given back, and the same --out works again"
+    from fastai.vision.all import Callback
+    class CtrlCInEpoch1(Callback):
+        def after_batch(self):
+            if self.training and self.epoch == 0 and self.iter == 1: raise KeyboardInterrupt
+    out = tmp_path/'new'/'run'
+    with pytest.raises(RecipeError, match=r'stopped \(interrupted\)\. No checkpoint was saved; the run folder is given back'):
+        recipe.train(tiny, out=out, epochs=2, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0, cbs=[CtrlCInEpoch1()])
+    assert not (tmp_path/'new').exists()
+    recipe.train(tiny, out=out, epochs=1, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0)
+    assert json.loads((out/'results.json').read_text())['complete']
+
+
+def test_an_interrupt_right_after_a_checkpoint_is_written_names_that_checkpoint(tiny, tmp_path, monkeypatch):
+    "Ctrl-C lands after epoch 2's checkpoint is renamed into place, before the run notes it: the message names epoch 2"
+    import recipe.callbacks
+    real = recipe.callbacks.save_checkpoint
+    def save_then_ctrl_c(path, learn, epoch, *a, **k):
+        real(path, learn, epoch, *a, **k)
+        if epoch == 2: raise KeyboardInterrupt
+    monkeypatch.setattr(recipe.callbacks, 'save_checkpoint', save_then_ctrl_c)
+    with pytest.raises(RecipeError, match=r'stopped \(interrupted\)\. The checkpoint after epoch 2 of 3 is kept'):
+        recipe.train(tiny, out=tmp_path/'run', epochs=3, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0)
+    assert load_checkpoint(tmp_path/'run')['epoch'] == 2
