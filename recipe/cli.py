@@ -11,7 +11,7 @@ __all__ = ['train', 'evaluate', 'show', 'runs', 'bench', 'report', 'predict', 'e
 
 @call_parse
 def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + valid/ or val/, or class folders only; default $RECIPE_DATA, else CIFAR-10's download
-          profile: str = 'seed',  # named settings (recipe/config.py): seed, seed-w32, fast, quick, fast-sgd, fast7, fast-progressive, fast95, fast96
+          profile: str = None,  # named settings (recipe/config.py): seed (the default), seed-w32, fast, quick, fast-sgd, fast7, fast-progressive, fast95, fast96
           epochs: int = None,    # epochs (default: the profile's; seed 24)
           bs: int = None,        # batch size (default: the profile's; seed 512)
           width: int = None,     # channels of the model's first layer (default: the profile's; seed 64, the original)
@@ -35,7 +35,7 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
                    precision=precision, compile=compile or None, test_every=test_every)  # the profile's settings they change
     if resume is None:  # checked first, before torch and fastai load (~7 s here): a bad option or data folder fails at once
         from .settings import check_seed, settings_for
-        settings_for(profile, **options); check_seed(seed); check_data(data)
+        settings_for('seed' if profile is None else profile, **options); check_seed(seed); check_data(data)
     from .run import train as _train
     _train(data=data, seed=seed, out=out, skip_bad=skip_bad, resume=resume, profile=profile, valid_pct=valid_pct,
            max_memory=max_memory, log=log, device=device, info=dict(command=command_line()), **options)

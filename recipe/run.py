@@ -68,7 +68,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
           record_to=(),   # extra JSON files that get the run record after every epoch (the benchmark harness)
           info=None,      # extra fields for the run record
           resume=None,    # run folder to continue from its last checkpoint (its own settings; the others are ignored)
-          profile='seed', # named settings in recipe/config.py: seed, seed-w32, fast, quick, fast-sgd, fast7, fast-progressive, fast95, fast96
+          profile=None,   # named settings in recipe/config.py: seed (the default), seed-w32, fast, quick, fast-sgd, fast7, fast-progressive, fast95, fast96
           augment=None,   # 'albumentations' (per item, the seed's) or 'batch' (recipe/augment.py; the fast profiles')
           settings=None,  # any other settings of the profile to override, by their names in recipe/config.py
           size=None,      # pixels: images are resized to size x size (default 32); padding and cutout scale with it
@@ -92,7 +92,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         stop(p); raise RecipeError("--device in a distributed run: each process uses the GPU of its LOCAL_RANK; leave --device out")
     try:
         run = (resumed_run(resume, given, p, data) if resume is not None else
-               new_run(p, profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
+               new_run(p, 'seed' if profile is None else profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
                        valid_pct=valid_pct, max_memory=max_memory))
         with released_on_failure(run):
             check_trackers(cbs, run.settings['epochs'], run.settings['test_every'])
@@ -112,7 +112,7 @@ NOT_OPTIONS = ('record_to', 'info', 'cbs')  # train()'s arguments that are not o
 def given_options(args: dict) -> dict:
     "The options a train() call was given (not None, not a default), in the order of its arguments"
     return {k: str(v) if k == 'device' else v for k, v in args.items()
-            if k not in NOT_OPTIONS and v is not None and v is not False and not (k == 'profile' and v == 'seed')}
+            if k not in NOT_OPTIONS and v is not None and v is not False}  # a profile named, even 'seed', is given: --resume refuses it
 
 
 def command_of(given, info=None) -> str:

@@ -83,6 +83,7 @@ def test_options_given_with_resume_are_refused_not_ignored(killed_run):
         recipe.train(resume=out, epochs=5, bs=16)
     r = subprocess.run([sys.executable, '-m', 'recipe', 'train', '--resume', out, '--width', '16'], capture_output=True, text=True)
     assert r.returncode == 1 and "leave out 'width'" in r.stderr and 'Traceback' not in r.stderr
+    with pytest.raises(RecipeError, match="leave out 'profile'"): recipe.train(resume=out, profile='seed')  # the default's name too
 
 
 def test_autocast_is_left_when_a_step_stops_with_an_exception(tiny, tmp_path):
