@@ -90,6 +90,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     p = start()  # None unless launched with more than one process (torchrun, accelerate launch)
     if p is not None and device is not None:
         stop(p); raise RecipeError("--device in a distributed run: each process uses the GPU of its LOCAL_RANK; leave --device out")
+    run = None
     try:
         run = (resumed_run(resume, given, p, data) if resume is not None else
                new_run(p, 'seed' if profile is None else profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
@@ -103,6 +104,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
         return learn
     finally:
         if rank0(p): end_loggers(loggers)
+        if run is not None and run.lock is not None: os.close(run.lock)  # the folder is free again, for a resume in this process too
         stop(p)
 
 
@@ -164,6 +166,7 @@ class Run:
     made: Path = None       # a new run's topmost folder that it created (runs/, the parents of --out): given back with it
     record: dict = None     # the record (results.json); a new run gets its first once its LRs are chosen
     phases: dict = field(default_factory=dict)  # seconds of this process's parts outside the epochs (`timed`)
+    lock: int = None        # (rank 0) the run folder, open and locked while this process runs it (`lock_folder`)
     @property
     def rank0(self) -> bool: return rank0(self.process)
 
@@ -193,7 +196,24 @@ def new_run(p, profile, settings, given, out, **data) -> Run:
         folder = check_out(out).resolve()
         return folder, made or (folder if out is None else None)  # runs/<timestamp> is always new
     folder, made = on_rank0(p, claimed)
-    return Run(s, folder, made=made, process=p, **data)
+    lock = on_rank0(p, lambda: lock_folder(folder))
+    return Run(s, folder, made=made, process=p, lock=lock if rank0(p) else None, **data)
+
+
+def lock_folder(out: Path):
+    """The run folder opened and locked (flock, exclusive) for as long as this process runs it: a second process that
+    resumes it, or resumes it while its run still trains, is refused. The kernel frees the lock when the process ends,
+    even by SIGKILL. None where there is no flock (Windows)"""
+    try: import fcntl
+    except ImportError: return None
+    try: fd = os.open(out, os.O_RDONLY)
+    except OSError: return None  # no such folder: what reads it next says so
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RecipeError(f"{out} is in use by another process (its run training, or another --resume of it): "
+                          "let that one finish, or stop it, then resume") from None
+    return fd
 
 
 def first_missing(folder: Path):
@@ -252,11 +272,22 @@ RESUME_OPTIONS = ('resume', 'data', 'log', 'device')
 def resumed_run(resume, given=None, p=None, data=None) -> Run:
     """A run folder's checkpoint and record, with the run's own settings; lr_find is not run again. A run whose epochs
     are all done but whose final stage (TTA, weights, plots, card) was cut short goes on to that stage. Other options
-    `given` are refused. `data`: the run's data folder, moved (checked against the run's fingerprint)"""
+    `given` are refused. `data`: the run's data folder, moved (checked against the run's fingerprint). The folder is
+    locked before it is read (`lock_folder`): no other process resumes it meanwhile"""
     refused = [k for k in (given or {}) if k not in RESUME_OPTIONS]
     if refused: raise RecipeError(f"--resume continues {resume} with its own settings; leave out {', '.join(map(repr, refused))} "
                                   "(--data may point to the same images moved elsewhere)")
-    ckpt, out = load_checkpoint(resume), Path(resume).resolve()  # absolute, as a new run's
+    out = Path(resume).resolve()  # absolute, as a new run's
+    lock = on_rank0(p, lambda: lock_folder(out))
+    try: return read_run(resume, out, p, data, lock if rank0(p) else None)
+    except BaseException:
+        if rank0(p) and lock is not None: os.close(lock)
+        raise
+
+
+def read_run(resume, out, p, data, lock) -> Run:
+    "The run as its checkpoint and record left it, checked: resumed by as many processes as it began with, not complete"
+    ckpt = load_checkpoint(resume)
     cfg = ckpt['config']
     size = p.size if p else 1
     if cfg.get('world_size', 1) != size:
@@ -273,7 +304,7 @@ def resumed_run(resume, given=None, p=None, data=None) -> Run:
     # a benchmark run goes on updating its bench/results/ file
     return Run(s, out, data=data or cfg['data'], seed=cfg['seed'], skip_bad=cfg['skip_bad'], valid_pct=cfg.get('valid_pct'),
                max_memory=cfg.get('max_memory'), record_to=record.get('record_to', []), process=p, start_epoch=ckpt['epoch'],
-               ckpt=ckpt, record=record)
+               ckpt=ckpt, record=record, lock=lock)
 
 
 @contextmanager
@@ -549,10 +580,10 @@ def fit_and_save(learn, run, t0, user_cbs=()):
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise
         why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
                f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
-        if not run.rank0: raise RecipeError(f"stopped ({why}); rank 0 says where the run's checkpoint is") from None
-        run_record.save(stopped=why)
-        if not (done := checkpoint_epoch(out)):  # nothing to resume: a new run gives its folder back, as one stopped in setup
-            if run.ckpt is None: release(out, run.made)  # (a resumed run's folder always has one; kept whatever happens)
+        if run.rank0: run_record.save(stopped=why)
+        # the file's epoch where this process sees it (an interrupt can land between its rename and saved_epoch), else its own count
+        if not (done := checkpoint_epoch(out) or checkpoint.saved_epoch):  # nothing to resume: a new run gives its folder back
+            if run.ckpt is None and run.rank0: release(out, run.made)  # (a resumed run's folder always has one: kept)
             raise RecipeError(f"stopped ({why}). No checkpoint was saved; the run folder is given back.") from None
         raise RecipeError(f"stopped ({why}). The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
                           f"resume with: {launch_of(p)} -m recipe train --resume {out}") from None

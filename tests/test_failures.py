@@ -86,6 +86,33 @@ def test_options_given_with_resume_are_refused_not_ignored(killed_run):
     with pytest.raises(RecipeError, match="leave out 'profile'"): recipe.train(resume=out, profile='seed')  # the default's name too
 
 
+def test_a_run_folder_in_use_by_another_process_is_not_resumed(killed_run, spawn):
+    "Another process holds the folder (its run still training, or another --resume of it): refused before anything is read"
+    holder = spawn([sys.executable, '-c', "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                    "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(300)", str(killed_run)],
+                   stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == 'held'
+    before = (killed_run/'results.json').read_text()
+    with pytest.raises(RecipeError, match=f"{killed_run} is in use by another process"): recipe.train(resume=killed_run)
+    assert (killed_run/'results.json').read_text() == before
+    holder.kill(); holder.wait()  # as a crash would end it: the kernel frees its lock
+    recipe.train(resume=killed_run)
+    assert json.loads((killed_run/'results.json').read_text())['complete']
+
+
+def test_a_training_run_holds_its_folder_until_it_returns(tiny, tmp_path):
+    "While a run trains, its folder cannot be taken by a resume; once train() returns it can (in this process too)"
+    import recipe.run
+    seen = []
+    class TryToTake(Callback):
+        def after_epoch(self):
+            try: recipe.run.lock_folder(tmp_path/'run')
+            except RecipeError as e: seen.append(str(e))
+    recipe.train(tiny, out=tmp_path/'run', epochs=1, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0, cbs=[TryToTake()])
+    assert len(seen) == 1 and 'is in use by another process' in seen[0]
+    os.close(recipe.run.lock_folder(tmp_path/'run'))
+
+
 def test_autocast_is_left_when_a_step_stops_with_an_exception(tiny, tmp_path):
     class StopInStep(Callback):  # as StopOnNaN does when the loss is NaN: an exception between the forward pass and backward
         def after_loss(self):
