@@ -213,6 +213,7 @@ def lock_folder(out: Path):
         os.close(fd)
         raise RecipeError(f"{out} is in use by another process (its run training, or another --resume of it): "
                           "let that one finish, or stop it, then resume") from None
+    except OSError: os.close(fd); return None  # a file system without locks (some network mounts): unguarded, as before
     return fd
 
 
