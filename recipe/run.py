@@ -290,6 +290,9 @@ def read_run(resume, out, p, data, lock) -> Run:
     "The run as its checkpoint and record left it, checked: resumed by as many processes as it began with, not complete"
     ckpt = load_checkpoint(resume)
     cfg = ckpt['config']
+    if data is None and cfg['data'] is not None and not Path(cfg['data']).expanduser().exists():
+        raise RecipeError(f"{out} was trained on {cfg['data']}, which is not there now: if its images moved, resume with "
+                          "--data NEW_FOLDER (data= from Python)")
     size = p.size if p else 1
     if cfg.get('world_size', 1) != size:
         raise RecipeError(f"{out} was trained by {cfg.get('world_size', 1)} process(es) and this is {size}: "

@@ -100,6 +100,21 @@ def test_a_run_folder_in_use_by_another_process_is_not_resumed(killed_run, spawn
     assert json.loads((killed_run/'results.json').read_text())['complete']
 
 
+def test_a_run_whose_data_moved_says_to_give_data_on_resume(tiny_copy, tmp_path):
+    class CtrlCAfterEpoch1(Callback):
+        order = 100
+        def after_epoch(self):
+            if self.epoch == 0: raise KeyboardInterrupt
+    out = tmp_path/'run'
+    with pytest.raises(RecipeError, match='The checkpoint after epoch 1 of 2 is kept'):
+        recipe.train(tiny_copy, out=out, epochs=2, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0, cbs=[CtrlCAfterEpoch1()])
+    moved = tiny_copy.rename(tmp_path/'moved')
+    with pytest.raises(RecipeError, match=rf"{out} was trained on {tiny_copy}, which is not there now: if its images moved, resume with --data"):
+        recipe.train(resume=out)
+    recipe.train(resume=out, data=moved)
+    assert json.loads((out/'results.json').read_text())['complete']
+
+
 def test_a_training_run_holds_its_folder_until_it_returns(tiny, tmp_path):
     "While a run trains, its folder cannot be taken by a resume; once train() returns it can (in this process too)"
     import recipe.run
