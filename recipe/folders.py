@@ -42,14 +42,16 @@ def find_layout(path: Path) -> tuple:
         if (found := split_layout(path)): return found
         entries = sorted(d for d in path.iterdir() if not hidden(d))
     except OSError as e: raise RecipeError(f"cannot read data folder {e.filename or path}: {e.strerror}") from None
-    train_split = (path/'train').is_dir() and not readable(holds_images, path/'train')  # a class named train holds images
-    if not train_split and any(readable(holds_images, d) for d in entries): return None, None  # class folders
+    train = (path/'train').is_dir()  # never a class: a flat train/ beside a flat test/ (Kaggle's) is no pair of classes
+    if not train and any(readable(holds_images, d) for d in entries): return None, None  # class folders
     inside = [d for d in entries if readable(split_layout, d)]
     unlabelled = [t for _, t in LAYOUTS.values() if t and (path/t).is_dir()]  # there, but without class folders
     raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
                       + ((f" (it has train/, but {' and '.join(t + '/' for t in unlabelled)} "
                           f"{'holds' if len(unlabelled) == 1 else 'hold'} no class folders)" if unlabelled else
-                          " (it has train/ but no test/, valid/ or val/)") if train_split else "")
+                          " (it has train/ but no test/, valid/ or val/)") if train else "")
+                      + (" (train/ holds images itself: if train is one of your classes, rename its folder; if the images' "
+                         "labels are in a file, put each image in a folder named after its class)" if readable(holds_images, path/'train') else "")
                       + (f" (inside it, {' and '.join(map(str, inside[:3]))} {'has' if len(inside) == 1 else 'have'} one: did you mean "
                          f"--data {shlex.quote(str(inside[0]))}?)" if inside else ""))
 
@@ -63,7 +65,10 @@ def split_layout(folder: Path):
 
 def has_class_folders(folder: Path) -> bool:
     "`folder` holds a subfolder (a class) or a link that leads nowhere (`scan_split` names it)"
-    return folder.is_dir() and any((d.is_dir() or (d.is_symlink() and not d.exists())) and not hidden(d) for d in folder.iterdir())
+    return folder.is_dir() and any((d.is_dir() or lost_folder(d)) and not hidden(d) for d in folder.iterdir())
+
+
+def lost_folder(p: Path) -> bool: return p.is_symlink() and not p.exists() and not p.suffix  # a link to nowhere, named as a folder
 
 
 def holds_images(folder: Path) -> bool: return folder.is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in folder.iterdir())
@@ -84,10 +89,8 @@ def scan_split(split_dir: Path, problem) -> list:
     """Image files in <split>/<class>/. Only one level down, as in fastai's CIFAR layout: fastai's `get_image_files`
     follows symlinked folders, so a symlink loop would list every image again at each level."""
     files = []
-    for class_dir in sorted(p for p in split_dir.iterdir() if (p.is_dir() or p.is_symlink()) and not hidden(p)):
-        if not class_dir.is_dir():  # a link to a file is no class; one that leads nowhere, a class lost
-            if not class_dir.exists(): problem(f"{class_dir}: a link to {os.readlink(class_dir)}, which does not exist")
-            continue
+    for class_dir in sorted(p for p in split_dir.iterdir() if (p.is_dir() or lost_folder(p)) and not hidden(p)):
+        if lost_folder(class_dir): problem(f"{class_dir}: a link to {os.readlink(class_dir)}, which does not exist"); continue
         found = 0
         try: names = sorted(f for f in class_dir.iterdir() if not hidden(f))
         except OSError as e: problem(f"{class_dir}: {e.strerror}"); continue

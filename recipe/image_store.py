@@ -20,7 +20,8 @@ __all__ = ['CACHE_ENV', 'STORE_FROM', 'STORE_KEEP', 'DECODE_FORMAT', 'store_dir'
 CACHE_ENV = 'RECIPE_CACHE'
 STORE_FROM = 4000   # files: below this a folder decodes in about a second, not worth a file on disk
 STORE_KEEP = 4      # entries: the least recently used beyond these are removed (CIFAR-10's is 184 MB)
-DECODE_FORMAT = 1   # what a file decodes to (recipe/space_app.py, decode): a change to it must change this number
+DECODE_FORMAT = 2   # what a file decodes to (recipe/space_app.py, decode): a change to it must change this number
+                    # (2: 16-bit grayscale by its range, not clipped to white; float images refused)
 LEFT_AFTER = 3600   # seconds: an unfinished write older than this was stopped, its file is removed
 ENTRY = re.compile(r'images-[0-9a-f]{24}-[0-9a-f]{24}\.npz')               # an entry's name
 TEMP = re.compile(r'\.images-[0-9a-f]{24}-[0-9a-f]{24}\.[0-9]+-[0-9a-f]{8}\.npz')  # a write's, until it is renamed

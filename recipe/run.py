@@ -290,9 +290,6 @@ def read_run(resume, out, p, data, lock) -> Run:
     "The run as its checkpoint and record left it, checked: resumed by as many processes as it began with, not complete"
     ckpt = load_checkpoint(resume)
     cfg = ckpt['config']
-    if data is None and cfg['data'] is not None and not Path(cfg['data']).expanduser().exists():
-        raise RecipeError(f"{out} was trained on {cfg['data']}, which is not there now: if its images moved, resume with "
-                          "--data NEW_FOLDER (data= from Python)")
     size = p.size if p else 1
     if cfg.get('world_size', 1) != size:
         raise RecipeError(f"{out} was trained by {cfg.get('world_size', 1)} process(es) and this is {size}: "
@@ -304,6 +301,9 @@ def read_run(resume, out, p, data, lock) -> Run:
         raise RecipeError(f"cannot read {out/'results.json'} ({getattr(e, 'strerror', None) or e}): the run record is needed to "
                           "resume; the checkpoint alone is not enough") from None
     if ckpt['epoch'] >= s['epochs'] and record.get('complete'): raise RecipeError(f"{out} is complete (all {s['epochs']} epochs and its final stage): nothing to resume")
+    if data is None and cfg['data'] is not None and not Path(cfg['data']).expanduser().exists():
+        raise RecipeError(f"{out} was trained on {cfg['data']}, which is not there now: if its images moved, resume with "
+                          "--data NEW_FOLDER (data= from Python)")
     record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [ckpt['epoch']]
     # a benchmark run goes on updating its bench/results/ file
     return Run(s, out, data=data or cfg['data'], seed=cfg['seed'], skip_bad=cfg['skip_bad'], valid_pct=cfg.get('valid_pct'),
@@ -588,7 +588,9 @@ def fit_and_save(learn, run, t0, user_cbs=()):
         # the file's epoch where this process sees it (an interrupt can land between its rename and saved_epoch), else its own count
         if not (done := checkpoint_epoch(out) or checkpoint.saved_epoch):  # nothing to resume: a new run gives its folder back
             if run.ckpt is None and run.rank0: release(out, run.made)  # (a resumed run's folder always has one: kept)
-            raise RecipeError(f"stopped ({why}). No checkpoint was saved; the run folder is given back.") from None
+            left = out.exists() and any(out.iterdir())  # what a callback of the user's wrote there is the user's
+            raise RecipeError(f"stopped ({why}). No checkpoint was saved; " + (f"the run's own files are removed from {out}, "
+                              "which keeps what else was written there." if left else "the run folder is given back.")) from None
         raise RecipeError(f"stopped ({why}). The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
                           f"resume with: {launch_of(p)} -m recipe train --resume {out}") from None
     if run.rank0:

@@ -46,3 +46,9 @@ def test_bad_file_is_skipped_and_counted_with_skip_bad(tiny_copy, make_bad):
         dls = image_dls(tiny_copy, bs=16, skip_bad=True)
     assert bad not in dls.train_ds.items
     assert len(dls.train_ds) == (199 if make_bad is truncated else 200)  # no image is listed twice
+
+
+def test_a_link_to_a_gone_file_beside_the_classes_is_passed_over(tiny_copy):
+    "Only a link named as a folder is a lost class; LICENSE.txt linked to nowhere is not data, as any other file there"
+    os.symlink(tiny_copy/'gone.txt', tiny_copy/'train'/'LICENSE.txt')
+    assert len(image_dls(tiny_copy, bs=16).train_ds) == 200

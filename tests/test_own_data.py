@@ -103,11 +103,18 @@ def test_a_folder_in_no_known_layout_names_the_layouts_looked_for(tmp_path):
     assert 'train/ but no test/, valid/ or val/' in str(e.value)
 
 
-def test_a_class_named_train_is_a_class(tmp_path):
-    "train/ holding images itself is a class (vehicles: car, train, boat), not the training split of a layout"
+def test_a_flat_train_folder_is_refused_with_what_to_do(tmp_path):
+    "train/ holding images itself: a class named train, or Kaggle's train/ + test/ with the labels in a CSV (which would"
+    "otherwise train a 'train' against 'test' classifier); either way refused, saying what to change"
     make_images(tmp_path/'data', 2); (tmp_path/'data'/'red').rename(tmp_path/'data'/'train')
-    assert find_layout(tmp_path/'data') == (None, None)
-    assert sorted(recipe.data.image_dls(tmp_path/'data', bs=2).vocab) == ['blue', 'green', 'train']
+    hint = 'train/ holds images itself: if train is one of your classes, rename its folder'
+    with pytest.raises(RecipeError, match=hint): find_layout(tmp_path/'data')
+    kaggle = tmp_path/'kaggle'
+    for split, n in (('train', 4), ('test', 2)):
+        (kaggle/split).mkdir(parents=True)
+        for i in range(n): Image.new('RGB', (8, 8)).save(kaggle/split/f'{i}.png')
+    (kaggle/'train_labels.csv').write_text('id,label\n')
+    with pytest.raises(RecipeError, match=hint): find_layout(kaggle)
 
 
 def test_an_unlabelled_test_folder_is_passed_over_for_valid(tmp_path):
