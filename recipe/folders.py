@@ -46,12 +46,13 @@ def find_layout(path: Path) -> tuple:
     if not train and any(readable(holds_images, d) for d in entries): return None, None  # class folders
     inside = [d for d in entries if readable(split_layout, d)]
     unlabelled = [t for _, t in LAYOUTS.values() if t and (path/t).is_dir()]  # there, but without class folders
+    flat = readable(holds_images, path/'train')  # a class named train, or images whose labels are in a file
     raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
                       + ((f" (it has train/, but {' and '.join(t + '/' for t in unlabelled)} "
                           f"{'holds' if len(unlabelled) == 1 else 'hold'} no class folders)" if unlabelled else
-                          " (it has train/ but no test/, valid/ or val/)") if train else "")
+                          " (it has train/ but no test/, valid/ or val/)" if not flat else "") if train else "")
                       + (" (train/ holds images itself: if train is one of your classes, rename its folder; if the images' "
-                         "labels are in a file, put each image in a folder named after its class)" if readable(holds_images, path/'train') else "")
+                         "labels are in a file, put each image in a folder named after its class)" if flat else "")
                       + (f" (inside it, {' and '.join(map(str, inside[:3]))} {'has' if len(inside) == 1 else 'have'} one: did you mean "
                          f"--data {shlex.quote(str(inside[0]))}?)" if inside else ""))
 
@@ -68,7 +69,9 @@ def has_class_folders(folder: Path) -> bool:
     return folder.is_dir() and any((d.is_dir() or lost_folder(d)) and not hidden(d) for d in folder.iterdir())
 
 
-def lost_folder(p: Path) -> bool: return p.is_symlink() and not p.exists() and not p.suffix  # a link to nowhere, named as a folder
+def lost_folder(p: Path) -> bool:
+    "A link to nowhere not named as a file (LICENSE.txt, a.png): a class folder lost. Class names may hold dots (001.Albatross)"
+    return p.is_symlink() and not p.exists() and mimetypes.guess_type(p.name)[0] is None
 
 
 def holds_images(folder: Path) -> bool: return folder.is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in folder.iterdir())

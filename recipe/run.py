@@ -585,14 +585,7 @@ def fit_and_save(learn, run, t0, user_cbs=()):
         why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
                f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
         if run.rank0: run_record.save(stopped=why)
-        # the file's epoch where this process sees it (an interrupt can land between its rename and saved_epoch), else its own count
-        if not (done := checkpoint_epoch(out) or checkpoint.saved_epoch):  # nothing to resume: a new run gives its folder back
-            if run.ckpt is None and run.rank0: release(out, run.made)  # (a resumed run's folder always has one: kept)
-            left = out.exists() and any(out.iterdir())  # what a callback of the user's wrote there is the user's
-            raise RecipeError(f"stopped ({why}). No checkpoint was saved; " + (f"the run's own files are removed from {out}, "
-                              "which keeps what else was written there." if left else "the run folder is given back.")) from None
-        raise RecipeError(f"stopped ({why}). The checkpoint after epoch {done} of {s['epochs']} is kept in {out}; "
-                          f"resume with: {launch_of(p)} -m recipe train --resume {out}") from None
+        raise RecipeError(stop_message(run, checkpoint, why)) from None
     if run.rank0:
         try: final_stage(learn, run, run_record, checkpoint, keep)
         except KeyboardInterrupt:  # every epoch is kept: a resume does the final stage again
@@ -600,6 +593,24 @@ def fit_and_save(learn, run, t0, user_cbs=()):
             raise RecipeError(f"stopped (interrupted) in the final stage; the checkpoint after epoch {checkpoint.saved_epoch} of "
                               f"{s['epochs']} is kept in {out}; finish with: {launch_of(p)} -m recipe train --resume {out}") from None
     leave_together(p)
+
+
+def stop_message(run, checkpoint, why) -> str:
+    """What a run stopped in its fit says: the checkpoint it keeps, by the epoch the file holds where this process sees it
+    (an interrupt can land between its rename and `saved_epoch`), else by its own count. A new run with none has nothing
+    to resume: rank 0 gives its folder back, as for a run stopped in its setup"""
+    out, on_disk = run.out, checkpoint_epoch(run.out)  # 0: no file here; None: one that cannot be read back
+    if on_disk is None and not checkpoint.saved_epoch:
+        return f"stopped ({why}). {out/CHECKPOINT} cannot be read back: try --resume {out}, else start the run again"
+    if done := on_disk or checkpoint.saved_epoch:
+        return (f"stopped ({why}). The checkpoint after epoch {done} of {run.settings['epochs']} is kept in {out}; "
+                f"resume with: {launch_of(run.process)} -m recipe train --resume {out}")
+    if run.ckpt is not None or not run.rank0: return f"stopped ({why}). No checkpoint was saved."
+    release(out, run.made)
+    try: left = out.exists() and any(out.iterdir())  # what a callback of the user's wrote there is the user's
+    except OSError: left = False
+    return f"stopped ({why}). No checkpoint was saved; " + (f"the run's own files are removed from {out}, which keeps what "
+                                                            "else was written there." if left else "the run folder is given back.")
 
 
 def launch_of(p) -> str: return f'torchrun --nproc_per_node {p.size}' if p else 'python'

@@ -71,15 +71,14 @@ def decode(path, size) -> np.ndarray:
 
 def eight_bits(im) -> Image.Image:
     """A 16-bit grayscale image (Pillow's 'I;16' modes; 'I', as Pillow before 10 opened 16-bit PNGs) on 0-255 as 'L',
-    by the 16-bit range, as the PNG format defines it: Pillow's own convert clips every value above 255 to white ('I'
-    with values to 255 only: 8-bit values, as they are).
+    by the 16-bit range, as the PNG format defines it (Pillow opens 16-bit PGMs as 'I' too, scaled to it): Pillow's own
+    convert clips every value above 255 to white.
     Floating-point ('F') and other 32-bit images have no range to go by: refused, with the values found"""
     a = np.asarray(im)
     lo, hi = a.min(), a.max()
     if im.mode == 'F' or lo < 0 or hi > 65535:
         raise ValueError(f"a {'floating-point' if im.mode == 'F' else '32-bit'} image (mode {im.mode}, values {lo:g} to {hi:g}): "
                          "only 8- and 16-bit images are read; save it with 8 or 16 bits per channel")
-    if im.mode == 'I' and hi <= 255: return im.convert('L')  # a 32-bit image of 8-bit values: as they are
     return Image.fromarray(((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8), 'L')  # x / 257, rounded, in integers
 
 

@@ -207,3 +207,13 @@ def test_an_interrupt_right_after_a_checkpoint_is_written_names_that_checkpoint(
     with pytest.raises(RecipeError, match=r'stopped \(interrupted\)\. The checkpoint after epoch 2 of 3 is kept'):
         recipe.train(tiny, out=tmp_path/'run', epochs=3, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0)
     assert load_checkpoint(tmp_path/'run')['epoch'] == 2
+
+
+def test_a_checkpoint_that_cannot_be_read_back_keeps_the_folder(tmp_path):
+    "A stop whose checkpoint file is there but unreadable here: not taken for 'no checkpoint', so nothing is given back"
+    from types import SimpleNamespace
+    from recipe.run import Run, stop_message
+    (tmp_path/'run').mkdir(); (tmp_path/'run'/CHECKPOINT).write_bytes(b'not a zip'); (tmp_path/'run'/'results.json').write_text('{}')
+    message = stop_message(Run(dict(epochs=3), tmp_path/'run'), SimpleNamespace(saved_epoch=0), 'interrupted')
+    assert message == f"stopped (interrupted). {tmp_path/'run'/CHECKPOINT} cannot be read back: try --resume {tmp_path/'run'}, else start the run again"
+    assert (tmp_path/'run'/'results.json').exists()

@@ -81,5 +81,7 @@ def test_16_bit_images_keep_their_values_and_float_images_are_refused(tmp_path):
     assert np.array_equal(a[..., 0], np.round(ramp / 257).astype(np.uint8)) and (a[..., 0] == a[..., 2]).all()
     Image.fromarray(ramp.astype(np.int32)).save(tmp_path/'i32.tif')  # mode 'I', as Pillow before 10 opened 16-bit PNGs
     assert np.array_equal(decode(tmp_path/'i32.tif'), a)
+    (tmp_path/'dark.pgm').write_bytes(b'P5\n2 1\n65535\n' + np.array([0, 255], '>u2').tobytes())  # 16-bit, opened as 'I'
+    assert Image.open(tmp_path/'dark.pgm').mode == 'I' and decode(tmp_path/'dark.pgm', 2)[0, :, 0].tolist() == [0, 1]  # not white
     Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path/'f.tif')
     with pytest.raises(RecipeError, match=r"cannot read image .*f\.tif: a floating-point image \(mode F"): decode(tmp_path/'f.tif')

@@ -52,3 +52,10 @@ def test_a_link_to_a_gone_file_beside_the_classes_is_passed_over(tiny_copy):
     "Only a link named as a folder is a lost class; LICENSE.txt linked to nowhere is not data, as any other file there"
     os.symlink(tiny_copy/'gone.txt', tiny_copy/'train'/'LICENSE.txt')
     assert len(image_dls(tiny_copy, bs=16).train_ds) == 200
+
+
+def test_a_lost_class_folder_with_a_dot_in_its_name_is_named(tiny_copy):
+    "Class names may hold dots (CUB-200's 001.Black_footed_Albatross): a link to nowhere named so is a class lost, not a file"
+    lost = tiny_copy/'train'/'001.Albatross'
+    os.symlink(tiny_copy/'moved', lost)
+    with pytest.raises(RecipeError, match=f"{lost}: a link to"): image_dls(tiny_copy, bs=16)
