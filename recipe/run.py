@@ -369,7 +369,10 @@ def run_dls(run, num_workers=None, device=None):
     if p is not None and len(dls.train_ds) // p.size < dls.train.bs:  # every rank, the same answer: none waits
         raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
                           f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
-    if run.record is not None: check_same_data(dls, run.record, run.out)
+    if run.record is not None:  # a resumed run: its own images, found where they are now, in a folder that may have moved too
+        check_same_data(dls, run.record, run.out)
+        if run.record.get('data'): run.record['data']['folder'] = str(Path(dls.path).resolve())
+        run.record['out'] = str(run.out)
     if run.rank0 and dls.valid_files and run.record is None:
         write_json(run.out/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
                                               valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))
@@ -392,8 +395,9 @@ def check_same_data(dls, record, out):
     if was.get('file_list_sha256') in (None, now['file_list_sha256']): return
     changes = [f"{k} {was[k]} -> {now[k]}" for k in ('n_train', 'n_test') if was.get(k) != now[k]]
     changes += [f"classes {was['classes']} -> {now['classes']}"] if was.get('classes') != now['classes'] else []
-    raise RecipeError(f"the data in {dls.path} changed since {out} started ({', '.join(changes) or 'the same counts, other files'}; "
-                      "file list fingerprint differs): resuming would train on other images. Restore the folder, or start a new run")
+    raise RecipeError(f"the images in {dls.path} are not those {out} started with ({', '.join(changes) or 'the same counts, other files'}; "
+                      "file list fingerprint differs): resuming would train on other images. Restore the folder or give --data "
+                      "the run's own images, or start a new run")
 
 
 def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:

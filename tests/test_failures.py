@@ -49,11 +49,13 @@ def test_a_kill_during_the_final_stage_then_resume_completes_the_run(tiny, tmp_p
 def test_resume_refuses_a_changed_data_folder_naming_the_change(killed_run, tiny_copy):
     out, cat = killed_run, tiny_copy/'train'/'cat'
     shutil.copy(next(cat.iterdir()), cat/'added.png')
-    with pytest.raises(RecipeError, match=rf'the data in {tiny_copy} changed since {out} started \(n_train 200 -> 201'):
+    with pytest.raises(RecipeError, match=rf'the images in {tiny_copy} are not those {out} started with \(n_train 200 -> 201'):
         recipe.train(resume=out, data=tiny_copy)
     (cat/'added.png').unlink()
-    recipe.train(resume=out, data=tiny_copy)  # the same images again (moved): it resumes
-    assert json.loads((out/'results.json').read_text())['complete']
+    moved = out.rename(out.parent/'moved')  # the run folder moved too
+    recipe.train(resume=moved, data=tiny_copy)  # the same images again (moved): it resumes
+    record = json.loads((moved/'results.json').read_text())
+    assert record['complete'] and record['out'] == str(moved) and record['data']['folder'] == str(tiny_copy.resolve())  # where they are now
 
 
 def test_resume_works_from_another_working_directory(tiny, tmp_path, monkeypatch):
