@@ -71,8 +71,8 @@ def load_checkpoint(run) -> dict:
 
 def checkpoint_epoch(run) -> int:
     """The epoch of the checkpoint in a run folder, read from the file (its tensors mapped, not read); 0 for none, None
-    for one that cannot be read. What
-    a stopped run reports: an interrupt can land after the file is renamed into place and before the run notes it"""
+    for one that cannot be read. What a stopped run reports: an interrupt can land after the file is renamed into place
+    and before the run notes it"""
     try: return torch.load(Path(run)/CHECKPOINT, weights_only=True, map_location='cpu', mmap=True)['epoch']
     except FileNotFoundError: return 0
     except Exception: return None  # unreadable here: the caller goes by its own count

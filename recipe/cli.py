@@ -35,7 +35,7 @@ def train(data: str = None,     # data folder: train/ + test/ (CIFAR), train/ + 
                    precision=precision, compile=compile or None, test_every=test_every)  # the profile's settings they change
     if resume is None:  # checked first, before torch and fastai load (~7 s here): a bad option or data folder fails at once
         from .settings import check_seed, settings_for
-        settings_for('seed' if profile is None else profile, **options); check_seed(seed); check_data(data)
+        settings_for(profile, **options); check_seed(seed); check_data(data)
     from .run import train as _train
     _train(data=data, seed=seed, out=out, skip_bad=skip_bad, resume=resume, profile=profile, valid_pct=valid_pct,
            max_memory=max_memory, log=log, device=device, info=dict(command=command_line()), **options)

@@ -65,8 +65,11 @@ def split_layout(folder: Path):
 
 
 def has_class_folders(folder: Path) -> bool:
-    "`folder` holds a subfolder (a class) or a link that leads nowhere (`scan_split` names it)"
-    return folder.is_dir() and any((d.is_dir() or lost_folder(d)) and not hidden(d) for d in folder.iterdir())
+    """`folder` holds a subfolder (a class) or a link that leads nowhere (`scan_split` names it). By the directory's own
+    entry types, so a flat folder of many images costs no stat per file"""
+    if not folder.is_dir(): return False
+    with os.scandir(folder) as entries:
+        return any((e.is_dir() or e.is_symlink() and lost_folder(Path(e.path))) and not hidden(Path(e.name)) for e in entries)
 
 
 def lost_folder(p: Path) -> bool:

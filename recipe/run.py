@@ -93,7 +93,7 @@ def train(data=None,      # folder in fastai's CIFAR layout; default $RECIPE_DAT
     run = None
     try:
         run = (resumed_run(resume, given, p, data) if resume is not None else
-               new_run(p, 'seed' if profile is None else profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
+               new_run(p, profile, settings, given, out=out, data=data, seed=seed, skip_bad=skip_bad, record_to=record_to,
                        valid_pct=valid_pct, max_memory=max_memory))
         with released_on_failure(run):
             check_trackers(cbs, run.settings['epochs'], run.settings['test_every'])
@@ -191,12 +191,11 @@ def new_run(p, profile, settings, given, out, **data) -> Run:
     if p and s['self_distill']: raise RecipeError(f"self_distill {s['self_distill']} in a distributed run: it keeps one process's predictions; run it in one process")
     data['record_to'] = [str(Path(f).resolve()) for f in data['record_to']]  # a resume may start from another folder
     # rank 0's timestamp names the folder of all; absolute, as the record and the card give it: a resume works from anywhere
-    def claimed():  # the folder, and the topmost folder that making it created (given back if the run stops early)
+    def claimed():  # the folder, the topmost folder that making it created (given back if the run stops early), its lock
         made = first_missing(Path('runs') if out is None else Path(out))
         folder = check_out(out).resolve()
-        return folder, made or (folder if out is None else None)  # runs/<timestamp> is always new
-    folder, made = on_rank0(p, claimed)
-    lock = on_rank0(p, lambda: lock_folder(folder))
+        return folder, made or (folder if out is None else None), lock_folder(folder)  # runs/<timestamp> is always new
+    folder, made, lock = on_rank0(p, claimed)
     return Run(s, folder, made=made, process=p, lock=lock if rank0(p) else None, **data)
 
 
@@ -305,6 +304,7 @@ def read_run(resume, out, p, data, lock) -> Run:
         raise RecipeError(f"{out} was trained on {cfg['data']}, which is not there now: if its images moved, resume with "
                           "--data NEW_FOLDER (data= from Python)")
     record['resumed_after_epoch'] = record.get('resumed_after_epoch', []) + [ckpt['epoch']]
+    record['out'] = str(out)  # where the folder is now: it may have moved
     # a benchmark run goes on updating its bench/results/ file
     return Run(s, out, data=data or cfg['data'], seed=cfg['seed'], skip_bad=cfg['skip_bad'], valid_pct=cfg.get('valid_pct'),
                max_memory=cfg.get('max_memory'), record_to=record.get('record_to', []), process=p, start_epoch=ckpt['epoch'],
@@ -326,8 +326,8 @@ SETUP_FOLDERS = ('tensorboard', 'wandb')                     # and what its logg
 
 def release(out: Path, made: Path = None):
     """Give back the folder of a new run stopped before its first checkpoint (bad data, lr_find, a logger that does not
-    start, Ctrl-C in the first epoch): what it wrote is removed, so the same --out can be used again, and the folders the run created, up to
-    `made` (its own, runs/, --out's new parents), if nothing else is in them"""
+    start, Ctrl-C in the first epoch): what it wrote is removed, so the same --out can be used again, and the folders
+    the run created, up to `made` (its own, runs/, --out's new parents), if nothing else is in them"""
     for name in SETUP_FILES: (out/name).unlink(missing_ok=True)
     for name in SETUP_FOLDERS: shutil.rmtree(out/name, ignore_errors=True)
     if made is None: return  # an empty --out that was there before: it stays
@@ -369,10 +369,9 @@ def run_dls(run, num_workers=None, device=None):
     if p is not None and len(dls.train_ds) // p.size < dls.train.bs:  # every rank, the same answer: none waits
         raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
                           f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
-    if run.record is not None:  # a resumed run: its own images, found where they are now, in a folder that may have moved too
+    if run.record is not None:  # a resumed run: its own images, found where they are now (--data: moved)
         check_same_data(dls, run.record, run.out)
         if run.record.get('data'): run.record['data']['folder'] = str(Path(dls.path).resolve())
-        run.record['out'] = str(run.out)
     if run.rank0 and dls.valid_files and run.record is None:
         write_json(run.out/'split.json', dict(valid_pct=dls.valid_pct, seed=SPLIT_SEED,
                                               valid=[str(f.relative_to(dls.path)) for f in dls.valid_files]))

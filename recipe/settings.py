@@ -7,9 +7,10 @@ __all__ = ['settings_for', 'check_bench_names', 'widths_at', 'check_net_settings
            'pair', 'check_augment', 'check_size', 'check_flip', 'check_jitter']
 
 
-def settings_for(profile='seed', settings=None, **overrides) -> dict:
-    """A profile's settings (recipe/config.py), then `settings` (a dict: every value counts, None too), then the
-    keyword overrides (None: the profile's), checked"""
+def settings_for(profile=None, settings=None, **overrides) -> dict:
+    """A profile's settings (recipe/config.py; None: the seed profile), then `settings` (a dict: every value counts,
+    None too), then the keyword overrides (None: the profile's), checked"""
+    if profile is None: profile = 'seed'
     if profile not in PROFILES: raise RecipeError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     s = ({k: v for k, v in PROFILES[profile].items() if k != 'doc'} | (settings or {}) |
          {k: v for k, v in overrides.items() if v is not None})

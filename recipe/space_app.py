@@ -70,10 +70,9 @@ def decode(path, size) -> np.ndarray:
 
 
 def eight_bits(im) -> Image.Image:
-    """A 16-bit grayscale image (Pillow's 'I;16' modes; 'I', as Pillow before 10 opened 16-bit PNGs) on 0-255 as 'L',
-    by the 16-bit range, as the PNG format defines it (Pillow opens 16-bit PGMs as 'I' too, scaled to it): Pillow's own
-    convert clips every value above 255 to white.
-    Floating-point ('F') and other 32-bit images have no range to go by: refused, with the values found"""
+    """A 16-bit grayscale image on 0-255 as 'L', by the 16-bit range, as the PNG format defines it: Pillow opens 16-bit
+    PNGs and TIFFs as 'I;16...', 16-bit PGMs (and, before Pillow 10, PNGs) as 'I', and its own convert clips every value
+    above 255 to white. Floating-point ('F') and other 32-bit images have no range to go by: refused, with the values found"""
     a = np.asarray(im)
     lo, hi = a.min(), a.max()
     if im.mode == 'F' or lo < 0 or hi > 65535:
