@@ -185,16 +185,18 @@ def memory_budget(max_memory=None) -> int:
     return int(MEMORY_FRACTION * avail / int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
 
 
-def load_images(path: Path, skip_bad=False, size=CROP, max_memory=None) -> ImageCache:
+def load_images(path: Path, skip_bad=False, size=CROP, max_memory=None, check_files=None) -> ImageCache:
     """All images of the layout's folders, checked: each split has images, every test class is a training class,
     at least 2 classes. Decoded once into memory when they fit `memory_budget`, else (with a warning) per item.
-    A bad file or folder is an error naming it; with `skip_bad` it is skipped, counted and warned about."""
+    A bad file or folder is an error naming it; with `skip_bad` it is skipped, counted and warned about.
+    `check_files(path, files)`: called with the files found, before any is decoded (a resume's check of its images)."""
     skipped = []
     def problem(msg):
         if not skip_bad: raise RecipeError(msg + " (pass --skip-bad to skip bad files)")
         skipped.append(msg)
     train, test = find_layout(path)
     files = [f for split in ((train, test) if train else ('.',)) for f in scan_split(path/split, problem)]
+    if check_files: check_files(path, files)
     need, budget = PEAK_COPIES * len(files) * size * size * 3, memory_budget(max_memory)
     if need > budget:
         warnings.warn(f"the {len(files):,} images at {size}x{size} would take {need/1e6:,.1f} MB in memory while loading "
@@ -341,7 +343,7 @@ def split_tensors(dset, cache: ImageCache):
 
 def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=False, augment='albumentations',
               pad=(PAD_TO - CROP) // 2, flip=True, cutout=CUTOUT, size=CROP, valid_pct=None, max_memory=None, stats=None,
-              valid_files=None, jitter=None):
+              valid_files=None, jitter=None, check_files=None):
     """fastai `DataLoaders` over a folder in one of `LAYOUTS`: the training images (augmented) and the test images
     (the validation set), resized to `size`; `pad` and `cutout` are pixels at 32x32, scaled in proportion.
     The test batches are twice as large as the training batches (no gradients are kept for them).
@@ -351,14 +353,14 @@ def image_dls(data=None, bs=BS, seed=None, num_workers=0, device=None, skip_bad=
     split, `valid_files` and `valid_pct`. `stats`: the normalization's (mean, std), default `image_stats`'s.
     `valid_files`: for a folder of class folders, the held-out files (relative paths, as a run's split.json has them)
     instead of a new random split: a resumed run keeps its own. `jitter`: (brightness, contrast) of `ColorJitter` on
-    the normalized training batches (augment='batch' only), or None."""
+    the normalized training batches (augment='batch' only), or None. `check_files`: `load_images`'s."""
     if not (isinstance(bs, int) and bs > 0): raise RecipeError(f"batch size must be a positive integer, got {bs!r}")
     check_augment(augment); check_flip(flip, augment); check_jitter(jitter, augment); check_size(size)
     if valid_pct is not None and not (isinstance(valid_pct, (int, float)) and 0 < valid_pct < 1):
         raise RecipeError(f"valid_pct must be between 0 and 1, got {valid_pct!r}")
     path = find_data(data)
     device = torch.device(device) if device is not None else default_device()  # as fastai's dataloaders() does
-    cache = load_images(path, skip_bad, size, max_memory)
+    cache = load_images(path, skip_bad, size, max_memory, check_files)
     files, (train, test) = cache.files, cache.layout
     if flip == 'alternate' and not cache.cached:
         warnings.warn("the alternating flip needs the images in memory: each image is flipped at random instead"); flip = True

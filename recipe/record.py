@@ -125,11 +125,15 @@ def git_commit() -> str:
 
 
 def data_info(dls) -> dict:
-    "Folder, image counts and a fingerprint (sha256 of the sorted relative file list) of the data a run used"
+    "Folder, image counts and a fingerprint (`file_list_sha256`) of the data a run used"
     root = Path(dls.path)
-    names = sorted(str(Path(f).relative_to(root)) for f in dls.train_ds.items + dls.valid_ds.items)
     return {'folder': str(root.resolve()), 'n_train': len(dls.train_ds), 'n_test': len(dls.valid_ds),
-            'classes': list(dls.vocab), 'file_list_sha256': hashlib.sha256('\n'.join(names).encode()).hexdigest()}
+            'classes': list(dls.vocab), 'file_list_sha256': file_list_sha256(root, dls.train_ds.items + dls.valid_ds.items)}
+
+
+def file_list_sha256(root, files) -> str:
+    "The fingerprint of a data folder's images: sha256 of their sorted paths relative to it"
+    return hashlib.sha256('\n'.join(sorted(str(Path(f).relative_to(root)) for f in files)).encode()).hexdigest()
 
 
 def write_csv(path, header, rows):

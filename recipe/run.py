@@ -38,7 +38,7 @@ from .inference import tta_logits
 from .model import make_model, shift_weight_grads
 from .plots import save_run_plots
 from .settings import check_seed, settings_for, small_stages
-from .record import (MODEL_FORMAT, data_info, git_commit, machine_info, print_row, save_weights, tta_words, versions, write_json,
+from .record import (MODEL_FORMAT, data_info, file_list_sha256, git_commit, machine_info, print_row, save_weights, tta_words, versions, write_json,
                      write_model_card)
 
 __all__ = ['train', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits',
@@ -360,16 +360,19 @@ def run_dls(run, num_workers=None, device=None):
     device = p.device if p else device or default_device()
     if num_workers is None: num_workers = 4 if device.type == 'cuda' else 0
     if device.type == 'cpu': keep_freed_memory()
-    split = run.out/'split.json' if run.record is not None else None  # a resumed run keeps its own split
+    resumed = run.record is not None  # it keeps its own split and must find its own images
+    split = run.out/'split.json' if resumed else None
     valid_files = json.loads(split.read_text())['valid'] if split is not None and split.is_file() else None
+    check_files = (lambda path, files: check_same_files(path, files, run.record, run.out)) if resumed and not run.skip_bad else None
     dls = image_dls(run.data, bs=per_rank_bs(p, s['bs']), seed=seed if p is None or seed is None else seed + p.rank,
                     num_workers=num_workers, device=device, skip_bad=run.skip_bad,
                     augment=s['augment'], pad=s['pad'], flip=s['flip'], cutout=s['cutout'], size=s['size'],
-                    valid_pct=run.valid_pct, max_memory=run.max_memory, valid_files=valid_files, jitter=s['jitter'])
+                    valid_pct=run.valid_pct, max_memory=run.max_memory, valid_files=valid_files, jitter=s['jitter'],
+                    check_files=check_files)
     if p is not None and len(dls.train_ds) // p.size < dls.train.bs:  # every rank, the same answer: none waits
         raise RecipeError(f"batch size {s['bs']} ({dls.train.bs} per process) is larger than the {len(dls.train_ds) // p.size} "
                           f"training images each of the {p.size} processes gets: choose at most {len(dls.train_ds) // p.size * p.size}")
-    if run.record is not None:  # a resumed run: its own images, found where they are now (--data: moved)
+    if resumed:  # its own images (checked again now that the bad files it skipped are known), found where they are now
         check_same_data(dls, run.record, run.out)
         if run.record.get('data'): run.record['data']['folder'] = str(Path(dls.path).resolve())
     if run.rank0 and dls.valid_files and run.record is None:
@@ -388,15 +391,30 @@ def keep_freed_memory():
     libc.mallopt(-1, 2**30)     # M_TRIM_THRESHOLD = 1 GiB: keep freed heap memory
 
 
+def check_same_files(path, files, record, out):
+    """A resumed run's images, by the files found, before any is decoded: a folder of other images is refused at once
+    (not with skip_bad, whose run left the files it skipped out of its list: `check_same_data` checks after decoding)"""
+    was = record.get('data') or {}
+    if was.get('file_list_sha256') in (None, file_list_sha256(path, files)): return
+    n_was, classes = was.get('n_train', 0) + was.get('n_test', 0), sorted({Path(f).parent.name for f in files})
+    changes = [f"{n_was} images -> {len(files)}"] if n_was != len(files) else []
+    changes += [f"classes {was['classes']} -> {classes}"] if was.get('classes') != classes else []
+    raise other_images(path, out, changes)
+
+
 def check_same_data(dls, record, out):
     "A resumed run must see the images it started with: the same file list (its fingerprint), hence the same split"
     was, now = record.get('data') or {}, data_info(dls)
     if was.get('file_list_sha256') in (None, now['file_list_sha256']): return
     changes = [f"{k} {was[k]} -> {now[k]}" for k in ('n_train', 'n_test') if was.get(k) != now[k]]
     changes += [f"classes {was['classes']} -> {now['classes']}"] if was.get('classes') != now['classes'] else []
-    raise RecipeError(f"the images in {dls.path} are not those {out} started with ({', '.join(changes) or 'the same counts, other files'}; "
-                      "file list fingerprint differs): resuming would train on other images. Restore the folder or give --data "
-                      "the run's own images, or start a new run")
+    raise other_images(dls.path, out, changes)
+
+
+def other_images(path, out, changes) -> RecipeError:
+    return RecipeError(f"the images in {path} are not those {out} started with ({', '.join(changes) or 'the same counts, other files'}; "
+                       "file list fingerprint differs): resuming would train on other images. Restore the folder or give --data "
+                       "the run's own images, or start a new run")
 
 
 def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
