@@ -25,7 +25,7 @@ from fastai.basics import to_detach
 from .config import DIST_TIMEOUT
 from .data import RecipeError
 
-__all__ = ['Process', 'start', 'stop', 'leave_together', 'rank0', 'from_rank0', 'gather', 'first_bad', 'alone', 'per_rank_bs', 'unwrap',
+__all__ = ['Process', 'start', 'launch_command', 'stop', 'leave_together', 'rank0', 'from_rank0', 'gather', 'first_bad', 'alone', 'per_rank_bs', 'unwrap',
            'ShardedDL', 'test_shard', 'DDPTrainer', 'on_rank0', 'global_batch', 'lost_process']
 
 
@@ -46,6 +46,14 @@ def start():
     if not dist.is_initialized():  # a lost process turns into an error after DIST_TIMEOUT instead of a hang
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=DIST_TIMEOUT))
     return Process(rank, size, local, device, backend)
+
+
+def launch_command(p) -> str:
+    "What starts this run's processes again, for the resume command a stopped run gives: torchrun's own options on one machine"
+    if p is None: return 'python'
+    local = int(os.environ.get('LOCAL_WORLD_SIZE', p.size))
+    if local == p.size: return f'torchrun --standalone --nproc_per_node {p.size}'
+    return f'torchrun --nnodes {p.size // local} --nproc_per_node {local} (with its rendezvous options, on every machine)'
 
 
 def stop(p):

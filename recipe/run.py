@@ -33,7 +33,7 @@ from .config import PRECISIONS, SEED_PROFILE, SPLIT_SEED, WHITEN_SAMPLE
 from .data import RecipeError, image_dls
 from .evaluation import class_metrics
 from .pages import write_run_page
-from .distributed import DDPTrainer, alone, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
+from .distributed import DDPTrainer, alone, launch_command, leave_together, lost_process, on_rank0, per_rank_bs, rank0, start, stop
 from .inference import tta_logits
 from .model import make_model, shift_weight_grads
 from .plots import save_run_plots
@@ -603,38 +603,38 @@ def fit_and_save(learn, run, t0, user_cbs=()):
     try: recipe_of(s).fit(learn, s, cbs=cbs, start_epoch=run.start_epoch)
     except (KeyboardInterrupt, RecipeError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise
+        lost = isinstance(e, RuntimeError)
         why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
                f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
         if run.rank0: run_record.save(stopped=why)
+        if not (run.rank0 or lost): raise RecipeError(f"stopped ({why}) on rank {p.rank} of {p.size}: rank 0 says what is kept") from None
         raise RecipeError(stop_message(run, checkpoint, why)) from None
     if run.rank0:
         try: final_stage(learn, run, run_record, checkpoint, keep)
         except KeyboardInterrupt:  # every epoch is kept: a resume does the final stage again
             run_record.save(stopped='interrupted in the final stage')
             raise RecipeError(f"stopped (interrupted) in the final stage; the checkpoint after epoch {checkpoint.saved_epoch} of "
-                              f"{s['epochs']} is kept in {out}; finish with: {launch_of(p)} -m recipe train --resume {out}") from None
+                              f"{s['epochs']} is kept in {out}; finish with: {launch_command(p)} -m recipe train --resume {out}") from None
     leave_together(p)
 
 
 def stop_message(run, checkpoint, why) -> str:
-    """What a run stopped in its fit says: the checkpoint it keeps, by the epoch the file holds where this process sees it
-    (an interrupt can land between its rename and `saved_epoch`), else by its own count. A new run with none has nothing
-    to resume: rank 0 gives its folder back, as for a run stopped in its setup"""
+    """What a run stopped in its fit says (rank 0; another rank when it lost a process, maybe rank 0): the checkpoint it
+    keeps, by the epoch the file holds where this process sees it (an interrupt can land between its rename and
+    `saved_epoch`), else by its own count. A new run with none has nothing to resume: rank 0 gives its folder back, as
+    for a run stopped in its setup"""
     out, on_disk = run.out, checkpoint_epoch(run.out)  # 0: no file here; None: one that cannot be read back
     if on_disk is None and not checkpoint.saved_epoch:
         return f"stopped ({why}). {out/CHECKPOINT} cannot be read back: try --resume {out}, else start the run again"
     if done := on_disk or checkpoint.saved_epoch:
         return (f"stopped ({why}). The checkpoint after epoch {done} of {run.settings['epochs']} is kept in {out}; "
-                f"resume with: {launch_of(run.process)} -m recipe train --resume {out}")
+                f"resume with: {launch_command(run.process)} -m recipe train --resume {out}")
     if run.ckpt is not None or not run.rank0: return f"stopped ({why}). No checkpoint was saved."
     release(out, run.made)
     try: left = out.exists() and any(out.iterdir())  # what a callback of the user's wrote there is the user's
     except OSError: left = False
     return f"stopped ({why}). No checkpoint was saved; " + (f"the run's own files are removed from {out}, which keeps what "
                                                             "else was written there." if left else "the run folder is given back.")
-
-
-def launch_of(p) -> str: return f'torchrun --nproc_per_node {p.size}' if p else 'python'
 
 
 def run_config(run, dls) -> dict:
