@@ -20,7 +20,7 @@ LAZY = {  # module: the names it gives the package
     'settings': ['settings_for'],
     'run': ['make_learner', 'train'],
     'plots': ['plot_lr_find'],
-    'inference': ['export_onnx', 'load', 'load_learner', 'predict'],
+    'inference': ['export_onnx', 'image_files', 'load', 'load_learner', 'predict'],
     'evaluation': ['evaluate'],
 }
 HOME = {name: module for module, names in LAZY.items() for name in names}

@@ -70,7 +70,7 @@ def tta_logits(model, x, level=0, below=None, plain=None):
 def predict(model, files, k=3, bs=256, device=None) -> list:
     """For each file: [(class, probability)] * k, most likely first; or, for a file that cannot be read, the reason
     (a str), and the others are still predicted. Any size or mode is converted as the training data was.
-    `model`: from `load`, or a run folder (loaded here); `files`: a list, or one file or folder (its images).
+    `model`: from `load`, or a run folder (loaded here); `files`: a list of files, or one file or folder (its images).
     `device` (default: the model's): where the batches of `bs` images go."""
     if isinstance(model, (str, Path)): model = load(model)
     if isinstance(files, (str, Path)): files = folder_images(Path(files)) if Path(files).is_dir() else [files]
@@ -82,6 +82,9 @@ def predict(model, files, k=3, bs=256, device=None) -> list:
     for i in range(0, len(files), bs):
         images, rows = [], []
         for f in files[i:i+bs]:
+            if Path(f).is_dir():  # a row per item of the list: its images would not be the caller's rows
+                rows.append(f"{f} is a folder: give predict the folder alone, or recipe.image_files([...]) to list the images "
+                            "of folders and files together"); continue
             try: images.append(torch.from_numpy(decode(f, getattr(model, 'size', CROP))).permute(2, 0, 1)); rows.append(None)
             except RecipeError as e: rows.append(str(e))
         if images:

@@ -81,6 +81,12 @@ def test_predict_takes_one_file_a_folder_or_a_run_folder(tiny_run, tiny, tmp_pat
     model = recipe.load(out)
     assert recipe.predict(model, cats[0]) == recipe.predict(model, [cats[0]]) == recipe.predict(out, [str(cats[0])])
     assert recipe.predict(model, str(tiny/'test'/'cat')) == recipe.predict(model, cats)  # not one row per character
+    folder_row, file_row = recipe.predict(model, [tiny/'test'/'dog', cats[0]])  # a folder in a list: its row says what to do
+    assert folder_row == f"{tiny/'test'/'dog'} is a folder: give predict the folder alone, or recipe.image_files([...]) to list the images of folders and files together"
+    assert file_row == recipe.predict(model, cats[0])[0]
+    listed = recipe.predict(model, recipe.image_files([tiny/'test'/'dog', cats[0]]))  # a batch of 6: the same to float noise
+    assert len(listed) == 6 and [c for c, _ in listed[-1]] == [c for c, _ in file_row]
+    assert [p for _, p in listed[-1]] == pytest.approx([p for _, p in file_row], abs=1e-5)
     named = shutil.copytree(out, tmp_path/'v1.pt')  # a run folder named like a pickle is a run folder
     assert recipe.predict(named, [cats[0]]) == recipe.predict(model, [cats[0]])
 
