@@ -20,7 +20,7 @@ from .data import ImageCache, RecipeError
 from .folders import find_layout, labelled_root, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
-from .plots import plot_reliability, save_fig
+from .plots import drawing, plot_reliability, save_fig
 from .record import check_eval_out, finished_run, tta_words, write_csv, write_json
 
 __all__ = ['evaluate', 'class_metrics']
@@ -161,6 +161,12 @@ def class_metrics(logits, targets, classes) -> dict:
 
 def save_plots(out, classes, logits, targets, cache, names):
     "confusion_matrix.png (counts | normalised by row), reliability.png, top_losses.png (the 9 worst) and top_losses.csv"
+    losses = F.cross_entropy(logits, targets, reduction='none')
+    worst = losses.argsort(descending=True)[:TOP].tolist()
+    with drawing([*classes, *(names[i] for i in worst[:9])]): draw_plots(out, classes, logits, targets, cache, names, losses, worst)
+
+
+def draw_plots(out, classes, logits, targets, cache, names, losses, worst):
     cm = confusion_matrix(targets.numpy(), logits.argmax(1).numpy(), labels=range(len(classes)))
     fig, axes = plt.subplots(1, 2, figsize=(16, 7))
     ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=axes[0], values_format='d', colorbar=False, xticks_rotation=45)
@@ -170,8 +176,6 @@ def save_plots(out, classes, logits, targets, cache, names):
     save_fig(out/'confusion_matrix.png', fig)
     plot_reliability(logits, targets); save_fig(out/'reliability.png')
     probs = logits.softmax(1)
-    losses = F.cross_entropy(logits, targets, reduction='none')
-    worst = losses.argsort(descending=True)[:TOP].tolist()
     write_csv(out/'top_losses.csv', ['file', 'class', 'predicted', 'probability', 'probability_of_class', 'loss'],
               [[names[i], classes[targets[i]], classes[probs[i].argmax()], round(float(probs[i].max()), 4),
                 round(float(probs[i, targets[i]]), 4), round(float(losses[i]), 4)] for i in worst])

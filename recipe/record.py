@@ -29,7 +29,8 @@ def atomic_write(path, write, mode='w'):
 
 def umask() -> int:
     "The process's umask: from /proc on Linux, else by setting it and back (which other threads could see for an instant)"
-    try: return int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('Umask:')), 8)
+    try:
+        with open('/proc/self/status') as status: return int(next(l.split()[1] for l in status if l.startswith('Umask:')), 8)
     except (OSError, StopIteration): mask = os.umask(0o022); os.umask(mask); return mask
 
 

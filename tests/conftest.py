@@ -178,6 +178,19 @@ def killed_run(finished_run, tmp_path):
 
 
 @pytest.fixture(scope='session')
+def cjk_font():
+    "The family of an installed font with Chinese characters; CI must have one (.ci/run installs Debian's fonts-droid-fallback)"
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+    for font in font_manager.fontManager.ttflist:
+        try:
+            if ord('猫') in FT2Font(font.fname).get_charmap() and not font.name.startswith('Last Resort'): return font.name  # matplotlib's boxes
+        except (OSError, RuntimeError): pass
+    if os.environ.get('CI'): pytest.fail("no font with Chinese characters: .ci/run installs one (apt-get install fonts-droid-fallback)")
+    pytest.skip("needs a font with Chinese characters (apt-get install fonts-droid-fallback), as .ci/run installs")
+
+
+@pytest.fixture(scope='session')
 def browser():
     "Headless Chromium with its console and network logs, for the pages and the demo; CI must have it (.ci/run installs it)"
     if not (shutil.which('chromium') and shutil.which('chromedriver')):

@@ -1,6 +1,6 @@
 """Your own images: the layouts of `recipe.folders.LAYOUTS`, any size and mode, statistics of their own, --size,
 the memory budget's per-item path, and predict on many files with a bad one among them."""
-import csv, json, subprocess, sys
+import csv, json, subprocess, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +219,20 @@ def test_predict_reports_a_bad_file_on_its_own_row_and_exits_non_zero(tiny_run, 
     rows = list(csv.DictReader(open(tmp_path/'p.csv')))
     assert list(rows[0]) == ['file', 'class1', 'prob1', 'class2', 'prob2', 'error']
     assert [bool(r['error']) for r in rows].count(True) == 1 and all(r['class1'] for r in rows if not r['error'])
+
+
+def test_class_names_in_any_script_an_installed_font_has_are_drawn_and_the_rest_named(cjk_font):
+    "Chinese class folders (an audit's): the plots drew boxes for every character, each looking like every other"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from recipe.plots import drawing, fallback_fonts
+    def pixels(text):
+        fig = plt.figure(figsize=(1, 1)); fig.text(0.5, 0.5, text, fontsize=40, ha='center', va='center'); fig.canvas.draw()
+        a = np.asarray(fig.canvas.buffer_rgba()).copy(); plt.close(fig); return a
+    with pytest.warns(UserWarning, match='Glyph 29483'): assert (pixels('猫') == pixels('狗')).all()  # matplotlib's own: two boxes
+    assert cjk_font in fallback_fonts(('cat', '猫', '狗'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # not one glyph missing
+        with drawing(['cat', '猫', '狗']): assert (pixels('猫') != pixels('狗')).any()
+    with pytest.warns(UserWarning, match='no installed font draws \U00013000 .*fonts-noto-cjk'):  # an Egyptian hieroglyph
+        with drawing(['cat', '\U00013000']): pixels('\U00013000')
