@@ -13,7 +13,7 @@ model with DDP and rank 0 writes the run folder (recipe/distributed.py).
 The file reads in the order of a run: `train()`, then what it calls, each before what that calls; a run's state is
 one `Run`, which carries the process group of a distributed run.
 """
-import ctypes, importlib, json, os, shutil, sys, time
+import ctypes, importlib, json, os, sys, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,11 +38,12 @@ from .inference import tta_logits
 from .model import make_model, shift_weight_grads
 from .plots import save_run_plots
 from .settings import check_seed, settings_for, small_stages
+from .run_folder import check_out, first_missing, lock_folder, release
 from .record import (MODEL_FORMAT, data_info, file_list_sha256, git_commit, machine_info, print_row, save_weights, tta_words, versions, write_json,
                      write_model_card)
 
 __all__ = ['train', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits',
-           'LOGGERS', 'check_loggers', 'logger_cbs', 'check_device', 'check_out', 'make_out', 'BF16_FLAGS', 'cpu_flags',
+           'LOGGERS', 'check_loggers', 'logger_cbs', 'check_device', 'BF16_FLAGS', 'cpu_flags',
            'shifts_pay', 'choose_precision', 'Run', 'training_images', 'whiten_sample']
 
 
@@ -199,72 +200,6 @@ def new_run(p, profile, settings, given, out, **data) -> Run:
     return Run(s, folder, made=made, process=p, lock=lock if rank0(p) else None, **data)
 
 
-def lock_folder(out: Path):
-    """The run folder opened and locked (flock, exclusive) for as long as this process runs it: a second process that
-    resumes it, or resumes it while its run still trains, is refused. The kernel frees the lock when the process ends,
-    even by SIGKILL. None where there is no flock (Windows)"""
-    try: import fcntl
-    except ImportError: return None
-    try: fd = os.open(out, os.O_RDONLY)
-    except OSError: return None  # no such folder: what reads it next says so
-    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RecipeError(f"{out} is in use by another process (its run training, or another --resume of it): "
-                          "let that one finish, or stop it, then resume") from None
-    except OSError: os.close(fd); return None  # a file system without locks (some network mounts): unguarded, as before
-    return fd
-
-
-def first_missing(folder: Path):
-    "The topmost of `folder` and its parents that does not exist yet (absolute), None if it exists: what making it creates"
-    folder, missing = folder.resolve(), None
-    while not folder.exists(): folder, missing = folder.parent, folder
-    return missing
-
-
-def check_out(out=None) -> Path:
-    """The run folder, claimed before any work (`claim`), so parallel runs never share one: the default is
-    runs/<timestamp> (-2, -3, ... when another run took that second); a given folder must be empty or new"""
-    if out is None: return new_timestamp_folder(Path('runs'))
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())): raise RecipeError(f"output folder {out} already exists and is not empty: choose another --out")
-    if not claim(make_out(out)): raise RecipeError(f"output folder {out} was just taken by another run: choose another --out")
-    return out
-
-
-def new_timestamp_folder(parent: Path) -> Path:
-    stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
-    make_out(parent)
-    for n in range(1, 1000):
-        out = parent/(stamp if n == 1 else f'{stamp}-{n}')
-        try: out.mkdir(parents=True)  # atomic: exactly one process creates it (parents: runs/ again, if a failed run removed it)
-        except FileExistsError: continue
-        if claim(out): return out
-    raise RecipeError(f"cannot find a free run folder name under {parent} for {stamp}: give --out")
-
-
-def claim(out: Path) -> bool:
-    """Take a run folder by creating its results.json, exclusively (only one process can): a first record that the
-    run rewrites after every epoch. False if another run holds it"""
-    try: fd = os.open(out/'results.json', os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    except FileExistsError: return False
-    except OSError as e: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
-    with os.fdopen(fd, 'w') as f: json.dump(dict(out=str(out), started=datetime.now().isoformat(timespec='seconds'), complete=False), f)
-    return True
-
-
-def make_out(out: Path) -> Path:
-    for attempt in range(3):
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out/'.write_test').touch(); (out/'.write_test').unlink()
-            return out
-        except FileNotFoundError as e:  # removed meanwhile by a run that failed and gave back the empty folder it made: again
-            if attempt == 2: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
-        except OSError as e: raise RecipeError(f"cannot write to output folder {out}: {e.strerror}") from None
-
-
 # train()'s options that go with --resume: the run's own data moved elsewhere, and how to watch it
 RESUME_OPTIONS = ('resume', 'data', 'log', 'device')
 
@@ -318,22 +253,6 @@ def released_on_failure(run):
     except BaseException:
         if run.ckpt is None and run.rank0: release(run.out, run.made)
         raise
-
-
-SETUP_FILES = ('results.json', 'split.json', 'lr_find.png', 'metrics.csv')  # what a new run writes before its first checkpoint
-SETUP_FOLDERS = ('tensorboard', 'wandb')                     # and what its loggers may have begun
-
-
-def release(out: Path, made: Path = None):
-    """Give back the folder of a new run stopped before its first checkpoint (bad data, lr_find, a logger that does not
-    start, Ctrl-C in the first epoch): what it wrote is removed, so the same --out can be used again, and the folders
-    the run created, up to `made` (its own, runs/, --out's new parents), if nothing else is in them"""
-    for name in SETUP_FILES: (out/name).unlink(missing_ok=True)
-    for name in SETUP_FOLDERS: shutil.rmtree(out/name, ignore_errors=True)
-    if made is None: return  # an empty --out that was there before: it stays
-    for folder in (out, *[f for f in out.parents if f == made or made in f.parents]):  # nearest first
-        try: folder.rmdir()
-        except OSError: break  # something else is in it (another run's folder, say): keep it
 
 
 def run_learner(run, num_workers=None, device=None) -> Learner:

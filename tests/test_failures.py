@@ -135,15 +135,15 @@ def test_a_run_whose_data_moved_says_to_give_data_on_resume(tiny_copy, tmp_path)
 
 def test_a_training_run_holds_its_folder_until_it_returns(tiny, tmp_path):
     "While a run trains, its folder cannot be taken by a resume; once train() returns it can (in this process too)"
-    import recipe.run
+    import recipe.run_folder
     seen = []
     class TryToTake(Callback):
         def after_epoch(self):
-            try: recipe.run.lock_folder(tmp_path/'run')
+            try: recipe.run_folder.lock_folder(tmp_path/'run')
             except RecipeError as e: seen.append(str(e))
     recipe.train(tiny, out=tmp_path/'run', epochs=1, bs=32, width=4, lr_min=1e-3, lr_max=1e-2, seed=0, cbs=[TryToTake()])
     assert len(seen) == 1 and 'is in use by another process' in seen[0]
-    os.close(recipe.run.lock_folder(tmp_path/'run'))
+    os.close(recipe.run_folder.lock_folder(tmp_path/'run'))
 
 
 def test_autocast_is_left_when_a_step_stops_with_an_exception(tiny, tmp_path):
@@ -159,7 +159,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     class Frozen(dt.datetime):
         @classmethod
         def now(cls, tz=None): return cls(2026, 11, 30, 12, 0, 0)
-    training = recipe.run
+    training = recipe.run_folder
     monkeypatch.setattr(training, 'datetime', Frozen)
     monkeypatch.chdir(tmp_path)
     first, second = training.check_out(), training.check_out()
@@ -181,7 +181,7 @@ def test_a_given_out_is_claimed_before_decoding_so_a_second_run_cannot_share_it(
     assert seen and seen[0]['out'] == str(out) and seen[0]['complete'] is False
     # two claims of one folder (a race of two runs both finding it empty): only the first holds
     (tmp_path/'empty').mkdir()
-    assert recipe.run.claim(tmp_path/'empty') and not recipe.run.claim(tmp_path/'empty')
+    assert recipe.run_folder.claim(tmp_path/'empty') and not recipe.run_folder.claim(tmp_path/'empty')
 
 
 def test_an_unwritable_out_is_refused_before_decoding(tiny, tmp_path, monkeypatch):
