@@ -522,12 +522,7 @@ def fit_and_save(learn, run, t0, user_cbs=()):
     try: recipe_of(s).fit(learn, s, cbs=cbs, start_epoch=run.start_epoch)
     except (KeyboardInterrupt, RecipeError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise
-        lost = isinstance(e, RuntimeError)
-        why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
-               f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
-        if run.rank0: run_record.save(stopped=why)
-        if not (run.rank0 or lost): raise RecipeError(f"stopped ({why}) on rank {p.rank} of {p.size}: rank 0 says what is kept") from None
-        raise RecipeError(stop_message(run, checkpoint, why)) from None
+        raise RecipeError(despite_interrupts(lambda: stopped(run, checkpoint, run_record if run.rank0 else None, e))) from None
     if run.rank0:
         try: final_stage(learn, run, run_record, checkpoint, keep)
         except KeyboardInterrupt:  # every epoch is kept: a resume does the final stage again
@@ -535,6 +530,25 @@ def fit_and_save(learn, run, t0, user_cbs=()):
             raise RecipeError(f"stopped (interrupted) in the final stage; the checkpoint after epoch {checkpoint.saved_epoch} of "
                               f"{s['epochs']} is kept in {out}; finish with: {launch_command(p)} -m recipe train --resume {out}") from None
     leave_together(p)
+
+
+def despite_interrupts(f):
+    """f() to its end though Ctrl-C or SIGTERM comes again meanwhile (torchrun sends SIGTERM to the other ranks when one
+    stops, maybe while they note why): what a stopped run keeps and says is not cut off by the signal after it"""
+    while True:
+        try: return f()
+        except KeyboardInterrupt: pass  # each step again is harmless: the record's write is atomic, a folder given back is gone
+
+
+def stopped(run, checkpoint, run_record, e) -> str:
+    """A run stopped in its fit by `e`: rank 0's record notes why, and the message says what is kept (rank 0, or another
+    rank that lost a process, maybe rank 0; the others say only that they stopped)"""
+    p, lost = run.process, isinstance(e, RuntimeError)
+    why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
+           f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
+    if run_record: run_record.save(stopped=why)
+    if not (run.rank0 or lost): return f"stopped ({why}) on rank {p.rank} of {p.size}: rank 0 says what is kept"
+    return stop_message(run, checkpoint, why)
 
 
 def stop_message(run, checkpoint, why) -> str:
