@@ -21,7 +21,7 @@ from .folders import find_layout, labelled_root, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
 from .plots import drawing, plot_reliability, save_fig
-from .record import check_eval_out, finished_run, tta_words, write_csv, write_json
+from .record import check_eval_out, file_list_sha256, finished_run, tta_words, write_csv, write_json
 
 __all__ = ['evaluate', 'class_metrics']
 
@@ -36,23 +36,25 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     run = Path(run)
     record = finished_run(run)
     if out is not None: check_eval_out(out)
+    if folder is not None and data is not None: raise RecipeError(f"--data {data} is for the run's own test set, moved; {folder} is scored as it is: give one")
     model = load(run)
-    files, root = (labelled_files(Path(folder), model.classes) if folder is not None else
-                   own_test_files(run, record, data, model.classes))
-    name = 'test' if folder is None else Path(folder).resolve().name or 'folder'  # `..` names the folder it means
     skipped = []
-    def problem(msg):
+    def problem(msg):  # a bad image, or a folder where images belong, as training says it
         if not skip_bad: raise RecipeError(msg + " (pass --skip-bad to skip bad files)")
         skipped.append(msg)
+    files, root = (labelled_files(Path(folder), model.classes, problem) if folder is not None else
+                   own_test_files(run, record, data, model.classes, problem))
+    name = 'test' if folder is None else Path(folder).resolve().name or 'folder'  # `..` names the folder it means
+    out = Path(out) if out is not None else run/'eval'/'test' if folder is None else eval_folder(run, name, root)
+    try: out.mkdir(parents=True, exist_ok=True)  # before the work
+    except OSError as e: raise RecipeError(f"cannot write {out}: {e.strerror or e}") from None
     cache = ImageCache(files, model.size, problem)
     if not cache.files: raise RecipeError(f"no image in {root} could be read")
-    if skipped: warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {root}:\n  " + "\n  ".join(skipped[:20]))
+    if skipped: warnings.warn(f"skipped {len(skipped)} bad file(s) or folder(s) in {root}:\n  " + "\n  ".join(skipped[:20]))
     if folder is None and len(cache.files) != record['data']['n_test']:  # (a run trained with --skip-bad: evaluate with it too)
         raise RecipeError(f"{root} has {len(cache.files)} readable test images; {run} was tested on {record['data']['n_test']}: not the same data")
     targets = torch.tensor([model.classes.index(f.parent.name) for f in cache.files])
     plain, logits = run_logits(model, cache.arrays, record, device)
-    out = Path(out) if out is not None else run/'eval'/'test' if folder is None else eval_folder(run, name, root)
-    out.mkdir(parents=True, exist_ok=True)
     smoothing = record.get('label_smoothing', 0.0)
     metrics = dict(run=str(run.resolve()), folder=str(root.resolve()), images=len(cache.files), skipped=len(skipped),
                    tta=model.tta, tta_below=model.tta_below, precision=precision_of(record, device),
@@ -79,13 +81,19 @@ def eval_folder(run: Path, name: str, root: Path) -> Path:
     raise RecipeError(f"{run/'eval'} holds 999 evaluations of folders named {name}: give --out")
 
 
-def own_test_files(run: Path, record: dict, data, classes) -> tuple:
-    "(files, root): the test images the run was scored on, in its order, from `data` or the folder its record names"
+def own_test_files(run: Path, record: dict, data, classes, problem) -> tuple:
+    """(files, root): the test images the run was scored on, in its order, from `data` or the folder its record names:
+    the same file list (its fingerprint, as a resume checks it), or fewer than the images there (a run with --skip-bad
+    left the bad ones out of it: their number is checked once they are decoded)"""
     root = Path(data or record['data']['folder'])
     if data is not None and not root.is_dir(): raise RecipeError(f"--data {root} is not a folder")
     if not root.is_dir(): raise RecipeError(f"{run} was trained on {root}, which is not there: give the folder it moved to (--data)")
     train, test = find_layout(root)
-    if train: files = scan_split(root/test, lambda msg: None)
+    was, found = record['data'], [f for split in ((train, test) if train else ('.',)) for f in scan_split(root/split, lambda msg: None)]
+    if was.get('file_list_sha256') not in (None, file_list_sha256(root, found)) and len(found) <= was.get('n_train', 0) + was.get('n_test', 0):
+        raise RecipeError(f"the images in {root} are not those {run} was trained and tested on (file list fingerprint differs): "
+                          "give --data the run's own images; `evaluate RUN FOLDER` scores any labelled folder")
+    if train: files = scan_split(root/test, problem)
     else:
         split = run/'split.json'
         if not split.is_file(): raise RecipeError(f"{run} has no split.json: its held-out images of {root} are not known")
@@ -94,10 +102,10 @@ def own_test_files(run: Path, record: dict, data, classes) -> tuple:
     return files, root/test if train else root
 
 
-def labelled_files(folder: Path, classes) -> tuple:
+def labelled_files(folder: Path, classes, problem) -> tuple:
     "(files, root): a labelled folder's test split (train/ + test/, valid/ or val/) or, class folders only, all its images"
     root = labelled_root(folder)
-    files = scan_split(root, lambda msg: None)
+    files = scan_split(root, problem)
     if not files: raise RecipeError(f"no images in {root}")
     check_classes(files, classes, root)
     return files, root

@@ -78,9 +78,28 @@ def test_bad_input_is_named(quick_run, tiny, tmp_path):
     folder = shutil.copytree(tiny/'test', tmp_path/'bad')
     bad = sorted((folder/'dog').iterdir())[0]; bad.write_bytes(b'not a png')
     with pytest.raises(RecipeError, match=f'cannot read image {bad}'): recipe.evaluate(quick_run, folder)
-    with pytest.warns(UserWarning, match='skipped 1 unreadable image'):
+    with pytest.warns(UserWarning, match='skipped 1 bad file'):
         m = recipe.evaluate(quick_run, folder, skip_bad=True)
     assert (m['images'], m['skipped']) == (49, 1)
+
+
+def test_other_images_as_the_runs_own_a_folder_where_images_belong_and_an_unwritable_place_are_named(quick_run, tiny, tmp_path):
+    "Each used to pass without a word (other images scored as the run's own; images in a subfolder left out) or end in a traceback"
+    other = shutil.copytree(tiny, tmp_path/'other')  # the same classes and counts, one file another
+    first = sorted((other/'test'/'cat').iterdir())[0]; first.rename(first.with_name('renamed.png'))
+    with pytest.raises(RecipeError, match=f"the images in {other} are not those {quick_run} was trained and tested on"):
+        recipe.evaluate(quick_run, data=other)
+    with pytest.raises(RecipeError, match=f"--data {other} is for the run's own test set"): recipe.evaluate(quick_run, tiny/'test', data=other)
+    folder = shutil.copytree(tiny/'test', tmp_path/'nested')
+    (folder/'cat'/'more').mkdir()
+    for f in sorted((folder/'cat').glob('*.png'))[:2]: f.rename(folder/'cat'/'more'/f.name)
+    with pytest.raises(RecipeError, match=f"{folder/'cat'/'more'}: a folder inside a class folder"): recipe.evaluate(quick_run, folder)
+    (folder/'dog'/'gone.png').symlink_to(tmp_path/'nowhere.png')
+    with pytest.warns(UserWarning, match='skipped 2 bad'): m = recipe.evaluate(quick_run, folder, skip_bad=True)
+    assert (m['images'], m['skipped']) == (48, 2)
+    run = shutil.copytree(quick_run, tmp_path/'run', ignore=shutil.ignore_patterns('eval'))
+    (run/'eval').write_text('')
+    with pytest.raises(RecipeError, match=f"cannot write {run/'eval'/'test'}: Not a directory"): recipe.evaluate(run)
 
 
 def test_the_command_prints_the_table(quick_run, tmp_path):
