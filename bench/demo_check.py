@@ -67,7 +67,7 @@ def main():
     a = ap.parse_args()
     run = Path(a.run)
     model = recipe.load(run)
-    files, _ = own_test_files(run, finished_run(run), None, model.classes)
+    files, _ = own_test_files(run, finished_run(run), None, model.classes, lambda msg: None)
     picked = [f for c in model.classes for f in [f for f in files if f.parent.name == c][:a.n_per_class]]
     names = [f'{f.parent.name}_{f.name}' for f in picked]  # unique names: the page shows the uploaded file's name
     tmp = Path(tempfile.mkdtemp())

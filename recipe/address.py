@@ -12,7 +12,9 @@ def free_port(host, port=None) -> int:
     if port is not None and not 0 < port < 65536: raise RecipeError(f"port must be from 1 to 65535, got {port}")
     for p in [port] if port else range(7860, 7960):
         try:
-            with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s: s.bind((host, p))
+            with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket: a port in TIME_WAIT after the last serve is free
+                s.bind((host, p))
             return p
         except OSError as e:
             if e.errno == errno.EADDRINUSE: continue

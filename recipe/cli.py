@@ -123,11 +123,11 @@ def export(run: str,             # run folder (or its model.safetensors)
     "Export a run's model as ONNX (needs pip install -e \".[onnx]\"), or as a Space; with --check, onnxruntime and torch must give the same top-1"
     from .errors import RecipeError
     from .folders import image_files
-    from .record import finished_run, model_files
+    from .record import check_new_file, check_new_folder, finished_run, model_files
     if bool(onnx) == bool(space): raise RecipeError("give one of --onnx FILE or --space FOLDER")
     if space and check: raise RecipeError("--check goes with --onnx: --space checks its model on the Space's examples itself")
-    if space: finished_run(Path(run))  # before torch and fastai load: a wrong run folder or --check path fails at once
-    else: model_files(run)
+    if space: finished_run(Path(run)); check_new_folder(space)  # before torch and fastai load: a wrong path fails at once
+    else: model_files(run); check_new_file(onnx)
     if check: image_files([check])
     from .inference import export_onnx
     if space:

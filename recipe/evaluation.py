@@ -20,7 +20,8 @@ from .data import ImageCache, RecipeError
 from .folders import find_layout, labelled_root, scan_split
 from .inference import load, tta_logits
 from .config import ECE_BINS
-from .plots import drawing, plot_reliability, save_fig
+from .fonts import drawing
+from .plots import plot_reliability, save_fig
 from .record import check_eval_out, file_list_sha256, finished_run, tta_words, write_csv, write_json
 
 __all__ = ['evaluate', 'class_metrics']

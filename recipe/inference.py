@@ -1,6 +1,6 @@
 """Using trained weights: load them without unpickling anything, predict the classes of image files, rebuild a fastai
 `Learner`, export to ONNX."""
-import json
+import json, warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from .config import CROP
 from .data import CachedImage, ImageCache, RecipeError, decode, image_dls, named_by_strings_too
 from .folders import folder_images, image_files
 from .model import make_model
-from .record import MODEL_FORMAT, model_files
+from .record import MODEL_FORMAT, check_new_file, model_files
 
 __all__ = ['load', 'image_files', 'tta_logits', 'predict', 'TTAModel', 'load_learner', 'Normalized', 'export_onnx']
 
@@ -161,10 +161,9 @@ def export_onnx(run, path, check=None, n=100) -> dict:
     except ImportError as e:
         raise RecipeError(f"ONNX export needs the onnx, onnxscript and onnxruntime packages ({e.name} is missing): "
                           'pip install -e ".[onnx]"') from None
+    path = check_new_file(path)  # before the work
     model = load(run).float().cpu()
     wrapped, size = Normalized(model).eval(), model.size
-    path = Path(path)
-    if not path.parent.is_dir(): raise RecipeError(f"no such folder for the ONNX file: {path.parent}")
     x = torch.rand(2, 3, size, size)
     batch = torch.export.Dim('batch', min=1)
     try:
@@ -173,12 +172,17 @@ def export_onnx(run, path, check=None, n=100) -> dict:
         program.save(str(path))
     except Exception as e: raise RecipeError(f"ONNX export of {run} failed: {type(e).__name__}: {e}") from None
     if not check: return {}
-    files = image_files(check)[:n]
+    images, unreadable = [], []
+    for f in image_files(check)[:n]:  # an image that cannot be read is skipped, as predict skips it: the export is written
+        try: images.append(torch.from_numpy(decode(f, size)).permute(2, 0, 1))
+        except RecipeError as e: unreadable.append(str(e))
+    if unreadable: warnings.warn(f"the check skipped {len(unreadable)} image(s) that cannot be read:\n  " + "\n  ".join(unreadable[:20]))
+    if not images: raise RecipeError(f"none of the images to check {path} on can be read: {path} is written, unchecked")
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     same, diff = 0, 0.
-    for i in range(0, len(files), 256):
-        x = torch.stack([torch.from_numpy(decode(f, size)).permute(2, 0, 1) for f in files[i:i + 256]]).float().div_(255)
+    for i in range(0, len(images), 256):
+        x = torch.stack(images[i:i + 256]).float().div_(255)
         with torch.no_grad(): expected = wrapped(x).softmax(1)
         got = torch.from_numpy(session.run(['logits'], {'image': x.numpy()})[0]).softmax(1)
         same += int((got.argmax(1) == expected.argmax(1)).sum()); diff = max(diff, float((got - expected).abs().max()))
-    return dict(images=len(files), same_top1=same, max_prob_diff=diff)
+    return dict(images=len(images), same_top1=same, max_prob_diff=diff)

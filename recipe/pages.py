@@ -5,13 +5,16 @@ curves overlaid. The project's own experiment tracker: no server, no account. Th
 import base64, io, json, re, webbrowser
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import matplotlib.pyplot as plt
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from .errors import RecipeError
+from .fonts import drawing
 from .record import card_rows, read_record, write_text
+from .run_folder import in_use
 
 __all__ = ['PLOTS', 'write_run_page', 'show', 'run_rows', 'write_runs_page', 'runs']
 
@@ -128,37 +131,43 @@ def run_rows(folder) -> list:
     rows = []
     for run in sorted(p for p in folder.iterdir() if (p/'results.json').is_file()):
         try: r = json.loads((run/'results.json').read_text())
-        except ValueError: continue  # being written by a run that claimed its folder an instant ago
+        except (OSError, ValueError): r = None  # being written by a run that claimed its folder an instant ago, or damaged
+        if not isinstance(r, dict):
+            rows.append(dict(run=run.name, path=run, date='', profile='?', epochs_done=0, epochs='?', accuracy=None, wall=0,
+                             machine='?', precision='?', per_epoch=[], status='results.json cannot be read'))
+            continue
         done = len(r.get('per_epoch', []))
         rows.append(dict(run=run.name, path=run, date=(r.get('started') or datetime.fromtimestamp(run.stat().st_mtime).isoformat(timespec='seconds')).replace('T', ' '),
                          profile=r.get('profile', '?'), epochs_done=done, epochs=f"{done}/{r.get('epochs', '?')}",
                          accuracy=r.get('test_accuracy'), wall=r.get('wall_seconds', 0), machine=machine(r),
                          precision=r.get('precision', '?'), per_epoch=r.get('per_epoch', []),
-                         status='complete' if r.get('complete') else f"stopped: {r['stopped']}" if r.get('stopped') else 'not complete'))
+                         status='complete' if r.get('complete') else f"stopped: {r['stopped']}" if r.get('stopped') else
+                                'training' if in_use(run) else 'not complete: no process holds it (killed?)'))
     return rows
 
 
 def accuracy_curves(rows) -> str:
     "Every run's test accuracy per epoch in one plot, as an inline PNG ('' when no run has an epoch)"
     if not any(r['per_epoch'] for r in rows): return ''
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for r in rows:
-        if r['per_epoch']: ax.plot([e['epoch'] for e in r['per_epoch']], [e['test_accuracy'] for e in r['per_epoch']], marker='.', label=r['run'])
-    ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy'); ax.grid(alpha=.3)
-    if len(rows) <= 12: ax.legend(fontsize=8)
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight'); plt.close(fig)
+    with drawing([r['run'] for r in rows]):  # run names in any script
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for r in rows:
+            if r['per_epoch']: ax.plot([e['epoch'] for e in r['per_epoch']], [e['test_accuracy'] for e in r['per_epoch']], marker='.', label=r['run'])
+        ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy'); ax.grid(alpha=.3)
+        if len(rows) <= 12: ax.legend(fontsize=8)
+        buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight'); plt.close(fig)
     return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
 
 
 def write_runs_page(folder, rows) -> Path:
-    """index.html in `folder`: the runs' table, each finished or stopped run linking to its report.html (made again when
-    its record is newer); a run still going (or being set up) is listed, and its folder left alone"""
+    """index.html in `folder`: the runs' table, each finished or stopped run linking to its report.html (made again: a
+    few ms, and a renamed folder's page names it anew); a run still going, or whose record cannot be read, is listed
+    and its folder left alone"""
     folder = Path(folder)
     for r in rows:
-        page, record = r['path']/'report.html', r['path']/'results.json'
-        if r['status'] == 'not complete': r['page'] = None; continue
-        if not page.is_file() or page.stat().st_mtime < record.stat().st_mtime: write_run_page(r['path'])
-        r['page'] = f"{r['run']}/report.html"
+        if r['status'] == 'complete' or r['status'].startswith('stopped:'):
+            write_run_page(r['path']); r['page'] = quote(r['run']) + '/report.html'  # a name with # or ? is a path, not a URL's parts
+        else: r['page'] = None
     columns = ['run', 'date', 'profile', 'epochs', 'accuracy', 'wall time', 'machine', 'precision', 'status']
     body = RUNS_BODY.render(title=f'Runs in {folder.resolve()}', rows=rows, columns=columns, numeric={'epochs', 'accuracy', 'wall time'},
                             curves=accuracy_curves(rows))

@@ -1,54 +1,18 @@
 """The pictures of a run, saved as PNG: lr_find, LR schedule, losses, accuracy, confusion matrix, top losses, reliability."""
-import functools, logging, warnings
-from contextlib import contextmanager
-
 import matplotlib.pyplot as plt
 import torch
 from fastai.basics import ClassificationInterpretation
 
 from .config import ECE_BINS
+from .fonts import drawing
 
-__all__ = ['save_fig', 'fallback_fonts', 'drawing', 'plot_lr_find', 'plot_accuracy', 'plot_reliability', 'TestInterpretation', 'save_run_plots']
+__all__ = ['save_fig', 'plot_lr_find', 'plot_accuracy', 'plot_reliability', 'TestInterpretation', 'save_run_plots']
 
 
 def save_fig(path, fig=None):
     "fastai's plot methods return no figure: save the current one and close it"
     fig = fig or plt.gcf()
     fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
-
-
-@functools.cache
-def fallback_fonts(texts: tuple) -> list:
-    """The families of installed fonts that draw the characters of `texts` (class names, file names) that matplotlib's
-    font lacks: Chinese class folders, say. A warning names what no installed font draws (shown as boxes)"""
-    from matplotlib import font_manager
-    from matplotlib.ft2font import FT2Font
-    chars = lambda path: set(FT2Font(path).get_charmap())
-    missing = {ord(c) for t in texts for c in str(t) if c.isprintable() and not c.isspace()} - chars(font_manager.findfont(font_manager.FontProperties()))
-    families = []
-    for font in font_manager.fontManager.ttflist:  # read only when a text needs it
-        if not missing: break
-        if font.name.startswith('Last Resort'): continue  # matplotlib's own: a box for every character
-        try: has = missing & chars(font.fname)
-        except (OSError, RuntimeError): continue  # a font file FreeType cannot read
-        if has: families.append(font.name); missing -= has
-    if missing: warnings.warn(f"no installed font draws {''.join(sorted(map(chr, missing)))} (in the class or file names): the plots "
-                              "show boxes for them; install a font that has them (Debian: fonts-noto-cjk for Chinese, Japanese, Korean)")
-    return families
-
-
-@contextmanager
-def drawing(texts):
-    "Plots drawn inside show `texts` in any script an installed font has (matplotlib falls back along font.family)"
-    extra = fallback_fonts(tuple(map(str, texts)))
-    fonts_log = logging.getLogger('matplotlib.font_manager')
-    level = fonts_log.level
-    if extra: fonts_log.setLevel(logging.ERROR)  # "Failed to find font weight bold for X": it draws X's regular weight
-    try:
-        with plt.rc_context({'font.family': [*plt.rcParams['font.family'], *extra]}), warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='Glyph .* missing from font')  # one per glyph and plot: said once above
-            yield
-    finally: fonts_log.setLevel(level)
 
 
 def plot_lr_find(recorder, suggestions: dict, lr_min, lr_max):

@@ -4,8 +4,9 @@ from pathlib import Path
 
 from .config import ECE_BINS
 from .errors import RecipeError
+from .space_app import markdown_text
 
-__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'check_new_file', 'check_eval_out', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
+__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'check_new_file', 'check_new_folder', 'check_eval_out', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
 MODEL_FORMAT = 3  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit;
                   # 3: with the net's act, widths, depth (a reader of 2 would build another net and load its weights)
@@ -76,6 +77,14 @@ def check_new_file(path) -> Path:
     if path.is_dir(): raise RecipeError(f"{path} is a folder: give a file name")
     if not path.parent.is_dir(): raise RecipeError(f"no such folder for {path}: {path.parent}")
     return path
+
+
+def check_new_folder(folder) -> Path:
+    "A folder to be made by the work (`export --space`): refused before it if it holds anything or its parent is missing"
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())): raise RecipeError(f"{folder} already exists and is not an empty folder: give a new one")
+    if not folder.parent.is_dir(): raise RecipeError(f"no such folder: {folder.parent}")
+    return folder
 
 
 def check_eval_out(out) -> Path:
@@ -172,15 +181,16 @@ def tta_words(level, below=None) -> str:
 def counted(n, one, many=None) -> str: return f"{n} {one if n == 1 else many or one + 's'}"
 
 
-def card_rows(record: dict, meta: dict) -> list:
-    "(name, value) rows of what a run's model is, what it was trained on and how, how well it did: for the card and report.html"
+def card_rows(record: dict, meta: dict, text=str) -> list:
+    """(name, value) rows of what a run's model is, what it was trained on and how, how well it did: for the card and
+    report.html. `text`: how the class names are written (`markdown_text` for Markdown; the page escapes its own)"""
     d, acc, no_tta = record['data'], meta['test_accuracy'], meta.get('test_accuracy_no_tta')
     m = record.get('machine', {})
     where = f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)" + (f", GPU {m['gpu']}" if m.get('gpu', 'none') != 'none' else '')
     lrs = (f"LRMIN {record['lr_min']:.2e}, LRMAX {record['lr_max']:.2e}" if record.get('opt') == 'adam' and record.get('lr_min')
            else f"LR {record['lr_max']:.3g} (fixed schedule)")
     rows = [('Data', f"`{d['folder']}`: {d['n_train']:,} training and {d['n_test']:,} test images; file list sha256 `{d['file_list_sha256'][:16]}...`"),
-            ('Classes', f"{len(meta['classes'])}: {', '.join(meta['classes'])}"),
+            ('Classes', f"{len(meta['classes'])}: {', '.join(map(text, meta['classes']))}"),
             ('Input', f"RGB, {meta['size']}x{meta['size']} (other sizes are resized), normalised with mean {list(meta['mean'])} and std {list(meta['std'])}"),
             ('Model', f"{'custom ResNet-9' if meta['arch'] == 'resnet' else 'airbench-style net'} (`{meta['arch']}`), width {meta['width']}, "
                       f"{meta['act'] + ' activation, ' if meta.get('act') else ''}"
@@ -192,7 +202,7 @@ def card_rows(record: dict, meta: dict) -> list:
                          ('no seed (not repeatable)' if record.get('seed') is None else f"seed {record['seed']}") +
                          f", {counted(record.get('world_size', 1), 'process', 'processes')}"),
             ('Test accuracy', f"{acc:.2%}" + (f" with {tta_words(meta['tta'], meta.get('tta_below'))}, {no_tta:.2%} without" if no_tta is not None else ' (no TTA)')),
-            *([('Per class', 'accuracy (recall) of each class: ' + ', '.join(f"{r['class']} {r['recall']:.1%}" for r in record['per_class'])),
+            *([('Per class', 'accuracy (recall) of each class: ' + ', '.join(f"{text(r['class'])} {r['recall']:.1%}" for r in record['per_class'])),
                ('Calibration', f"expected calibration error {record['ece']:.4f} ({ECE_BINS} confidence bins; `reliability.png`)")]
               if 'per_class' in record else []),
             ('Wall time', f"{record['wall_seconds']:,.0f} s (data loading and the final stage included)"),
@@ -204,8 +214,8 @@ def card_rows(record: dict, meta: dict) -> list:
 
 def model_card(record: dict, meta: dict, run: str) -> str:
     "A run's README.md: what the model is, what it was trained on and how, how well it did, and how to load it"
-    table = '\n'.join(f'| {k} | {v} |' for k, v in card_rows(record, meta))
-    return f"""# {Path(run).name}: an image classifier trained with recipe
+    table = '\n'.join(f'| {k} | {v} |' for k, v in card_rows(record, meta, markdown_text))
+    return f"""# {markdown_text(Path(run).name)}: an image classifier trained with recipe
 
 | | |
 |---|---|

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .errors import RecipeError
 
-__all__ = ['check_out', 'first_missing', 'lock_folder', 'release', 'SETUP_FILES', 'SETUP_FOLDERS']
+__all__ = ['check_out', 'first_missing', 'lock_folder', 'in_use', 'release', 'SETUP_FILES', 'SETUP_FOLDERS']
 
 
 def first_missing(folder: Path):
@@ -73,6 +73,14 @@ def lock_folder(out: Path):
                           "let that one finish, or stop it, then resume") from None
     except OSError: os.close(fd); return None  # a file system without locks (some network mounts): unguarded, as before
     return fd
+
+
+def in_use(out: Path) -> bool:
+    "Whether a process holds the run folder (`lock_folder`): a run not complete and not held was killed, not training"
+    try: fd = lock_folder(out)
+    except RecipeError: return True
+    if fd is not None: os.close(fd)  # taken for an instant only
+    return False
 
 
 SETUP_FILES = ('results.json', 'split.json', 'lr_find.png', 'metrics.csv')  # what a new run writes before its first checkpoint

@@ -8,8 +8,8 @@ from .address import free_port
 from .data import RecipeError
 from .evaluation import own_test_files
 from .inference import export_onnx, load, predict
-from .record import card_rows, finished_run, write_json, write_text
-from .space_app import MAX_FILE_SIZE, TOP, page
+from .record import card_rows, check_new_folder, finished_run, write_json, write_text
+from .space_app import MAX_FILE_SIZE, TOP, markdown_text, page
 
 __all__ = ['serve', 'export_space', 'card', 'example_images']
 
@@ -37,7 +37,7 @@ def serve(run, host='127.0.0.1', port=None, block=True):
     demo = page(lambda paths: named_errors(paths, predict(model, paths, TOP)), card(run, record, model.meta), examples,
                 title=title_of(run, model.meta))
     try: demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True,
-                     allowed_paths=sorted({str(Path(p).parent) for p in examples}),
+                     allowed_paths=examples,  # those files, not their folders
                      quiet=True)  # its own lines would tell a user of the command line to set share=True in launch()
     except OSError as e: raise RecipeError(f"cannot serve on {host}:{port}: {e}") from None  # taken since free_port looked
     block = block and not (hasattr(sys, 'ps1') or sys.flags.interactive)
@@ -57,17 +57,17 @@ def title_of(run, meta) -> str: return f"{Path(run).resolve().name}: {len(meta['
 
 def card(run, record, meta) -> str:
     "The page's card, in Markdown: what the model knows, how well it did, on what data, when"
-    rows, d = dict(card_rows(record, meta)), record['data']
+    rows, d = dict(card_rows(record, meta, markdown_text)), record['data']
     rows['Data'] = f"`{Path(d['folder']).name}`: {d['n_train']:,} training and {d['n_test']:,} test images"  # no local path
     keep = [(k, rows[k]) for k in ('Classes', 'Test accuracy', 'Per class', 'Data', 'Model', 'Training') if k in rows]
     keep.append(('Date', (record.get('started') or '?').replace('T', ' ')))
-    return f"## The model: {Path(run).resolve().name}\n\n| | |\n|---|---|\n" + '\n'.join(f'| {k} | {v} |' for k, v in keep)
+    return f"## The model: {markdown_text(Path(run).resolve().name)}\n\n| | |\n|---|---|\n" + '\n'.join(f'| {k} | {v} |' for k, v in keep)
 
 
 def example_images(run, record, classes) -> list:
     """The run's own test images when its data is there: the top losses `recipe evaluate RUN` wrote (its
     eval/test/top_losses.csv), then the first test image of each class. [] when the data has moved"""
-    try: files, root = own_test_files(run, record, None, classes)
+    try: files, root = own_test_files(run, record, None, classes, lambda msg: None)  # what can be shown
     except RecipeError: return []
     worst = []
     losses = Path(run)/'eval'/'test'/'top_losses.csv'
@@ -88,9 +88,7 @@ def export_space(run, folder, examples=True) -> dict:
     run, folder = Path(run), Path(folder)
     record = finished_run(run)
     model = load(run)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise RecipeError(f"{folder} already exists and is not an empty folder: give a new one")
-    if not folder.parent.is_dir(): raise RecipeError(f"no such folder: {folder.parent}")
+    check_new_folder(folder)
     building = folder.with_name(f'.{folder.name}.{os.getpid()}.part')
     try:
         building.mkdir()

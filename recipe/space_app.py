@@ -2,7 +2,7 @@
 ONNX model). `recipe serve RUN` builds the page around the run's torch model (`recipe.predict`); `recipe export RUN
 --space DIR` copies this file to DIR/app.py, where `python app.py` (or a Hugging Face Space) serves DIR/model.onnx.
 Nothing here imports `recipe` or unpickles anything: a Space holds the ONNX graph, JSON and Markdown only."""
-import json, os, sys
+import json, os, re, sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,11 @@ TOP = 3                   # classes shown per image
 MAX_PIXELS = 40_000_000   # width x height: a larger upload is refused from its header, before it is decoded
 MAX_FILE_SIZE = '20mb'    # a larger upload is refused by gradio itself
 BATCH = 256               # images per forward pass
+
+
+def markdown_text(s) -> str:
+    "`s` shown as it is in Markdown (a heading, a table cell): HTML's and Markdown's own characters escaped (a class <b>x)"
+    return re.sub(r'([\\`*_{}\[\]()#+!|~])', r'\\\1', str(s).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;'))
 
 
 def problem(path) -> str | None:
@@ -33,20 +38,12 @@ def page(predict, card: str, examples=(), title='recipe'):
     import gradio as gr
 
     def classify(paths):
-        paths = [paths] if isinstance(paths, str) else list(paths or [])
-        if not paths: return None, [], None  # the box was cleared
-        results = {p: problem(p) for p in paths}
-        good = [p for p in paths if results[p] is None]
-        if good: results.update(zip(good, predict(good)))
-        for r in results.values():
-            if isinstance(r, str): gr.Warning(r)  # a message on the page; the table has it too
-        rows = [[Path(p).name] + (['', '', r] if isinstance(r, str) else [r[0][0], round(r[0][1], 4), ''])
-                for p, r in results.items()]
-        first = next((p for p, r in results.items() if not isinstance(r, str)), None)
-        return ({c: p for c, p in results[first]} if first else None), rows, first
+        label, rows, first, messages = classified(paths, predict)
+        for m in messages: gr.Warning(m)  # a message on the page; the table has it too
+        return label, rows, first
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:  # nothing sent to gradio's servers
-        gr.Markdown(f"# {title}")
+        gr.Markdown(f"# {markdown_text(title)}")
         with gr.Row():
             with gr.Column():
                 files = gr.File(file_count='multiple', file_types=['image'], label='Images (one or more)', elem_id='images')
@@ -58,6 +55,21 @@ def page(predict, card: str, examples=(), title='recipe'):
         files.change(classify, files, [label, table, picture], api_name='classify')  # an upload, an example, or the box cleared
         gr.Markdown(card)
     return demo
+
+
+def classified(paths, predict) -> tuple:
+    """The page's answer to the uploads `paths`: the first readable image's {class: probability}, a table row per upload
+    (identical uploads are one file to gradio: each is read once and gets as many rows as it was given), that image's
+    path, and the messages about the files that cannot be read"""
+    paths = [paths] if isinstance(paths, str) else list(paths or [])
+    if not paths: return None, [], None, []  # the box was cleared
+    found = {p: problem(p) for p in paths}
+    good = [p for p in found if found[p] is None]
+    if good: found.update(zip(good, predict(good)))
+    rows = [[Path(p).name] + (['', '', found[p]] if isinstance(found[p], str) else [found[p][0][0], round(found[p][0][1], 4), ''])
+            for p in paths]
+    first = next((p for p in paths if not isinstance(found[p], str)), None)
+    return ({c: q for c, q in found[first]} if first else None), rows, first, [r for r in found.values() if isinstance(r, str)]
 
 
 def decode(path, size) -> np.ndarray:

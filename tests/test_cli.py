@@ -161,6 +161,8 @@ def test_a_wrong_run_folder_image_or_address_is_refused_before_torch_loads(tiny_
                  (('export', nope, '--onnx', tmp_path/'m.onnx'), f'no such file: {nope}'),
                  (('export', run, '--onnx', tmp_path/'m.onnx', '--check', nope), f'no such file or folder: {nope}'),
                  (('export', run), 'give one of --onnx FILE or --space FOLDER'),
+                 (('export', run, '--onnx', tmp_path), f'{tmp_path} is a folder: give a file name'),
+                 (('export', run, '--space', run), f'{run} already exists and is not an empty folder'),
                  (('predict', unfinished, run/'report.html'), f'{unfinished} has no model.safetensors: the run did not finish'),
                  (('export', unfinished, '--onnx', tmp_path/'m.onnx'), f'{unfinished} has no model.safetensors'),
                  (('predict', run/'checkpoint.pt', run/'report.html'), 'checkpoint.pt is a pickle-based file and is never loaded'),

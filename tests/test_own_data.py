@@ -225,7 +225,7 @@ def test_class_names_in_any_script_an_installed_font_has_are_drawn_and_the_rest_
     "Chinese class folders (an audit's): the plots drew boxes for every character, each looking like every other"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from recipe.plots import drawing, fallback_fonts
+    from recipe.fonts import drawing, fallback_fonts
     def pixels(text):
         fig = plt.figure(figsize=(1, 1)); fig.text(0.5, 0.5, text, fontsize=40, ha='center', va='center'); fig.canvas.draw()
         a = np.asarray(fig.canvas.buffer_rgba()).copy(); plt.close(fig); return a

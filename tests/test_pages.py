@@ -85,3 +85,25 @@ def record_date(run): return json.loads((run/'results.json').read_text())['start
 
 def test_write_run_page_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(recipe.RecipeError, match=f'{tmp_path} is not a run folder'): write_run_page(tmp_path)
+
+
+def test_odd_names_renamed_killed_and_unreadable_runs_are_each_listed_as_they_are(runs_folder, tmp_path):
+    """Each used to go wrong: a '#' in a name broke its link, a renamed run kept its old page, a killed run looked like one
+    training, a results.json that is not a record crashed the command"""
+    import fcntl, os
+    folder = tmp_path/'runs'; folder.mkdir()
+    shutil.copytree(runs_folder/'quick', folder/'r#1 50%')
+    shutil.copytree(runs_folder/'quick', folder/'renamed')  # its report.html still says 'quick'
+    killed = shutil.copytree(runs_folder/'quick', folder/'killed', ignore=shutil.ignore_patterns('report.html', 'model.*'))
+    record = json.loads((killed/'results.json').read_text()); record.update(complete=False)
+    (killed/'results.json').write_text(json.dumps(record))
+    training = shutil.copytree(killed, folder/'training')
+    (folder/'listed').mkdir(); (folder/'listed'/'results.json').write_text('[]')
+    held = os.open(training, os.O_RDONLY); fcntl.flock(held, fcntl.LOCK_EX)  # as its run's process holds it
+    try: rows = {r['run']: r for r in run_rows(folder)}
+    finally: os.close(held)
+    assert rows['killed']['status'] == 'not complete: no process holds it (killed?)' and rows['training']['status'] == 'training'
+    assert rows['listed']['status'] == 'results.json cannot be read'
+    html = write_runs_page(folder, list(rows.values())).read_text()
+    assert 'href="r%231%2050%25/report.html"' in html and 'href="renamed/report.html"' in html and 'href="killed' not in html
+    assert '<title>renamed: recipe run</title>' in (folder/'renamed'/'report.html').read_text()

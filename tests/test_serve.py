@@ -10,7 +10,7 @@ from PIL import Image
 
 import recipe
 from recipe import RecipeError
-from recipe.space_app import MAX_PIXELS, problem
+from recipe.space_app import MAX_PIXELS, classified, markdown_text, problem
 
 
 @pytest.fixture(scope='module')
@@ -100,6 +100,11 @@ def test_served_page_and_exported_space_in_a_browser_agree_with_predict(demo_run
     try:
         assert listening(port) == ['127.0.0.1']  # this machine only, unless --host says otherwise
         upload_and_read(browser, f'http://127.0.0.1:{port}/', image, bad, expected)
+        import urllib.error, urllib.request
+        fetch = lambda f: urllib.request.urlopen(f'http://127.0.0.1:{port}/gradio_api/file={f}', timeout=30).status
+        cats = sorted((tiny/'test'/'cat').iterdir())
+        assert fetch(cats[0]) == 200  # an example, shown on the page
+        with pytest.raises(urllib.error.HTTPError, match='403'): fetch(cats[1])  # beside it, not shown: not served
     finally: said = served.stop()
     assert f'serving {demo_run} on http://127.0.0.1:{port}/ (Ctrl-C stops it)' in said and 'share=True' not in said, said
     spaced = Server([sys.executable, space/'app.py'], port := free_port(), env=dict(GRADIO_SERVER_PORT=str(port)))
@@ -114,7 +119,7 @@ def test_the_space_needs_no_recipe_and_no_pickle_and_agrees_with_predict(demo_ru
     assert '*.onnx filter=lfs' in (space/'.gitattributes').read_text()  # the Hub takes binaries through LFS
     imported = {n.names[0].name.split('.')[0] for n in ast.walk(ast.parse((space/'app.py').read_text())) if isinstance(n, ast.Import)}
     imported |= {n.module.split('.')[0] for n in ast.walk(ast.parse((space/'app.py').read_text())) if isinstance(n, ast.ImportFrom)}
-    assert imported <= {'json', 'os', 'sys', 'pathlib', 'numpy', 'PIL', 'gradio', 'onnxruntime'}
+    assert imported <= {'json', 'os', 're', 'sys', 'pathlib', 'numpy', 'PIL', 'gradio', 'onnxruntime'}
     assert {l.split('=')[0] for l in (space/'requirements.txt').read_text().split()} == {'gradio', 'onnxruntime', 'numpy', 'pillow'}
     readme = (space/'README.md').read_text()
     assert readme.startswith('---\n') and '\nsdk: gradio\n' in readme and '\napp_file: app.py\n' in readme and '# run: an image classifier' in readme
@@ -149,6 +154,23 @@ def test_bad_uploads_are_named(tmp_path):
     assert problem(tmp_path/'fine.png') is None
 
 
+def test_names_show_as_they_are_and_each_upload_gets_its_row(demo_run, tmp_path):
+    "A run or class named with HTML or Markdown in it italicised the page; two identical uploads (one file to gradio) got one row"
+    from recipe.serve import card
+    record, meta = json.loads((demo_run/'results.json').read_text()), json.loads((demo_run/'model.json').read_text())
+    meta['classes'] = ['<b>plane&"x"', 'a|b', *meta['classes'][2:]]
+    record['per_class'][0]['class'] = meta['classes'][0]
+    odd = Path(shutil.copytree(demo_run, tmp_path/"odd <i>&'name 名"))
+    text = card(odd, record, meta)
+    assert '<b>' not in text and '<i>' not in text and '&lt;b&gt;plane&amp;"x"' in text and r'a\|b' in text
+    assert text.startswith("## The model: odd &lt;i&gt;&amp;'name 名") and markdown_text('# *x*_ [y](z)') == r'\# \*x\*\_ \[y\]\(z\)'
+    Image.new('RGB', (8, 8)).save(tmp_path/'a.png')
+    label, rows, first, messages = classified([str(tmp_path/'a.png')] * 2 + [str(text_file_named_png(tmp_path))],
+                                              lambda paths: [[('cat', 0.75)] for _ in paths])
+    assert label == {'cat': 0.75} and first == str(tmp_path/'a.png') and len(messages) == 1
+    assert [r[:3] for r in rows] == [['a.png', 'cat', 0.75], ['a.png', 'cat', 0.75], ['notes.png', '', '']]
+
+
 def test_serve_refuses_what_is_not_a_finished_run_before_listening(demo_run, tmp_path):
     unfinished = tmp_path/'unfinished'; unfinished.mkdir()
     (unfinished/'results.json').write_text((demo_run/'results.json').read_text())
@@ -172,6 +194,20 @@ def test_serve_on_a_port_in_use_or_a_foreign_host_says_so_before_loading(demo_ru
     assert r.returncode == 1 and f'port {port} on 127.0.0.1 is in use: give another with --port' in r.stderr and 'Traceback' not in r.stderr, r.stderr
     r = subprocess.run([sys.executable, '-m', 'recipe', 'serve', demo_run, '--host', '192.0.2.1'], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and 'cannot listen on 192.0.2.1: ' in r.stderr and 'Traceback' not in r.stderr, r.stderr  # TEST-NET: no one's address
+
+
+def test_a_port_left_waiting_by_the_last_server_is_free_again():
+    "After a served page is used and stopped, its port waits in TIME_WAIT: the next serve took the port after it"
+    from recipe.address import free_port as recipe_free_port
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's
+        listener.bind(('127.0.0.1', 0)); listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(('127.0.0.1', port))
+        conn, _ = listener.accept()
+        conn.close()  # the server closes first: its side of the connection waits in TIME_WAIT
+    client.close(); time.sleep(0.2)
+    assert recipe_free_port('127.0.0.1', port) == port
 
 
 def test_a_failed_export_leaves_nothing_and_a_second_try_works(demo_run, tmp_path, monkeypatch):

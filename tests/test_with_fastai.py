@@ -230,9 +230,11 @@ def test_onnx_export_matches_torch_on_100_test_images(which, request, small, tmp
         assert r.returncode == 0, r.stderr
         found = re.search(r'onnxruntime vs torch on 100 images: same top-1 on 100, max difference in probabilities (\S+)', r.stdout)
         assert found and float(found[1]) < 1e-4, r.stdout
-    else:
-        files = [f for c in sorted((small/'test').iterdir()) for f in sorted(c.iterdir())[:10]]  # 10 of each class
-        found = recipe.export_onnx(out, onnx, files)
+    else:  # 10 of each class, and a file that cannot be read: skipped with a warning, as predict skips it
+        (tmp_path/'broken.png').write_bytes(b'not an image')
+        files = [f for c in sorted((small/'test').iterdir()) for f in sorted(c.iterdir())[:10]] + [tmp_path/'broken.png']
+        with pytest.warns(UserWarning, match=r"the check skipped 1 image\(s\) that cannot be read:\n  cannot read image .*broken.png"):
+            found = recipe.export_onnx(out, onnx, files, n=101)
         assert found['images'] == 100 and found['same_top1'] == 100 and found['max_prob_diff'] < 1e-4
     import onnxruntime
     session = onnxruntime.InferenceSession(str(onnx))
