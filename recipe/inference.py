@@ -118,7 +118,11 @@ def load_learner(run, data=None, bs=64, tta=True, device=None) -> Learner:
     net = TTAModel(model, model.tta if tta else 0, model.tta_below)
     classes, size, stats = model.classes, model.size, (model.mean, model.std)
     if data is not None:
-        dls = image_dls(data, bs=bs, size=size, stats=stats, device=device)
+        def same_classes(path, files):  # before decoding, and before a batch size that does not fit is the first complaint
+            if (found := {f.parent.name for f in files}) != set(classes):
+                raise RecipeError(f"{data} has the classes {', '.join(sorted(found))}; the model {run} knows {', '.join(classes)}: "
+                                  "fine-tuning needs the same classes")
+        dls = image_dls(data, bs=bs, size=size, stats=stats, device=device, check_files=same_classes)
         if list(dls.vocab) != list(classes):
             raise RecipeError(f"{data} has the classes {', '.join(dls.vocab)}; the model {run} knows {', '.join(classes)}: "
                               "fine-tuning needs the same classes")

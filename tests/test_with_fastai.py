@@ -217,6 +217,7 @@ def test_load_learner_refuses_data_with_other_classes(seed_run, tmp_path):
     out, _, _ = seed_run
     other = make_subset(tmp_path/'other', 4, 1, classes=3)
     with pytest.raises(RecipeError, match='fine-tuning needs the same classes'): recipe.load_learner(out, data=other, bs=4)
+    with pytest.raises(RecipeError, match='fine-tuning needs the same classes'): recipe.load_learner(out, data=other)  # not the batch first
 
 
 @pytest.mark.parametrize('which', ['seed_run', 'fast_run'])
