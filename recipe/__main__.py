@@ -3,4 +3,5 @@ try:
     from recipe.cli import main
     command = main()
     command()  # at module level, so call_parse reads the command's options from sys.argv
-except KeyboardInterrupt: sys.exit('stopped (interrupted): Ctrl-C or SIGTERM')  # a run in its epochs says more (recipe/run.py)
+except KeyboardInterrupt:  # a run stopped in its epochs said more (recipe/run.py), unless a second signal cut it off: again
+    sys.exit(getattr(sys.modules.get('recipe.run'), 'last_stop', None) or 'stopped (interrupted): Ctrl-C or SIGTERM')

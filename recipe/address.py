@@ -1,6 +1,6 @@
 """Where a page listens (`recipe serve`): a free port on the address asked for, found with the standard library only, so
 that a port in use or an address of another machine is named before torch, fastai and gradio load."""
-import errno, socket
+import errno, socket, sys
 
 from .errors import RecipeError
 
@@ -13,7 +13,8 @@ def free_port(host, port=None) -> int:
     for p in [port] if port else range(7860, 7960):
         try:
             with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket: a port in TIME_WAIT after the last serve is free
+                if sys.platform == 'linux':  # as the server's own socket: a port in TIME_WAIT after the last serve is free
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (elsewhere it can take a port in use)
                 s.bind((host, p))
             return p
         except OSError as e:

@@ -52,8 +52,7 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     cache = ImageCache(files, model.size, problem)
     if not cache.files: raise RecipeError(f"no image in {root} could be read")
     if skipped: warnings.warn(f"skipped {len(skipped)} bad file(s) or folder(s) in {root}:\n  " + "\n  ".join(skipped[:20]))
-    if folder is None and len(cache.files) != record['data']['n_test']:  # (a run trained with --skip-bad: evaluate with it too)
-        raise RecipeError(f"{root} has {len(cache.files)} readable test images; {run} was tested on {record['data']['n_test']}: not the same data")
+    if folder is None: check_own_test_set(run, record, data, cache.files)
     targets = torch.tensor([model.classes.index(f.parent.name) for f in cache.files])
     plain, logits = run_logits(model, cache.arrays, record, device)
     smoothing = record.get('label_smoothing', 0.0)
@@ -83,24 +82,31 @@ def eval_folder(run: Path, name: str, root: Path) -> Path:
 
 
 def own_test_files(run: Path, record: dict, data, classes, problem) -> tuple:
-    """(files, root): the test images the run was scored on, in its order, from `data` or the folder its record names:
-    the same file list (its fingerprint, as a resume checks it), or fewer than the images there (a run with --skip-bad
-    left the bad ones out of it: their number is checked once they are decoded)"""
+    """(files, root): the test images the run was scored on, in its order, from `data` or the folder its record names,
+    checked by their fingerprint before they are decoded (`check_own_test_set`; a run with --skip-bad: after)"""
     root = Path(data or record['data']['folder'])
     if data is not None and not root.is_dir(): raise RecipeError(f"--data {root} is not a folder")
     if not root.is_dir(): raise RecipeError(f"{run} was trained on {root}, which is not there: give the folder it moved to (--data)")
     train, test = find_layout(root)
-    was, found = record['data'], [f for split in ((train, test) if train else ('.',)) for f in scan_split(root/split, lambda msg: None)]
-    if was.get('file_list_sha256') not in (None, file_list_sha256(root, found)) and len(found) <= was.get('n_train', 0) + was.get('n_test', 0):
-        raise RecipeError(f"the images in {root} are not those {run} was trained and tested on (file list fingerprint differs): "
-                          "give --data the run's own images; `evaluate RUN FOLDER` scores any labelled folder")
     if train: files = scan_split(root/test, problem)
     else:
         split = run/'split.json'
         if not split.is_file(): raise RecipeError(f"{run} has no split.json: its held-out images of {root} are not known")
         files = sorted(root/f for f in json.loads(split.read_text())['valid'])
     check_classes(files, classes, root, missing_ok=True)  # a random split may hold out no image of a small class
+    if not record['data'].get('skip_bad', True): check_own_test_set(run, record, data, files)
     return files, root/test if train else root
+
+
+def check_own_test_set(run: Path, record: dict, data, files):
+    """The run's own test images, `files`, are those it was tested on: the same list (the record's `test_list_sha256`;
+    runs recorded before it: the same number). Listed, for a run without --skip-bad; else decoded, its skipped ones out"""
+    was, root = record['data'], Path(data or record['data']['folder'])
+    if 'test_list_sha256' not in was:
+        if len(files) != was['n_test']: raise RecipeError(f"{root} has {len(files)} readable test images; {run} was tested on {was['n_test']}: not the same data")
+    elif file_list_sha256(root, files) != was['test_list_sha256']:
+        raise RecipeError(f"the test images in {root} are not those {run} was tested on (their file list's fingerprint differs): "
+                          "give --data the run's own images; `evaluate RUN FOLDER` scores any labelled folder")
 
 
 def labelled_files(folder: Path, classes, problem) -> tuple:

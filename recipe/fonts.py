@@ -13,8 +13,10 @@ def fallback_fonts(texts: tuple) -> list:
     """The families of installed fonts that draw the characters of `texts` (class names, file names) that matplotlib's
     font lacks: Chinese class folders, say. A warning names what no installed font draws (shown as boxes)"""
     from matplotlib import font_manager
-    from matplotlib.ft2font import FT2Font
-    chars = lambda path: set(FT2Font(path).get_charmap())
+    from matplotlib.ft2font import FaceFlags, FT2Font
+    def chars(path):  # what a font draws; nothing for a bitmap-only one (colour emoji), which matplotlib cannot size
+        font = FT2Font(path)
+        return set(font.get_charmap()) if FaceFlags.SCALABLE in font.face_flags else set()
     missing = {ord(c) for t in texts for c in str(t) if c.isprintable() and not c.isspace()} - chars(font_manager.findfont(font_manager.FontProperties()))
     families = []
     for font in font_manager.fontManager.ttflist:  # read only when a text needs it

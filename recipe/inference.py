@@ -1,6 +1,6 @@
 """Using trained weights: load them without unpickling anything, predict the classes of image files, rebuild a fastai
 `Learner`, export to ONNX."""
-import json, warnings
+import json, os, warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,7 @@ def predict(model, files, k=3, bs=256, device=None) -> list:
     for i in range(0, len(files), bs):
         images, rows = [], []
         for f in files[i:i+bs]:
-            if Path(f).is_dir():  # a row per item of the list: its images would not be the caller's rows
+            if isinstance(f, (str, os.PathLike)) and os.path.isdir(f):  # a row per item of the list: its images would not be the caller's rows
                 rows.append(f"{f} is a folder: give predict the folder alone, or recipe.image_files([...]) to list the images "
                             "of folders and files together"); continue
             try: images.append(torch.from_numpy(decode(f, getattr(model, 'size', CROP))).permute(2, 0, 1)); rows.append(None)

@@ -2,7 +2,7 @@
 in one self-contained file: the plots are inline, so it works offline and mailed; `recipe show RUN` rebuilds it and
 opens it), and `runs/index.html` (`recipe runs [FOLDER]`): every run side by side, sortable, with their accuracy
 curves overlaid. The project's own experiment tracker: no server, no account. The HTML is made with Jinja2."""
-import base64, io, json, re, webbrowser
+import base64, io, json, re, warnings, webbrowser
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -141,9 +141,17 @@ def run_rows(folder) -> list:
                          profile=r.get('profile', '?'), epochs_done=done, epochs=f"{done}/{r.get('epochs', '?')}",
                          accuracy=r.get('test_accuracy'), wall=r.get('wall_seconds', 0), machine=machine(r),
                          precision=r.get('precision', '?'), per_epoch=r.get('per_epoch', []),
-                         status='complete' if r.get('complete') else f"stopped: {r['stopped']}" if r.get('stopped') else
-                                'training' if in_use(run) else 'not complete: no process holds it (killed?)'))
+                         status=status(r, run)))
     return rows
+
+
+def status(record, run) -> str:
+    "complete; training (a process holds the folder: a resumed run too, whose record says stopped until it ends); stopped; killed?"
+    if record.get('complete'): return 'complete'
+    held = in_use(run)
+    if held: return 'training'
+    if record.get('stopped'): return f"stopped: {record['stopped']}"
+    return 'not complete' if held is None else 'not complete: no process holds it (killed?)'
 
 
 def accuracy_curves(rows) -> str:
@@ -165,9 +173,13 @@ def write_runs_page(folder, rows) -> Path:
     and its folder left alone"""
     folder = Path(folder)
     for r in rows:
-        if r['status'] == 'complete' or r['status'].startswith('stopped:'):
-            write_run_page(r['path']); r['page'] = quote(r['run']) + '/report.html'  # a name with # or ? is a path, not a URL's parts
-        else: r['page'] = None
+        r['page'] = None
+        if not (r['status'] == 'complete' or r['status'].startswith('stopped:')): continue
+        try: write_run_page(r['path'])
+        except (RecipeError, OSError, ValueError, KeyError) as e:  # one run's folder (read-only, a damaged file): the others go on
+            warnings.warn(f"cannot make {r['path']/'report.html'} ({e}): " + ('its last one is linked' if (r['path']/'report.html').is_file() else 'no link'))
+            if not (r['path']/'report.html').is_file(): continue
+        r['page'] = quote(r['run']) + '/report.html'  # a name with # or ? is a path, not a URL's parts
     columns = ['run', 'date', 'profile', 'epochs', 'accuracy', 'wall time', 'machine', 'precision', 'status']
     body = RUNS_BODY.render(title=f'Runs in {folder.resolve()}', rows=rows, columns=columns, numeric={'epochs', 'accuracy', 'wall time'},
                             curves=accuracy_curves(rows))

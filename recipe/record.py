@@ -6,7 +6,7 @@ from .config import ECE_BINS
 from .errors import RecipeError
 from .space_app import markdown_text
 
-__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'check_new_file', 'check_new_folder', 'check_eval_out', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
+__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'check_new_file', 'check_new_folder', 'check_eval_out', 'cell', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
 MODEL_FORMAT = 3  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit;
                   # 3: with the net's act, widths, depth (a reader of 2 would build another net and load its weights)
@@ -135,10 +135,11 @@ def git_commit() -> str:
 
 
 def data_info(dls) -> dict:
-    "Folder, image counts and a fingerprint (`file_list_sha256`) of the data a run used"
+    "Folder, image counts and fingerprints (`file_list_sha256`) of the data a run used: all its images, its test images"
     root = Path(dls.path)
     return {'folder': str(root.resolve()), 'n_train': len(dls.train_ds), 'n_test': len(dls.valid_ds),
-            'classes': list(dls.vocab), 'file_list_sha256': file_list_sha256(root, dls.train_ds.items + dls.valid_ds.items)}
+            'classes': list(dls.vocab), 'file_list_sha256': file_list_sha256(root, dls.train_ds.items + dls.valid_ds.items),
+            'test_list_sha256': file_list_sha256(root, dls.valid_ds.items)}
 
 
 def file_list_sha256(root, files) -> str:
@@ -212,9 +213,12 @@ def card_rows(record: dict, meta: dict, text=str) -> list:
     return rows
 
 
+def cell(v) -> str: return str(v).replace('|', r'\|')  # a Markdown table's cell: a | in a name or a code span is not a column
+
+
 def model_card(record: dict, meta: dict, run: str) -> str:
     "A run's README.md: what the model is, what it was trained on and how, how well it did, and how to load it"
-    table = '\n'.join(f'| {k} | {v} |' for k, v in card_rows(record, meta, markdown_text))
+    table = '\n'.join(f'| {k} | {cell(v)} |' for k, v in card_rows(record, meta, markdown_text))
     return f"""# {markdown_text(Path(run).name)}: an image classifier trained with recipe
 
 | | |

@@ -316,7 +316,7 @@ def check_same_files(path, files, record, out):
     was = record.get('data') or {}
     if was.get('file_list_sha256') in (None, file_list_sha256(path, files)): return
     n_was, classes = was.get('n_train', 0) + was.get('n_test', 0), sorted({Path(f).parent.name for f in files})
-    changes = [f"{n_was} images -> {len(files)}"] if n_was != len(files) else []
+    changes = [f"{n_was} images -> {len(files)}"] if 'n_train' in was and n_was != len(files) else []
     changes += [f"classes {was['classes']} -> {classes}"] if was.get('classes') != classes else []
     raise other_images(path, out, changes)
 
@@ -483,7 +483,8 @@ def first_record(learn, run, fields) -> dict:
     if run.rank0: print(recipe_of(s).lr_text(s), flush=True)
     return dict(fields, **s) | dict(seed=run.seed, device=str(learn.dls.device), precision_asked=s['precision'],
                 precision=learn.precision, precision_reason=learn.precision_reason, world_size=p.size if p else 1,
-                backend=p.backend if p else None, machine=machine_info(), versions=versions(), data=data_info(learn.dls),
+                backend=p.backend if p else None, machine=machine_info(), versions=versions(),
+                data=data_info(learn.dls) | dict(skip_bad=run.skip_bad),  # its lists leave out the files it skipped
                 out=str(run.out), record_to=run.record_to)
 
 
@@ -522,22 +523,33 @@ def fit_and_save(learn, run, t0, user_cbs=()):
     try: recipe_of(s).fit(learn, s, cbs=cbs, start_epoch=run.start_epoch)
     except (KeyboardInterrupt, RecipeError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not lost_process(p, e): raise
-        raise RecipeError(despite_interrupts(lambda: stopped(run, checkpoint, run_record if run.rank0 else None, e))) from None
+        raise RecipeError(said(stopped(run, checkpoint, run_record if run.rank0 else None, e))) from None
     if run.rank0:
         try: final_stage(learn, run, run_record, checkpoint, keep)
         except KeyboardInterrupt:  # every epoch is kept: a resume does the final stage again
-            run_record.save(stopped='interrupted in the final stage')
-            raise RecipeError(f"stopped (interrupted) in the final stage; the checkpoint after epoch {checkpoint.saved_epoch} of "
-                              f"{s['epochs']} is kept in {out}; finish with: {launch_command(p)} -m recipe train --resume {out}") from None
+            despite_interrupts(lambda: run_record.save(stopped='interrupted in the final stage'))
+            raise RecipeError(said(f"stopped (interrupted) in the final stage; the checkpoint after epoch {checkpoint.saved_epoch} of "
+                                   f"{s['epochs']} is kept in {out}; finish with: {launch_command(p)} -m recipe train --resume {out}")) from None
     leave_together(p)
 
 
 def despite_interrupts(f):
     """f() to its end though Ctrl-C or SIGTERM comes again meanwhile (torchrun sends SIGTERM to the other ranks when one
-    stops, maybe while they note why): what a stopped run keeps and says is not cut off by the signal after it"""
+    stops, maybe while they note why): what a stopped run keeps and says is not cut off by the signal after it. `f` must
+    bear being run again from its start (an atomic write; `stop_message`)"""
     while True:
         try: return f()
-        except KeyboardInterrupt: pass  # each step again is harmless: the record's write is atomic, a folder given back is gone
+        except KeyboardInterrupt: pass
+
+
+last_stop = None  # what the last run stopped in this process said: recipe/__main__.py says it again if a signal cuts it off
+
+
+def said(message: str) -> str:
+    "A stopped run's message, kept (`last_stop`) until the process has said it: the teardown after it can be interrupted too"
+    global last_stop
+    last_stop = message
+    return message
 
 
 def stopped(run, checkpoint, run_record, e) -> str:
@@ -546,9 +558,11 @@ def stopped(run, checkpoint, run_record, e) -> str:
     p, lost = run.process, isinstance(e, RuntimeError)
     why = ('interrupted' if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, RecipeError) else
            f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
-    if run_record: run_record.save(stopped=why)
-    if not (run.rank0 or lost): return f"stopped ({why}) on rank {p.rank} of {p.size}: rank 0 says what is kept"
-    return stop_message(run, checkpoint, why)
+    if run_record: despite_interrupts(lambda: run_record.save(stopped=why))
+    if not (run.rank0 or lost):  # the command too, in case rank 0 is gone without a word (killed)
+        return (f"stopped ({why}) on rank {p.rank} of {p.size}; rank 0 says what is kept (resume with: "
+                f"{launch_command(p)} -m recipe train --resume {run.out})")
+    return despite_interrupts(lambda: stop_message(run, checkpoint, why))
 
 
 def stop_message(run, checkpoint, why) -> str:

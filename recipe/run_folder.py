@@ -1,6 +1,6 @@
 """A run's folder: claimed by one run only (its results.json created exclusively), locked while a process runs it, and
 given back by a new run stopped before its first checkpoint. The standard library only."""
-import json, os, shutil
+import json, os, shutil, time
 from datetime import datetime
 from pathlib import Path
 
@@ -66,21 +66,26 @@ def lock_folder(out: Path):
     except ImportError: return None
     try: fd = os.open(out, os.O_RDONLY)
     except OSError: return None  # no such folder: what reads it next says so
-    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RecipeError(f"{out} is in use by another process (its run training, or another --resume of it): "
-                          "let that one finish, or stop it, then resume") from None
-    except OSError: os.close(fd); return None  # a file system without locks (some network mounts): unguarded, as before
-    return fd
+    for attempt in range(10):  # a moment's patience: `in_use` (recipe runs) may hold it for an instant
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return fd
+        except BlockingIOError: time.sleep(0.02)
+        except OSError: os.close(fd); return None  # a file system without locks (some network mounts): unguarded, as before
+    os.close(fd)
+    raise RecipeError(f"{out} is in use by another process (its run training, or another --resume of it): "
+                      "let that one finish, or stop it, then resume")
 
 
-def in_use(out: Path) -> bool:
-    "Whether a process holds the run folder (`lock_folder`): a run not complete and not held was killed, not training"
-    try: fd = lock_folder(out)
-    except RecipeError: return True
-    if fd is not None: os.close(fd)  # taken for an instant only
-    return False
+def in_use(out: Path):
+    """Whether a process holds the run folder (`lock_folder`): a run not complete and not held was killed, not training.
+    None where it cannot be told (no flock). A shared lock for an instant: `lock_folder` waits that out"""
+    try: import fcntl
+    except ImportError: return None
+    try: fd = os.open(out, os.O_RDONLY)
+    except OSError: return None
+    try: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB); return False
+    except BlockingIOError: return True
+    except OSError: return None
+    finally: os.close(fd)
 
 
 SETUP_FILES = ('results.json', 'split.json', 'lr_find.png', 'metrics.csv')  # what a new run writes before its first checkpoint

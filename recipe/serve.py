@@ -8,7 +8,7 @@ from .address import free_port
 from .data import RecipeError
 from .evaluation import own_test_files
 from .inference import export_onnx, load, predict
-from .record import card_rows, check_new_folder, finished_run, write_json, write_text
+from .record import card_rows, cell, check_new_folder, finished_run, write_json, write_text
 from .space_app import MAX_FILE_SIZE, TOP, markdown_text, page
 
 __all__ = ['serve', 'export_space', 'card', 'example_images']
@@ -61,7 +61,7 @@ def card(run, record, meta) -> str:
     rows['Data'] = f"`{Path(d['folder']).name}`: {d['n_train']:,} training and {d['n_test']:,} test images"  # no local path
     keep = [(k, rows[k]) for k in ('Classes', 'Test accuracy', 'Per class', 'Data', 'Model', 'Training') if k in rows]
     keep.append(('Date', (record.get('started') or '?').replace('T', ' ')))
-    return f"## The model: {markdown_text(Path(run).resolve().name)}\n\n| | |\n|---|---|\n" + '\n'.join(f'| {k} | {v} |' for k, v in keep)
+    return f"## The model: {markdown_text(Path(run).resolve().name)}\n\n| | |\n|---|---|\n" + '\n'.join(f'| {k} | {cell(v)} |' for k, v in keep)
 
 
 def example_images(run, record, classes) -> list:
@@ -125,7 +125,7 @@ pinned: false
 license: apache-2.0
 ---
 
-# {name}: an image classifier trained with recipe
+# {markdown_text(name)}: an image classifier trained with recipe
 
 {card(run, record, meta)}
 

@@ -15,8 +15,9 @@ BATCH = 256               # images per forward pass
 
 
 def markdown_text(s) -> str:
-    "`s` shown as it is in Markdown (a heading, a table cell): HTML's and Markdown's own characters escaped (a class <b>x)"
-    return re.sub(r'([\\`*_{}\[\]()#+!|~])', r'\\\1', str(s).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;'))
+    """`s` shown as it is in Markdown (a heading, text): HTML's and Markdown's own characters escaped (a class <b>x). In
+    a table, `|` too: recipe.record.cell"""
+    return re.sub(r'([\\`*_{}\[\]()#+!~])', r'\\\1', str(s).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;'))
 
 
 def problem(path) -> str | None:

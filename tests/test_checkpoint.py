@@ -217,3 +217,24 @@ def test_a_checkpoint_that_cannot_be_read_back_keeps_the_folder(tmp_path):
     message = stop_message(Run(dict(epochs=3), tmp_path/'run'), SimpleNamespace(saved_epoch=0), 'interrupted')
     assert message == f"stopped (interrupted). {tmp_path/'run'/CHECKPOINT} cannot be read back: try --resume {tmp_path/'run'}, else start the run again"
     assert (tmp_path/'run'/'results.json').exists()
+
+
+def test_a_second_interrupt_while_a_stop_is_noted_does_not_cut_its_message_off(tmp_path, monkeypatch):
+    "torchrun's SIGTERM to rank 0 once rank 1 stopped landed while rank 0 noted why, and the resume command was never said"
+    from types import SimpleNamespace
+    import recipe.run
+    from recipe.run import Run, stopped
+    (tmp_path/'run').mkdir(); (tmp_path/'run'/'results.json').write_text('{}')
+    saves, gone = [], []
+    def save(**k):
+        saves.append(k)
+        if len(saves) == 1: raise KeyboardInterrupt  # the signal after the first
+    release = recipe.run.release
+    def release_then_signal(*a):
+        release(*a)
+        if not gone: gone.append(1); raise KeyboardInterrupt  # after the folder is given back: the note must not be written again
+    monkeypatch.setattr(recipe.run, 'release', release_then_signal)
+    message = stopped(Run(dict(epochs=3), tmp_path/'run', made=tmp_path/'run'), SimpleNamespace(saved_epoch=0),
+                      SimpleNamespace(save=save), KeyboardInterrupt())
+    assert message == 'stopped (interrupted). No checkpoint was saved; the run folder is given back.'
+    assert saves == [dict(stopped='interrupted')] * 2 and not (tmp_path/'run').exists()

@@ -173,6 +173,7 @@ def test_a_wrong_run_folder_image_or_address_is_refused_before_torch_loads(tiny_
                  (('evaluate', run, '--out', run/'report.html'), f"--out {run/'report.html'} is a file: give a folder"),
                  (('evaluate', unfinished), f'{unfinished} has no model.safetensors'),
                  (('evaluate', run, nope), f'no such folder: {nope}'),
+                 (('evaluate', run, nope, '--data', nope), f"--data {nope} is for the run's own test set, moved"),
                  (('evaluate', run, unfinished), f'{unfinished} holds no class folders of images'),
                  (('serve', unfinished), f'{unfinished} has no model.safetensors'),
                  (('serve', run, '--port', port), f'port {port} on 127.0.0.1 is in use: give another with --port'),

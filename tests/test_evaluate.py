@@ -85,9 +85,11 @@ def test_bad_input_is_named(quick_run, tiny, tmp_path):
 
 def test_other_images_as_the_runs_own_a_folder_where_images_belong_and_an_unwritable_place_are_named(quick_run, tiny, tmp_path):
     "Each used to pass without a word (other images scored as the run's own; images in a subfolder left out) or end in a traceback"
-    other = shutil.copytree(tiny, tmp_path/'other')  # the same classes and counts, one file another
-    first = sorted((other/'test'/'cat').iterdir())[0]; first.rename(first.with_name('renamed.png'))
-    with pytest.raises(RecipeError, match=f"the images in {other} are not those {quick_run} was trained and tested on"):
+    other = shutil.copytree(tiny, tmp_path/'other')
+    first = sorted((other/'train'/'cat').iterdir())[0]; first.rename(first.with_name('renamed.png'))  # its test images are the same
+    assert recipe.evaluate(quick_run, data=other, out=tmp_path/'e')['accuracy'] == pytest.approx(record_of(quick_run)['test_accuracy'], abs=1e-6)
+    first = sorted((other/'test'/'cat').iterdir())[0]; first.rename(first.with_name('renamed.png'))  # the same classes and counts
+    with pytest.raises(RecipeError, match=f"the test images in {other} are not those {quick_run} was tested on"):
         recipe.evaluate(quick_run, data=other)
     with pytest.raises(RecipeError, match=f"--data {other} is for the run's own test set"): recipe.evaluate(quick_run, tiny/'test', data=other)
     folder = shutil.copytree(tiny/'test', tmp_path/'nested')

@@ -133,6 +133,15 @@ def test_a_run_whose_data_moved_says_to_give_data_on_resume(tiny_copy, tmp_path)
     assert json.loads((out/'results.json').read_text())['complete']
 
 
+def test_a_folder_looked_at_for_an_instant_is_still_taken(tmp_path):
+    "`recipe runs` tells a training run from a killed one by a shared lock for an instant: a resume then waits, not refused"
+    import fcntl, threading
+    import recipe.run_folder
+    glance = os.open(tmp_path, os.O_RDONLY); fcntl.flock(glance, fcntl.LOCK_SH)
+    threading.Timer(0.05, os.close, [glance]).start()
+    os.close(recipe.run_folder.lock_folder(tmp_path))
+
+
 def test_a_training_run_holds_its_folder_until_it_returns(tiny, tmp_path):
     "While a run trains, its folder cannot be taken by a resume; once train() returns it can (in this process too)"
     import recipe.run_folder

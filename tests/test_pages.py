@@ -97,7 +97,8 @@ def test_odd_names_renamed_killed_and_unreadable_runs_are_each_listed_as_they_ar
     killed = shutil.copytree(runs_folder/'quick', folder/'killed', ignore=shutil.ignore_patterns('report.html', 'model.*'))
     record = json.loads((killed/'results.json').read_text()); record.update(complete=False)
     (killed/'results.json').write_text(json.dumps(record))
-    training = shutil.copytree(killed, folder/'training')
+    training = shutil.copytree(killed, folder/'training')  # resumed: its record says stopped until it ends
+    record.update(stopped='interrupted'); (training/'results.json').write_text(json.dumps(record))
     (folder/'listed').mkdir(); (folder/'listed'/'results.json').write_text('[]')
     held = os.open(training, os.O_RDONLY); fcntl.flock(held, fcntl.LOCK_EX)  # as its run's process holds it
     try: rows = {r['run']: r for r in run_rows(folder)}

@@ -162,7 +162,7 @@ def test_names_show_as_they_are_and_each_upload_gets_its_row(demo_run, tmp_path)
     record['per_class'][0]['class'] = meta['classes'][0]
     odd = Path(shutil.copytree(demo_run, tmp_path/"odd <i>&'name 名"))
     text = card(odd, record, meta)
-    assert '<b>' not in text and '<i>' not in text and '&lt;b&gt;plane&amp;"x"' in text and r'a\|b' in text
+    assert '<b>' not in text and '<i>' not in text and '&lt;b&gt;plane&amp;"x"' in text and r'a\|b' in text and r'a\\|b' not in text
     assert text.startswith("## The model: odd &lt;i&gt;&amp;'name 名") and markdown_text('# *x*_ [y](z)') == r'\# \*x\*\_ \[y\]\(z\)'
     Image.new('RGB', (8, 8)).save(tmp_path/'a.png')
     label, rows, first, messages = classified([str(tmp_path/'a.png')] * 2 + [str(text_file_named_png(tmp_path))],
