@@ -636,7 +636,8 @@ def test_logits(learn, level=0, below=None, plain=None) -> tuple:
     logits, targets, seen = [], [], 0
     for x, y in learn.dls.valid:
         known = None if plain is None else plain[seen:seen + len(y)].to(x.device)
-        with autocast: logits.append(tta_logits(learn.model, x, level, below, known).float())
+        with autocast: logits.append(tta_logits(learn.model, x.as_subclass(torch.Tensor), level, below, known).float())  # as in
+        # training (PlainTensors): through fastai's TensorImage a compiled net lost its first conv in the mirrored view
         targets.append(y); seen += len(y)
     return torch.cat(logits), torch.cat(targets)
 

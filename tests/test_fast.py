@@ -353,3 +353,10 @@ def test_compile_setting_compiles_the_net_in_place(tiny, monkeypatch):
     recipe.make_learner(dls, settings=recipe.settings_for('quick', compile=True))
     recipe.make_learner(dls, settings=recipe.settings_for('quick'))
     assert compiled == ['FastNet']
+
+
+def test_a_compiled_run_finishes_its_final_stage(tiny, tmp_path):
+    "--compile on a fast-net profile: the final stage's TTA (a mirrored view, through fastai's TensorImage) crashed the run"
+    recipe.train(tiny, out=tmp_path/'run', profile='quick', epochs=1, bs=64, width=8, seed=0, compile=True)
+    record = json.loads((tmp_path/'run'/'results.json').read_text())
+    assert record['complete'] and record['compile'] and (tmp_path/'run'/'model.safetensors').is_file()
