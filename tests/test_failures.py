@@ -217,9 +217,11 @@ def test_a_run_stopped_while_set_up_leaves_no_folder_and_its_out_can_be_used_aga
     (tmp_path/'runs'/'other').mkdir(parents=True)  # runs/ that was there stays
     with pytest.raises(RecipeError, match='empty class folder'): recipe.train(empty, **KW)
     assert [f.name for f in (tmp_path/'runs').iterdir()] == ['other']
-    # lr_find stopped by Ctrl-C: the same
-    monkeypatch.setattr(recipe.seed, 'find_lrs', lambda learn: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt): recipe.train(tiny, out=out, **dict(KW, lr_min=None, lr_max=None))
+    # lr_find stopped by Ctrl-C: the same (its weights' temporary folder, fastai's, in the run folder until it ends, too)
+    from fastai.callback.schedule import LRFinder
+    with monkeypatch.context() as m:
+        m.setattr(LRFinder, 'before_batch', lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt): recipe.train(tiny, out=out, **dict(KW, lr_min=None, lr_max=None))
     assert not out.exists()
     recipe.train(tiny, out=out, **dict(KW, epochs=1))  # the same --out again
     assert json.loads((out/'results.json').read_text())['complete']
