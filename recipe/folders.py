@@ -45,23 +45,24 @@ def find_layout(path: Path) -> tuple:
     train = (path/'train').is_dir()  # never a class: a flat train/ beside a flat test/ (Kaggle's) is no pair of classes
     if not train and any(readable(holds_images, d) for d in entries): return None, None  # class folders
     inside = [d for d in entries if readable(split_layout, d)]
-    unlabelled = [t for _, t in LAYOUTS.values() if t and (path/t).is_dir()]  # there, but without class folders
-    flat = readable(holds_images, path/'train')  # a class named train, or images whose labels are in a file
-    raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}"
-                      + ((f" (it has train/, but {' and '.join(t + '/' for t in unlabelled)} "
-                          f"{'holds' if len(unlabelled) == 1 else 'hold'} no class folders)" if unlabelled else
-                          " (it has train/ but no test/, valid/ or val/)" if not flat else "") if train else "")
-                      + (" (train/ holds images itself: if train is one of your classes, rename its folder; if the images' "
-                         "labels are in a file, put each image in a folder named after its class)" if flat else "")
+    unlabelled = [t for _, t in LAYOUTS.values() if t and (path/t).is_dir() and not has_class_folders(path/t)]
+    why = ''
+    if readable(holds_images, path/'train'):  # a class named train, or images whose labels are in a file
+        why = (" (train/ holds images itself: if train is one of your classes, rename its folder; if the images' labels are in a "
+               "file, put each image in a folder named after its class)")
+    elif train and unlabelled: why = f" (it has train/, but {' and '.join(t + '/' for t in unlabelled)} {'holds' if len(unlabelled) == 1 else 'hold'} no class folders)"
+    elif train and not any((path/t).is_dir() for _, t in LAYOUTS.values() if t): why = " (it has train/ but no test/, valid/ or val/)"
+    elif train: why = " (its train/ holds no class folders)"
+    raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}{why}"
                       + (f" (inside it, {' and '.join(map(str, inside[:3]))} {'has' if len(inside) == 1 else 'have'} one: did you mean "
                          f"--data {shlex.quote(str(inside[0]))}?)" if inside else ""))
 
 
 def split_layout(folder: Path):
-    """The (training, test) folder names of the first of `LAYOUTS` with both that `folder` has, the test folder holding
-    class folders (a Kaggle-style test/ of unlabelled images is passed over for valid/), else None"""
+    """The (training, test) folder names of the first of `LAYOUTS` with both that `folder` has, each holding class
+    folders (a Kaggle-style test/ of unlabelled images is passed over for valid/), else None"""
     return next(((train, test) for train, test in LAYOUTS.values()
-                 if train and (folder/train).is_dir() and has_class_folders(folder/test)), None)
+                 if train and has_class_folders(folder/train) and has_class_folders(folder/test)), None)
 
 
 def has_class_folders(folder: Path) -> bool:

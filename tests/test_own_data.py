@@ -1,6 +1,6 @@
 """Your own images: the layouts of `recipe.folders.LAYOUTS`, any size and mode, statistics of their own, --size,
 the memory budget's per-item path, and predict on many files with a bad one among them."""
-import csv, json, subprocess, sys, warnings
+import csv, json, shutil, subprocess, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +115,10 @@ def test_a_flat_train_folder_is_refused_with_what_to_do(tmp_path):
         for i in range(n): Image.new('RGB', (8, 8)).save(kaggle/split/f'{i}.png')
     (kaggle/'train_labels.csv').write_text('id,label\n')
     with pytest.raises(RecipeError, match=hint): find_layout(kaggle)
+    shutil.rmtree(kaggle/'test'); make_images(kaggle/'test', 1)  # a flat train/ beside a labelled test/: the same hint
+    with pytest.raises(RecipeError, match=rf'split at random \(--valid-pct\) \({hint}'): find_layout(kaggle)  # nothing between
+    for f in (kaggle/'train').iterdir(): f.unlink()
+    with pytest.raises(RecipeError, match=r'split at random \(--valid-pct\) \(its train/ holds no class folders\)'): find_layout(kaggle)
 
 
 def test_an_unlabelled_test_folder_is_passed_over_for_valid(tmp_path):
