@@ -119,7 +119,9 @@ class ExpectedDuration(Callback):
             pixels = sum(len(self.dls.train) * self.dls.train.bs * self.pixels(e) + (test if skip is None or skip.tests(e) else 0)
                          for e in range(self.epoch, self.n_epoch))
             minutes = per_pixel * pixels / 60
-            msg = f"expected duration: about {minutes:.0f} min for {self.n_epoch - self.epoch} epochs (from batches 2-{self.n + 1})"
+            left = self.n_epoch - self.epoch
+            msg = (f"expected duration: {f'about {minutes:.0f} min' if minutes >= 1 else 'under a minute'} for {left} "
+                   f"epoch{'s' if left != 1 else ''} (from batches 2-{self.n + 1})")
             if self.dls.device.type == 'cpu' and self.advice and minutes > 30: msg += f"; {self.advice}"
             print(msg, flush=True)
             self.t = False  # once per fit
@@ -179,7 +181,7 @@ class CPUAutocast(Callback):
     def before_batch(self): self.autocast = torch.autocast('cpu', dtype=torch.bfloat16); self.autocast.__enter__()
     def after_pred(self): self.learn.pred = self.pred.float()
     def after_loss(self): self.leave()
-    def after_cancel_batch(self): self.leave()  # also after any exception in a step (RecipeLearner._do_one_batch)
+    def after_cancel_batch(self): self.leave()  # also after any exception in a batch (RecipeLearner.one_batch)
     def leave(self):
         if getattr(self, 'autocast', None) is not None: self.autocast.__exit__(None, None, None); self.autocast = None
 

@@ -65,7 +65,7 @@ def bench(profile: str,          # benchmark profile (see recipe/bench.py); 'lis
           compile: bool = False, # torch.compile the net
           results: str = 'bench/results',  # folder for the result JSON
           runs: str = 'runs'):   # folder under which the run folder goes
-    "Train a named profile on the full data and record the result as JSON in bench/results/"
+    "Train a named profile (on the full data, for its numbers) and record the result as JSON in bench/results/"
     if profile != 'list':  # `bench list` needs no data; the names and the data are checked before torch loads
         from .settings import check_bench_names
         check_bench_names(profile, ablation); check_data(data)

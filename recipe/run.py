@@ -39,7 +39,7 @@ from .model import make_model, shift_weight_grads
 from .plots import save_run_plots
 from .settings import check_seed, settings_for, small_stages
 from .run_folder import check_out, first_missing, lock_folder, release
-from .record import (MODEL_FORMAT, data_info, file_list_sha256, git_commit, machine_info, print_row, save_weights, tta_words, versions, write_json,
+from .record import (MODEL_FORMAT, counted, data_info, file_list_sha256, git_commit, machine_info, print_row, save_weights, tta_words, versions, write_json,
                      write_model_card)
 
 __all__ = ['train', 'RECIPES', 'recipe_of', 'RecipeLearner', 'make_learner', 'test_logits',
@@ -234,7 +234,7 @@ def read_run(resume, out, p, data, lock) -> Run:
     except (OSError, ValueError) as e:
         raise RecipeError(f"cannot read {out/'results.json'} ({getattr(e, 'strerror', None) or e}): the run record is needed to "
                           "resume; the checkpoint alone is not enough") from None
-    if ckpt['epoch'] >= s['epochs'] and record.get('complete'): raise RecipeError(f"{out} is complete (all {s['epochs']} epochs and its final stage): nothing to resume")
+    if ckpt['epoch'] >= s['epochs'] and record.get('complete'): raise RecipeError(f"{out} is complete ({'all ' if s['epochs'] > 1 else ''}{counted(s['epochs'], 'epoch')} and its final stage): nothing to resume")
     if data is None and cfg['data'] is not None and not Path(cfg['data']).expanduser().exists():
         raise RecipeError(f"{out} was trained on {cfg['data']}, which is not there now: if its images moved, resume with "
                           "--data NEW_FOLDER (data= from Python)")
@@ -401,11 +401,11 @@ class RecipeLearner(Learner):
             cbs = self._event_cbs[key] = list(self.cbs.sorted('order')) if event_name == 'after_fit' else self.ordered_cbs(event_name)
         for cb in cbs: cb(event_name)
     def __getstate__(self): return {k: v for k, v in super().__getstate__().items() if k != '_event_cbs'}  # fastai drops its lock
-    def _do_one_batch(self):
-        try: super()._do_one_batch()
+    def one_batch(self, *args):
+        try: super().one_batch(*args)
         except CancelBatchException: raise  # fastai calls after_cancel_batch itself
-        except BaseException:  # a step stopped by the NaN check or Ctrl-C: CPUAutocast must not leave autocast on
-            self('after_cancel_batch'); raise
+        except BaseException:  # a batch stopped by the NaN check or Ctrl-C, in its step or its before_batch (lr_find's):
+            self('after_cancel_batch'); raise  # CPUAutocast must not leave autocast on in this process
     def _do_fit(self):
         """fastai's, from the first epoch not done (its SkipToEpoch, from `fit(start_epoch=)`): a resumed run's callbacks
         see the epochs it trains. fastai's own loop gives each skipped epoch its events and an empty row of metrics, which

@@ -21,7 +21,8 @@ def check_out(out=None) -> Path:
     runs/<timestamp> (-2, -3, ... when another run took that second); a given folder must be empty or new"""
     if out is None: return new_timestamp_folder(Path('runs'))
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())): raise RecipeError(f"output folder {out} already exists and is not empty: choose another --out")
+    if out.exists() and not out.is_dir(): raise RecipeError(f"output folder {out} is a file: choose another --out")
+    if out.exists() and any(out.iterdir()): raise RecipeError(f"output folder {out} already exists and is not empty: choose another --out")
     if not claim(make_out(out)): raise RecipeError(f"output folder {out} was just taken by another run: choose another --out")
     return out
 

@@ -141,7 +141,8 @@ def check_flip(flip, augment):
     if not (flip is True or flip is False or flip == 'alternate'):  # not `in`: 1 == True
         raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
     if flip == 'alternate' and augment != 'batch':
-        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {augment!r}")
+        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {augment!r}: "
+                          "the fast profiles augment by batch (leave --augment out)")
 
 
 def check_jitter(jitter, augment):
