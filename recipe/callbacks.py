@@ -181,7 +181,7 @@ class CPUAutocast(Callback):
     def before_batch(self): self.autocast = torch.autocast('cpu', dtype=torch.bfloat16); self.autocast.__enter__()
     def after_pred(self): self.learn.pred = self.pred.float()
     def after_loss(self): self.leave()
-    def after_cancel_batch(self): self.leave()  # also after any exception in a batch (RecipeLearner.one_batch)
+    def after_cancel_batch(self): self.leave()  # and after any exception in a batch: RecipeLearner.one_batch
     def leave(self):
         if getattr(self, 'autocast', None) is not None: self.autocast.__exit__(None, None, None); self.autocast = None
 

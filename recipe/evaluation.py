@@ -87,7 +87,7 @@ def own_test_files(run: Path, record: dict, data, classes, problem) -> tuple:
     root = Path(data or record['data']['folder'])
     if data is not None and not root.is_dir(): raise RecipeError(f"--data {root} is not a folder")
     if not root.is_dir(): raise RecipeError(f"{run} was trained on {root}, which is not there: give the folder it moved to (--data)")
-    train, test = find_layout(root)
+    train, test = find_layout(root, need_train=False)
     if train: files = scan_split(root/test, problem)
     else:
         split = run/'split.json'

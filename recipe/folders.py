@@ -35,34 +35,37 @@ def data_folder(data, from_env=False) -> Path:
     return path
 
 
-def find_layout(path: Path) -> tuple:
+def find_layout(path: Path, need_train=True) -> tuple:
     """The (training, test) folder names of the first of `LAYOUTS` that `path` has; (None, None): class folders to split.
     A subfolder that cannot be read is no class folder here (`scan_split` names it); `path` itself: an error naming it"""
     try:
-        if (found := split_layout(path)): return found
+        if (found := split_layout(path, need_train)): return found
         entries = sorted(d for d in path.iterdir() if not hidden(d))
     except OSError as e: raise RecipeError(f"cannot read data folder {e.filename or path}: {e.strerror}") from None
     train = (path/'train').is_dir()  # never a class: a flat train/ beside a flat test/ (Kaggle's) is no pair of classes
     if not train and any(readable(holds_images, d) for d in entries): return None, None  # class folders
     inside = [d for d in entries if readable(split_layout, d)]
-    unlabelled = [t for _, t in LAYOUTS.values() if t and (path/t).is_dir() and not has_class_folders(path/t)]
+    unlabelled = [t for _, t in LAYOUTS.values() if t and (path/t).is_dir() and not readable(has_class_folders, path/t)]
     why = ''
     if readable(holds_images, path/'train'):  # a class named train, or images whose labels are in a file
         why = (" (train/ holds images itself: if train is one of your classes, rename its folder; if the images' labels are in a "
                "file, put each image in a folder named after its class)")
-    elif train and unlabelled: why = f" (it has train/, but {' and '.join(t + '/' for t in unlabelled)} {'holds' if len(unlabelled) == 1 else 'hold'} no class folders)"
     elif train and not any((path/t).is_dir() for _, t in LAYOUTS.values() if t): why = " (it has train/ but no test/, valid/ or val/)"
-    elif train: why = " (its train/ holds no class folders)"
+    elif train:
+        bare = ([] if readable(has_class_folders, path/'train') else ['train']) + unlabelled
+        lead = 'its ' if bare[0] == 'train' else 'it has train/, but '
+        why = f" ({lead}{' and '.join(t + '/' for t in bare)} {'holds' if len(bare) == 1 else 'hold'} no class folders)"
     raise RecipeError(f"data folder {path} has none of the layouts looked for: {'; '.join(LAYOUTS)}{why}"
                       + (f" (inside it, {' and '.join(map(str, inside[:3]))} {'has' if len(inside) == 1 else 'have'} one: did you mean "
                          f"--data {shlex.quote(str(inside[0]))}?)" if inside else ""))
 
 
-def split_layout(folder: Path):
+def split_layout(folder: Path, need_train=True):
     """The (training, test) folder names of the first of `LAYOUTS` with both that `folder` has, each holding class
-    folders (a Kaggle-style test/ of unlabelled images is passed over for valid/), else None"""
-    return next(((train, test) for train, test in LAYOUTS.values()
-                 if train and has_class_folders(folder/train) and has_class_folders(folder/test)), None)
+    folders (a Kaggle-style test/ of unlabelled images is passed over for valid/), else None. `need_train` False: the
+    test folder's class folders are enough (`recipe evaluate` scores a test split whatever train/ holds now)"""
+    return next(((train, test) for train, test in LAYOUTS.values() if train and (folder/train).is_dir()
+                 and (has_class_folders(folder/train) or not need_train) and has_class_folders(folder/test)), None)
 
 
 def has_class_folders(folder: Path) -> bool:
@@ -113,7 +116,7 @@ def scan_split(split_dir: Path, problem) -> list:
 def labelled_root(folder: Path) -> Path:
     "Where a labelled folder's class folders are (`recipe evaluate RUN FOLDER`): its test split, or itself (class folders only)"
     if not folder.is_dir(): raise RecipeError(f"no such folder: {folder}")
-    try: train, test = find_layout(folder)
+    try: train, test = find_layout(folder, need_train=False)
     except RecipeError: raise RecipeError(f"{folder} holds no class folders of images (expected {folder}/<class>/<image>, "
                                           "or train/ and test/ with class folders)") from None
     return folder/test if train else folder

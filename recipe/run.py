@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from fastai.basics import (CancelBatchException, CancelEpochException, CrossEntropyLossFlat, Learner, accuracy, default_device,
+from fastai.basics import (CancelEpochException, CrossEntropyLossFlat, Learner, accuracy, default_device,
                            event, SkipToEpoch, TensorImage, noop, parent_label, set_seed)
 from fastai.callback.all import ProgressCallback  # and fastai's Learner methods: lr_find, fit_one_cycle, to_channelslast
 from fastcore.imports import IN_NOTEBOOK
@@ -403,9 +403,10 @@ class RecipeLearner(Learner):
     def __getstate__(self): return {k: v for k, v in super().__getstate__().items() if k != '_event_cbs'}  # fastai drops its lock
     def one_batch(self, *args):
         try: super().one_batch(*args)
-        except CancelBatchException: raise  # fastai calls after_cancel_batch itself
-        except BaseException:  # a batch stopped by the NaN check or Ctrl-C, in its step or its before_batch (lr_find's):
-            self('after_cancel_batch'); raise  # CPUAutocast must not leave autocast on in this process
+        except BaseException:  # whatever stopped the batch (Ctrl-C in lr_find's before_batch, the NaN check, a Cancel*
+            for cb in reversed(self.cbs):  # of fastai's or a callback's): CPUAutocast must not leave autocast on in this process
+                if isinstance(cb, CPUAutocast): cb.leave()
+            raise
     def _do_fit(self):
         """fastai's, from the first epoch not done (its SkipToEpoch, from `fit(start_epoch=)`): a resumed run's callbacks
         see the epochs it trains. fastai's own loop gives each skipped epoch its events and an empty row of metrics, which

@@ -99,8 +99,10 @@ def release(out: Path, made: Path = None):
     the run created, up to `made` (its own, runs/, --out's new parents), if nothing else is in them"""
     for name in SETUP_FILES: (out/name).unlink(missing_ok=True)
     for name in SETUP_FOLDERS: shutil.rmtree(out/name, ignore_errors=True)
-    for d in out.glob('tmp*'):  # fastai's lr_find keeps the weights in a temporary folder there until it ends
-        if d.is_dir() and {f.name for f in d.iterdir()} <= {'_tmp.pth'}: shutil.rmtree(d, ignore_errors=True)
+    for d in out.glob('tmp????????'):  # fastai's lr_find keeps the weights in a temporary folder (tempfile's name) until it ends
+        try:
+            if d.is_dir() and [f.name for f in d.iterdir()] == ['_tmp.pth']: shutil.rmtree(d, ignore_errors=True)
+        except OSError: pass  # not one to read: not the run's
     if made is None: return  # an empty --out that was there before: it stays
     for folder in (out, *[f for f in out.parents if f == made or made in f.parents]):  # nearest first
         try: folder.rmdir()

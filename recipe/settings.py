@@ -21,6 +21,9 @@ def settings_for(profile=None, settings=None, **overrides) -> dict:
         raise RecipeError(f"profile {profile!r} has no LRMIN (its LRs follow a fixed schedule from lr_max): give --lr-max only")
     if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
     check_augment(s['augment'])
+    if s['flip'] == 'alternate' and s['augment'] != 'batch' and PROFILES[profile]['augment'] == 'batch':
+        raise RecipeError(f"profile {profile!r} augments by batch, which its alternating flip needs (the whole split in memory), "
+                          f"not {s['augment']!r}: leave --augment out")
     check_flip(s['flip'], s['augment'])
     if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
         fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
@@ -141,8 +144,7 @@ def check_flip(flip, augment):
     if not (flip is True or flip is False or flip == 'alternate'):  # not `in`: 1 == True
         raise RecipeError(f"flip must be True, False or 'alternate', got {flip!r}")
     if flip == 'alternate' and augment != 'batch':
-        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {augment!r}: "
-                          "the fast profiles augment by batch (leave --augment out)")
+        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {augment!r}")
 
 
 def check_jitter(jitter, augment):

@@ -360,3 +360,26 @@ def test_a_compiled_run_finishes_its_final_stage(tiny, tmp_path):
     recipe.train(tiny, out=tmp_path/'run', profile='quick', epochs=1, bs=64, width=8, seed=0, compile=True)
     record = json.loads((tmp_path/'run'/'results.json').read_text())
     assert record['complete'] and record['compile'] and (tmp_path/'run'/'model.safetensors').is_file()
+
+
+def test_the_alternating_flip_without_the_batch_path_says_what_to_do():
+    with pytest.raises(RecipeError, match="profile 'fast' augments by batch, .* not 'albumentations': leave --augment out"):
+        recipe.settings_for('fast', augment='albumentations')
+    with pytest.raises(RecipeError, match="flip 'alternate' needs augment 'batch' .* got augment 'albumentations'$"):
+        recipe.settings_for('seed', dict(flip='alternate'))  # the seed profile's own augment: no --augment to leave out
+
+
+def test_a_fit_cancelled_inside_a_batch_gets_no_after_cancel_batch_and_leaves_autocast_off(tiny, monkeypatch):
+    "fastai sends after_cancel_batch for CancelBatchException only; any stop inside a batch still leaves CPUAutocast's autocast"
+    from fastai.basics import Callback, CancelFitException
+    from recipe.callbacks import CPUAutocast
+    seen = []
+    class StopInPred(Callback):
+        order = 50
+        def after_pred(self): raise CancelFitException()  # inside CPUAutocast's autocast
+        def after_cancel_batch(self): seen.append('after_cancel_batch')
+    dls = recipe.image_dls(tiny, bs=50, augment='batch')
+    learn = recipe.make_learner(dls, settings=recipe.settings_for('quick'))
+    if not any(isinstance(cb, CPUAutocast) for cb in learn.cbs): learn.add_cb(CPUAutocast())  # as on a bf16 CPU
+    learn.fit(1, cbs=[StopInPred()])
+    assert seen == [] and not torch.is_autocast_enabled('cpu')

@@ -119,6 +119,9 @@ def test_a_flat_train_folder_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(RecipeError, match=rf'split at random \(--valid-pct\) \({hint}'): find_layout(kaggle)  # nothing between
     for f in (kaggle/'train').iterdir(): f.unlink()
     with pytest.raises(RecipeError, match=r'split at random \(--valid-pct\) \(its train/ holds no class folders\)'): find_layout(kaggle)
+    assert find_layout(kaggle, need_train=False) == ('train', 'test')  # evaluate scores its test split, whatever train/ holds now
+    shutil.rmtree(kaggle/'test'); (kaggle/'test').mkdir()
+    with pytest.raises(RecipeError, match=r'\(its train/ and test/ hold no class folders\)'): find_layout(kaggle)  # both said at once
 
 
 def test_an_unlabelled_test_folder_is_passed_over_for_valid(tmp_path):
