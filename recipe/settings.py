@@ -22,8 +22,8 @@ def settings_for(profile=None, settings=None, **overrides) -> dict:
     if s['precision'] not in PRECISIONS: raise RecipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
     check_augment(s['augment'])
     if s['flip'] == 'alternate' and s['augment'] != 'batch' and PROFILES[profile]['augment'] == 'batch':
-        raise RecipeError(f"profile {profile!r} augments by batch, which its alternating flip needs (the whole split in memory), "
-                          f"not {s['augment']!r}: leave --augment out")
+        raise RecipeError(f"flip 'alternate' needs augment 'batch' (the whole split in memory), got augment {s['augment']!r}: "
+                          f"profile {profile!r} augments by batch (leave --augment out)")
     check_flip(s['flip'], s['augment'])
     if s['arch'] != 'fast':  # these need the fast net (its whitening conv, net[0].bias; its groups)
         fast_only = [f"{k} {s[k]!r}" for k, on in (('opt', s['opt'] == 'muon'), ('whiten', s['whiten']),
