@@ -151,11 +151,10 @@ def evaluate(run: str,           # run folder
              skip_bad: bool = False,  # skip unreadable images (counted) instead of stopping
              device: str = None):     # cpu, cuda, cuda:N or mps (default: cpu)
     "Score a run's model on its test set or a labelled folder: accuracy, loss, per class, confusion, calibration, top losses"
-    from .errors import RecipeError
     from .folders import labelled_root
-    from .record import check_eval_out, finished_run
+    from .record import check_eval_data, check_eval_out, finished_run
     finished_run(Path(run))  # before torch and fastai load: a wrong run folder, FOLDER or --out fails at once
-    if folder is not None and data is not None: raise RecipeError(f"--data {data} is for the run's own test set, moved; {folder} is scored as it is: give one")
+    check_eval_data(folder, data)
     if folder is not None: labelled_root(Path(folder))
     if out is not None: check_eval_out(out)
     from .evaluation import evaluate as _evaluate

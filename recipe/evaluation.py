@@ -22,7 +22,7 @@ from .inference import load, tta_logits
 from .config import ECE_BINS
 from .fonts import drawing
 from .plots import plot_reliability, save_fig
-from .record import check_eval_out, file_list_sha256, finished_run, tta_words, write_csv, write_json
+from .record import check_eval_data, check_eval_out, file_list_sha256, finished_run, tta_words, write_csv, write_json
 
 __all__ = ['evaluate', 'class_metrics']
 
@@ -37,7 +37,7 @@ def evaluate(run, folder=None, data=None, out=None, skip_bad=False, device=None)
     run = Path(run)
     record = finished_run(run)
     if out is not None: check_eval_out(out)
-    if folder is not None and data is not None: raise RecipeError(f"--data {data} is for the run's own test set, moved; {folder} is scored as it is: give one")
+    check_eval_data(folder, data)
     model = load(run)
     skipped = []
     def problem(msg):  # a bad image, or a folder where images belong, as training says it

@@ -6,7 +6,7 @@ from .config import ECE_BINS
 from .errors import RecipeError
 from .space_app import markdown_text
 
-__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'check_new_file', 'check_new_folder', 'check_eval_out', 'cell', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
+__all__ = ['MODEL_FORMAT', 'card_rows', 'model_card', 'read_record', 'finished_run', 'model_files', 'check_new_file', 'check_new_folder', 'check_eval_data', 'check_eval_out', 'cell', 'write_model_card', 'atomic_write', 'write_json', 'write_text', 'write_csv', 'machine_info', 'versions', 'git_commit', 'data_info', 'TABLE_HEADER', 'print_row', 'save_weights']
 
 MODEL_FORMAT = 3  # model.json: 1 (no `format` key): before the model card; 2: with format, accuracy, data fingerprint, commit;
                   # 3: with the net's act, widths, depth (a reader of 2 would build another net and load its weights)
@@ -85,6 +85,12 @@ def check_new_folder(folder) -> Path:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())): raise RecipeError(f"{folder} already exists and is not an empty folder: give a new one")
     if not folder.parent.is_dir(): raise RecipeError(f"no such folder: {folder.parent}")
     return folder
+
+
+def check_eval_data(folder, data):
+    "`evaluate`'s --data moves the run's own test set: with a FOLDER to score it means nothing, so it is refused"
+    if folder is not None and data is not None:
+        raise RecipeError(f"--data {data} is for the run's own test set, moved; {folder} is scored as it is: give one")
 
 
 def check_eval_out(out) -> Path:

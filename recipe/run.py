@@ -530,7 +530,7 @@ def fit_and_save(learn, run, t0, user_cbs=()):
         except KeyboardInterrupt:  # every epoch is kept: a resume does the final stage again
             despite_interrupts(lambda: run_record.save(stopped='interrupted in the final stage'))
             raise RecipeError(said(f"stopped (interrupted) in the final stage; the checkpoint after epoch {checkpoint.saved_epoch} of "
-                                   f"{s['epochs']} is kept in {out}; finish with: {launch_command(p)} -m recipe train --resume {out}")) from None
+                                   f"{s['epochs']} is kept in {out}; finish with: {resume_command(run)}")) from None
     leave_together(p)
 
 
@@ -561,8 +561,7 @@ def stopped(run, checkpoint, run_record, e) -> str:
            f"lost another process of the run (this is rank {p.rank} of {p.size}): {str(e).splitlines()[0]}")
     if run_record: despite_interrupts(lambda: run_record.save(stopped=why))
     if not (run.rank0 or lost):  # the command too, in case rank 0 is gone without a word (killed)
-        return (f"stopped ({why}) on rank {p.rank} of {p.size}; rank 0 says what is kept (resume with: "
-                f"{launch_command(p)} -m recipe train --resume {run.out})")
+        return f"stopped ({why}) on rank {p.rank} of {p.size}; rank 0 says what is kept (resume with: {resume_command(run)})"
     return despite_interrupts(lambda: stop_message(run, checkpoint, why))
 
 
@@ -576,13 +575,16 @@ def stop_message(run, checkpoint, why) -> str:
         return f"stopped ({why}). {out/CHECKPOINT} cannot be read back: try --resume {out}, else start the run again"
     if done := on_disk or checkpoint.saved_epoch:
         return (f"stopped ({why}). The checkpoint after epoch {done} of {run.settings['epochs']} is kept in {out}; "
-                f"resume with: {launch_command(run.process)} -m recipe train --resume {out}")
+                f"resume with: {resume_command(run)}")
     if run.ckpt is not None or not run.rank0: return f"stopped ({why}). No checkpoint was saved."
     release(out, run.made)
     try: left = out.exists() and any(out.iterdir())  # what a callback of the user's wrote there is the user's
     except OSError: left = False
     return f"stopped ({why}). No checkpoint was saved; " + (f"the run's own files are removed from {out}, which keeps what "
                                                             "else was written there." if left else "the run folder is given back.")
+
+
+def resume_command(run) -> str: return f"{launch_command(run.process)} -m recipe train --resume {run.out}"
 
 
 def run_config(run, dls) -> dict:
