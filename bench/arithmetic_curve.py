@@ -50,7 +50,8 @@ def training(r) -> str:
 def epochs_of_arithmetic(r) -> float:
     "The run's training multiply-adds per image, in epochs of the 64/256/256 net at 32 pixels"
     s = as_run(r)  # a key the run predates at its default then
-    return sum(macs(widths_of(s), s['depth'], px) for px in epoch_sizes(s)) / macs((64, 256, 256), 2, 32)
+    depth = tuple(s['depth']) if isinstance(s['depth'], list) else s['depth']  # one for each group: a list in JSON
+    return sum(macs(widths_of(s), depth, px) for px in epoch_sizes(s)) / macs((64, 256, 256), 2, 32)
 
 
 def trainings(runs) -> list:

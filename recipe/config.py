@@ -46,7 +46,8 @@ SEED_PROFILE = dict(
     act=None,               # the net's activation: one of ACTIVATIONS; None: the net's own
                             # (ReLU in the custom ResNet, GELU in the fast net)
     widths=None,            # (fast net only) its three groups' channels; None: (width, 4 width, 4 width)
-    depth=2,                # (fast net only) convs per group: 2, or 3 with a residual over the last two (airbench96)
+    depth=2,                # (fast net only) convs per group: 2, or 3 with a residual over the last two (airbench96);
+                            # or one of them for each of the 3 groups
     bn_mom=0.4,             # (fast net only) PyTorch momentum of its BatchNorm statistics
     width=WIDTH, epochs=EPOCHS, bs=BS,
     size=CROP,              # pixels: images are resized to size x size; pad and cutout below are at 32 and scale with it
@@ -215,6 +216,10 @@ ABLATIONS = {
     # 8-10). With group2-192 for 10 epochs, 3 seeds each: 0.8x 93.96%, 1.25x 93.84%, against 94.04% at 0.205 (docs/results.md)
     'muon-lr-0.8x':       dict(lr_max=0.164),
     'muon-lr-1.25x':      dict(lr_max=0.256),
+    # (on fast-progressive) depth where it is cheapest: a third conv, with airbench96's residual over the last two, in the
+    # last group only, on its 3x3 maps (2x2 at 24 pixels): 1.045x the multiply-adds, 6.86 full-size epochs' arithmetic in
+    # fast-progressive's 8
+    'group3-depth-3':     dict(depth=(2, 2, 3)),
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
                                                                      # step with weight decay between, its BatchNorm momentum (on
                                                                      # fast-progressive: 93.93% over 10 seeds, no sign of a gain)

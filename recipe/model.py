@@ -140,20 +140,23 @@ class FastNet(nn.Sequential):
     """Frozen 2x2 whitening conv (24 filters) -> GELU -> groups w, 4w, 4w -> global max pool -> FC (x 1/9). Logits.
     `act`: the groups' activation (the one after the whitening stays GELU, as in airbench and Hiverge's speedrun).
     `widths`: the three groups' channels instead of (w, 4w, 4w) (airbench95: 128, 384, 384); `depth`: convs per group,
-    2 or 3 (`conv_group`); `bn_mom`: the BatchNorms' PyTorch momentum (airbench96: PyTorch's default, 0.1)"""
+    2 or 3 (`conv_group`), or one for each group; `bn_mom`: the BatchNorms' PyTorch momentum (airbench96: PyTorch's default, 0.1)"""
     def __init__(self, n_out=10, width=64, act='gelu', widths=None, depth=2, bn_mom=0.4):
         if not (isinstance(width, int) and width > 0): raise ValueError(f"width must be a positive integer, got {width!r}")
         widths = tuple(widths or (width, 4*width, 4*width))
         if not (len(widths) == 3 and all(isinstance(w, int) and w > 0 for w in widths)):
             raise ValueError(f"widths must be 3 positive integers, got {widths!r}")
         w1, w2, w3 = widths
-        if depth not in (2, 3): raise ValueError(f"depth must be 2 or 3, got {depth!r}")
+        depths = tuple(depth) if isinstance(depth, (tuple, list)) else (depth,) * 3
+        if not (len(depths) == 3 and all(d in (2, 3) and not isinstance(d, bool) for d in depths)):
+            raise ValueError(f"depth must be 2 or 3, or one of them for each of the 3 groups, got {depth!r}")
+        d1, d2, d3 = depths
         whiten = nn.Conv2d(3, 24, 2)                 # (B, 24, 31, 31); weights from `init_whitening`, never trained
         whiten.weight.requires_grad_(False)
         super().__init__(whiten, nn.GELU(),
-                         conv_group(24, w1, act, depth, bn_mom),  # (B, w, 15, 15)
-                         conv_group(w1, w2, act, depth, bn_mom, small_maps=True),  # (B, 4w, 7, 7)
-                         conv_group(w2, w3, act, depth, bn_mom, small_maps=True),  # (B, 4w, 3, 3)
+                         conv_group(24, w1, act, d1, bn_mom),  # (B, w, 15, 15)
+                         conv_group(w1, w2, act, d2, bn_mom, small_maps=True),  # (B, 4w, 7, 7)
+                         conv_group(w2, w3, act, d3, bn_mom, small_maps=True),  # (B, 4w, 3, 3)
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(),    # (B, 4w)
                          nn.Linear(w3, n_out, bias=False), Mul(1/9))
 

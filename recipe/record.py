@@ -185,6 +185,9 @@ def tta_words(level, below=None) -> str:
     return f"TTA (level {level}" + (f", images below {below} confidence" if below else '') + ')'
 
 
+def depth_text(depth) -> str: return '/'.join(map(str, depth)) if isinstance(depth, (list, tuple)) else str(depth)  # convs a group
+
+
 def counted(n, one, many=None) -> str: return f"{n} {one if n == 1 else many or one + 's'}"
 
 
@@ -202,7 +205,7 @@ def card_rows(record: dict, meta: dict, text=str) -> list:
             ('Model', f"{'custom ResNet-9' if meta['arch'] == 'resnet' else 'airbench-style net'} (`{meta['arch']}`), width {meta['width']}, "
                       f"{meta['act'] + ' activation, ' if meta.get('act') else ''}"
                       f"{'groups ' + '/'.join(map(str, meta['widths'])) + ', ' if meta.get('widths') else ''}"
-                      f"{str(meta['depth']) + ' convs a group, ' if meta.get('depth', 2) != 2 else ''}"
+                      f"{depth_text(meta.get('depth', 2)) + ' convs a group, ' if meta.get('depth', 2) != 2 else ''}"
                       f"{meta.get('parameters', 0):,} parameters"),
             ('Training', f"profile `{record['profile']}`: {counted(record['epochs'], 'epoch')}, batch {record['bs']}, optimizer {record['opt']}, "
                          f"{lrs}, precision {record.get('precision')}, " +

@@ -59,7 +59,9 @@ def check_net_settings(s):
     need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
                                  all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
          'widths', '3 positive integers (or None)')
-    need(s['depth'] in (2, 3) and not isinstance(s['depth'], bool), 'depth', '2 or 3')
+    depths = s['depth'] if isinstance(s['depth'], (tuple, list)) else [s['depth']]
+    need(len(depths) in (1, 3) and all(d in (2, 3) and not isinstance(d, bool) for d in depths), 'depth',
+         '2 or 3, or one of them for each of the 3 groups')
     need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
     need(isinstance(s['renorm_every'], int) and not isinstance(s['renorm_every'], bool) and s['renorm_every'] > 0,
          'renorm_every', 'a positive integer (steps)')

@@ -113,7 +113,8 @@ def test_the_whitening_bias_switch_is_for_a_plain_net_in_one_process_only():
 @pytest.mark.parametrize('bad, message', [
     (dict(act='tanh'), "act must be one of relu, gelu, silu"), (dict(jitter=0.1), 'jitter must be'),
     (dict(small_early=(24, True)), 'small_early must be'), (dict(widths=(8, 8)), 'widths must be 3 positive integers'),
-    (dict(depth=4), 'depth must be 2 or 3, got 4'), (dict(schedule=(0.2, 1.5, 0.1)), 'schedule must be'),
+    (dict(depth=4), 'depth must be 2 or 3, or one of them for each of the 3 groups, got 4'),
+    (dict(depth=(2, 3)), 'depth must be 2 or 3, or one of them'), (dict(depth=(2, 2, 4)), 'depth must be'), (dict(schedule=(0.2, 1.5, 0.1)), 'schedule must be'),
     (dict(bn_mom=0.0), 'bn_mom must be'), (dict(tta_below=1.5), 'tta_below must be a probability in (0, 1], or None, got 1.5'),
     (dict(tta_below=True), 'tta_below must be'), (dict(schedule=(True, 0.5, 0.1)), 'schedule must be'),
     (dict(flip=1), "flip must be True, False or 'alternate', got 1"), (dict(flip='sometimes'), 'flip must be'),
@@ -342,7 +343,10 @@ def test_the_fast_net_takes_the_widths_and_depth_of_airbench95_and_airbench96():
     first = group[:4](x)
     assert torch.allclose(group(x), group[-1](first + block.block(first)))  # the last two convs add to the first's output
     with pytest.raises(ValueError, match='widths must be 3 positive integers'): recipe.FastNet(10, 8, widths=(16, 24))
-    with pytest.raises(ValueError, match='depth must be 2 or 3, got 4'): recipe.FastNet(10, 8, depth=4)
+    with pytest.raises(ValueError, match=r'depth must be 2 or 3, or one of them for each of the 3 groups, got 4'): recipe.FastNet(10, 8, depth=4)
+    assert convs(recipe.FastNet(10, 8, depth=(2, 2, 3))) == [24, 8, 8, 32, 32, 32, 32, 32]  # a depth for each group
+    assert convs(recipe.FastNet(10, 8, depth=[3, 2, 2])) == [24, 8, 8, 8, 32, 32, 32, 32]  # as model.json holds it
+    with pytest.raises(ValueError, match=r'got \(2, 2, True\)'): recipe.FastNet(10, 8, depth=(2, 2, True))
 
 
 def test_fast95_and_fast96_are_airbench95_and_airbench96_in_our_units():
