@@ -76,9 +76,10 @@ RUNS_BODY = Environment(autoescape=True).from_string("""
 <p>{{ rows|length }} run(s). Click a column's name to sort by it.</p>
 <div class="scroll"><table><thead><tr>{% for c in columns %}<th data-sort{% if c in numeric %} class="n"{% endif %}>{{ c }}</th>{% endfor %}</tr></thead><tbody>
 {% for r in rows %}<tr><td>{% if r.page %}<a href="{{ r.page }}">{{ r.run }}</a>{% else %}{{ r.run }}{% endif %}</td><td>{{ r.date }}</td><td>{{ r.profile }}</td>
-<td class="n" data-value="{{ r.epochs_done }}">{{ r.epochs }}</td><td class="n" data-value="{{ r.accuracy or -1 }}">{{ '%.2f%%' % (100 * r.accuracy) if r.accuracy is not none else '' }}</td>
+<td class="n" data-value="{{ r.epochs_done }}">{{ r.epochs }}</td><td class="n" data-value="{{ r.accuracy or -1 }}"{% if not r.final %} title="{{ LAST_EPOCH }}"{% endif %}>{{ accuracy_text(r) }}</td>
 <td class="n" data-value="{{ r.wall }}">{{ '%.0f s' % r.wall }}</td><td>{{ r.machine }}</td><td>{{ r.precision }}</td><td{% if r.status != 'complete' %} class="stopped"{% endif %}>{{ r.status }}</td></tr>
 {% endfor %}</tbody></table></div>
+{% if rows|rejectattr('final')|selectattr('accuracy', 'ne', none)|list %}<p>(In parentheses: {{ LAST_EPOCH }}.)</p>{% endif %}
 {% if curves %}<h2>Test accuracy per epoch</h2><figure><img src="{{ curves }}" alt="test accuracy per epoch of every run"></figure>{% endif %}
 """)
 
@@ -133,16 +134,25 @@ def run_rows(folder) -> list:
         try: r = json.loads((run/'results.json').read_text())
         except (OSError, ValueError): r = None  # being written by a run that claimed its folder an instant ago, or damaged
         if not isinstance(r, dict):
-            rows.append(dict(run=run.name, path=run, date='', profile='?', epochs_done=0, epochs='?', accuracy=None, wall=0,
+            rows.append(dict(run=run.name, path=run, date='', profile='?', epochs_done=0, epochs='?', accuracy=None, final=False, wall=0,
                              machine='?', precision='?', per_epoch=[], status='results.json cannot be read'))
             continue
         done = len(r.get('per_epoch', []))
         rows.append(dict(run=run.name, path=run, date=(r.get('started') or datetime.fromtimestamp(run.stat().st_mtime).isoformat(timespec='seconds')).replace('T', ' '),
                          profile=r.get('profile', '?'), epochs_done=done, epochs=f"{done}/{r.get('epochs', '?')}",
-                         accuracy=r.get('test_accuracy'), wall=r.get('wall_seconds', 0), machine=machine(r),
+                         accuracy=r.get('test_accuracy'), final=bool(r.get('complete')), wall=r.get('wall_seconds', 0), machine=machine(r),
                          precision=r.get('precision', '?'), per_epoch=r.get('per_epoch', []),
                          status=status(r, run)))
     return rows
+
+
+LAST_EPOCH = "the last epoch's test accuracy, without TTA: the run is not complete"
+
+
+def accuracy_text(row) -> str:
+    "A run's accuracy as the index shows it: a run not complete has only its last epoch's, in parentheses"
+    if row['accuracy'] is None: return ''
+    return f"{100 * row['accuracy']:.2f}%" if row['final'] else f"({100 * row['accuracy']:.2f}%)"
 
 
 def status(record, run) -> str:
@@ -182,7 +192,7 @@ def write_runs_page(folder, rows) -> Path:
         r['page'] = quote(r['run']) + '/report.html'  # a name with # or ? is a path, not a URL's parts
     columns = ['run', 'date', 'profile', 'epochs', 'accuracy', 'wall time', 'machine', 'precision', 'status']
     body = RUNS_BODY.render(title=f'Runs in {folder.resolve()}', rows=rows, columns=columns, numeric={'epochs', 'accuracy', 'wall time'},
-                            curves=accuracy_curves(rows))
+                            curves=accuracy_curves(rows), accuracy_text=accuracy_text, LAST_EPOCH=LAST_EPOCH)
     path = folder/'index.html'
     write_text(path, PAGE.render(title=f'runs: {folder.name}', style=Markup(STYLE), body=Markup(body), sortable=True))
     return path
@@ -192,10 +202,12 @@ def runs(folder='runs') -> list:
     "Print every run in `folder` side by side and write its index.html; returns the rows. A folder without runs is refused"
     rows = run_rows(folder)
     if not rows: raise RecipeError(f"no runs in {folder}: none of its folders holds a results.json")
-    print(f"{'run':<22} {'date':<19} {'profile':<9} {'epochs':>7} {'accuracy':>9} {'wall':>8}  {'precision':<20} {'status':<20} machine")
+    for r in rows: r['status_text'] = r['status'][:40]
+    run_w, profile_w, status_w = (max(n, *(len(r[k]) for r in rows)) for k, n in (('run', 22), ('profile', 9), ('status_text', 20)))  # wide names keep their columns
+    print(f"{'run':<{run_w}} {'date':<19} {'profile':<{profile_w}} {'epochs':>7} {'accuracy':>9} {'wall':>8}  {'precision':<20} {'status':<{status_w}} machine")
     for r in rows:
-        acc = f"{100 * r['accuracy']:.2f}%" if r['accuracy'] is not None else ''
-        print(f"{r['run']:<22} {r['date']:<19} {r['profile']:<9} {r['epochs']:>7} {acc:>9} {r['wall']:>7.0f}s  {r['precision']:<20} "
-              f"{r['status'][:40]:<20} {r['machine']}")
+        print(f"{r['run']:<{run_w}} {r['date']:<19} {r['profile']:<{profile_w}} {r['epochs']:>7} {accuracy_text(r):>9} {r['wall']:>7.0f}s  "
+              f"{r['precision']:<20} {r['status_text']:<{status_w}} {r['machine']}")
+    if any(r['accuracy'] is not None and not r['final'] for r in rows): print(f"(accuracy in parentheses: {LAST_EPOCH})")
     print(f"wrote {write_runs_page(folder, rows)}")
     return rows

@@ -108,3 +108,22 @@ def test_odd_names_renamed_killed_and_unreadable_runs_are_each_listed_as_they_ar
     html = write_runs_page(folder, list(rows.values())).read_text()
     assert 'href="r%231%2050%25/report.html"' in html and 'href="renamed/report.html"' in html and 'href="killed' not in html
     assert '<title>renamed: recipe run</title>' in (folder/'renamed'/'report.html').read_text()
+
+
+def test_the_runs_table_keeps_its_columns_for_wide_names_and_marks_a_stopped_runs_accuracy(runs_folder, tmp_path, capsys):
+    """A name wider than its column pushed the rest of its row out of line; a stopped run's accuracy (its last epoch's,
+    without TTA) read as if it were a finished run's"""
+    from recipe.pages import runs
+    folder = tmp_path/'runs'; folder.mkdir()
+    shutil.copytree(runs_folder/'quick', folder/'a run with a name much wider than the column')
+    shutil.copytree(runs_folder/'stopped', folder/'stopped')
+    rows = {r['run']: r for r in runs(folder)}
+    lines = capsys.readouterr().out.splitlines()
+    assert len({line.index(record_date(runs_folder/'quick')) for line in lines[1:3]} | {lines[0].index('date')}) == 1  # one column
+    assert len({line.index('bf16') if 'bf16' in line else line.index('fp32') for line in lines[1:3]}) == 1
+    stopped = rows['stopped']['accuracy']
+    assert f"({100 * stopped:.2f}%)" in lines[2] and lines[3] == "(accuracy in parentheses: the last epoch's test accuracy, without TTA: the run is not complete)"
+    finished = f"{100 * rows['a run with a name much wider than the column']['accuracy']:.2f}%"
+    assert f" {finished} " in lines[1] and f"({finished})" not in lines[1]
+    html = (folder/'index.html').read_text()
+    assert f"({100 * stopped:.2f}%)</td>" in html and 'In parentheses: the last epoch' in html
