@@ -255,3 +255,4 @@ def test_arithmetic_curve_puts_runs_that_trained_alike_in_one_point_and_counts_s
     stages = epochs_of_arithmetic(old | dict(small_early=[[24, 3], [28, 3]]))
     assert stages == pytest.approx(epochs_of_arithmetic(old | dict(small_early=[24, 3], epochs=5)) + 3 * 0.76, abs=0.03)
     assert epochs_of_arithmetic(old | dict(widths=[64, 192, 256], epochs=10)) == pytest.approx(10 * 0.76, abs=0.02)
+    assert epochs_of_arithmetic(old | dict(depth=[2, 2, 3])) == pytest.approx(8 * 1.045, abs=0.01)  # a depth per group, as JSON holds it
