@@ -198,7 +198,7 @@ class SmallEarly(Callback):
     """Progressive resizing (fastai's DAWNBench ImageNet entry, Howard 2018): the training batches of the first
     epochs are made smaller stage by stage, each `(size, epochs)`: `SmallEarly((24, 3), (28, 2))` trains 3 epochs at
     24 pixels, then 2 at 28, for about (size / full size)^2 of an epoch's arithmetic each; the later epochs and the test
-    batches keep the full size. `by` 'resize' (bilinear, antialiased) or 'crop': each image's own random window, which
+    batches keep the full size. A stage at the full size puts the small ones after it: `SmallEarly((32, 1), (24, 3))`. `by` 'resize' (bilinear, antialiased) or 'crop': each image's own random window, which
     keeps the objects' scale that the test images have (the 24-pixel crops of Krizhevsky's cuda-convnet on CIFAR-10)"""
     order, run_valid = 12, False  # after PlainTensors
     def __init__(self, *stages, by='resize'):
@@ -211,9 +211,8 @@ class SmallEarly(Callback):
             if epoch < epochs: return size
             epoch -= epochs
     def before_batch(self):
-        size = self.size_at(self.epoch)
-        if size is None: return
-        x = self.xb[0]
+        size, x = self.size_at(self.epoch), self.xb[0]
+        if size is None or size == x.shape[-1]: return  # a stage at the full size: the small ones come after it
         if self.by == 'crop':
             n, _, h, w = x.shape
             top, left = torch.randint(0, h - size + 1, (n,), device=x.device), torch.randint(0, w - size + 1, (n,), device=x.device)

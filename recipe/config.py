@@ -171,6 +171,9 @@ ABLATIONS = {
     'small-early-2':      dict(small_early=(24, 2)),                 # the first 2 epochs at 24x24 (fast-progressive's for 15 seeds)
     'small-early-3':      dict(small_early=(24, 3)),                 # the first 3 epochs at 24x24 (fast-progressive's)
     'small-early-20-3':   dict(small_early=(20, 3)),                 # the first 3 epochs at 20x20: 0.39 of their FLOPs
+    'full-first-small-3': dict(small_early=((32, 1), (24, 3))),      # fast-progressive's 3 epochs at 24 after a first one at full
+                                                                     # size (6.56 full-size epochs, as the profile's): does the
+                                                                     # net's first epoch need the images the test will show?
     'small-early-4':      dict(small_early=(24, 4)),                 # the first 4 epochs at 24x24 (in 8 epochs: 6.25 full-
                                                                      # size epochs by pixel count; small-early-3 6.69, -2 7.13)
     'small-early-3-28-2': dict(small_early=((24, 3), (28, 2))),      # 3 epochs at 24, then 2 at 28 (6.22 full-size epochs'

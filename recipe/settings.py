@@ -94,11 +94,13 @@ def check_net_settings(s):
     need(s['small_by'] in SMALL_BY, 'small_by', ' or '.join(map(repr, SMALL_BY)))
     need(s['small_by'] == 'resize' or s['small_early'], 'small_by', "'resize' (its default) without small_early, which it shapes")
     stages = small_stages(s['small_early'])
-    need(s['small_early'] is None or (stages and all(isinstance(px, int) and isinstance(ep, int) and 16 <= px < s['size'] and ep > 0
-                                                     for px, ep in stages) and sum(ep for _, ep in stages) < s['epochs']),
-         'small_early', f"(pixels, epochs), or stages of them in the order they train, with 16 <= pixels < size {s['size']}, "
-                        f"epochs > 0 and fewer epochs in all than epochs {s['epochs']} (for a profile's small_early, "
-                        "such as fast-progressive's, give more --epochs, or a --size above its pixels)")
+    need(s['small_early'] is None or (stages and all(isinstance(px, int) and isinstance(ep, int) and 16 <= px <= s['size'] and ep > 0
+                                                     for px, ep in stages) and sum(ep for _, ep in stages) < s['epochs']
+                                      and min(px for px, _ in stages) < s['size']),
+         'small_early', f"(pixels, epochs), or stages of them in the order they train, with 16 <= pixels < size {s['size']} "
+                        f"(or = size: a full-size stage before smaller ones), epochs > 0 and fewer epochs in all than epochs "
+                        f"{s['epochs']} (for a profile's small_early, such as fast-progressive's, give more --epochs, or a --size "
+                        "above its pixels)")
 
 
 def small_stages(v) -> list:

@@ -160,8 +160,12 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_stage_by_stage_an
     assert [cb.by for cb in learn.cbs if isinstance(cb, SmallEarly)] == ['crop']
     assert [SmallEarly(*small_stages((24, 3))).size_at(e) for e in range(5)] == [24, 24, 24, None, None]  # fast-progressive's
     assert [SmallEarly((24, 3), (28, 2)).size_at(e) for e in range(7)] == [24, 24, 24, 28, 28, None, None]
-    # every epoch small, not smaller, too small, not a pair, every epoch small over the stages, a stage not a pair
-    for bad in [(24, 2), (32, 1), (12, 1), 24, ((24, 1), (28, 1)), ((24, 1), 28)]:
+    sizes.clear()  # a stage at the full size first: the small epochs after it
+    recipe.train(tiny, out=tmp_path/'later', profile='quick', settings=dict(small_early=((32, 1), (24, 1))), epochs=3, bs=50, width=8,
+                 seed=0, cbs=[Watch()])
+    assert {s for s in sizes if s[0]} == {(True, 0, (32, 32)), (True, 1, (24, 24)), (True, 2, (32, 32))}
+    # every epoch small, not smaller, too small, not a pair, every epoch small over the stages, a stage not a pair, only full size
+    for bad in [(24, 2), (32, 1), (12, 1), 24, ((24, 1), (28, 1)), ((24, 1), 28), ((32, 1),)]:
         with pytest.raises(RecipeError, match=r"small_early must be \(pixels, epochs\).*got " + re.escape(repr(bad))):
             recipe.train(tiny, out=tmp_path/'x', profile='quick', settings=dict(small_early=bad), epochs=2)
 
