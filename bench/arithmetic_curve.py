@@ -65,17 +65,22 @@ def name(runs) -> str:
     return min(counts, key=lambda label: ('then:' in label, -counts[label]))
 
 
-@call_parse
-def main(results: str = 'bench/results',  # folder of the runs' JSON files
-         min_runs: int = 5,                # settings with fewer finished trainings are left out
-         png: str = 'docs/arithmetic.png'):  # where the plot goes
+def settings(results) -> list:
+    "The finished trainings of the fast net at width 64 in `results`, one list per setting (`training`)"
     groups = defaultdict(list)
     for r in load_results(results):
         if (r.get('arch') == 'fast' and r.get('width') == 64 and r.get('complete') and 'test_accuracy' in r
                 and not r.get('freeze_at') and not r.get('prune_easy')):
             groups[training(r)].append(r)
+    return [trainings(rs) for rs in groups.values()]
+
+
+@call_parse
+def main(results: str = 'bench/results',  # folder of the runs' JSON files
+         min_runs: int = 5,                # settings with fewer finished trainings are left out
+         png: str = 'docs/arithmetic.png'):  # where the plot goes
     rows = sorted((name(rs), rs[0]['epochs'], epochs_of_arithmetic(rs[0]), [100 * r['test_accuracy'] for r in rs])
-                  for rs in map(trainings, groups.values()) if len(rs) >= max(min_runs, 2))
+                  for rs in settings(results) if len(rs) >= max(min_runs, 2))
     print('| setting | epochs | arithmetic (full-size epochs) | runs | test accuracy (TTA), mean | sd | standard error |')
     print('|---|---|---|---|---|---|---|')
     fig, ax = plt.subplots(figsize=(11, 5.5))

@@ -256,3 +256,20 @@ def test_arithmetic_curve_puts_runs_that_trained_alike_in_one_point_and_counts_s
     assert stages == pytest.approx(epochs_of_arithmetic(old | dict(small_early=[24, 3], epochs=5)) + 3 * 0.76, abs=0.03)
     assert epochs_of_arithmetic(old | dict(widths=[64, 192, 256], epochs=10)) == pytest.approx(10 * 0.76, abs=0.02)
     assert epochs_of_arithmetic(old | dict(depth=[2, 2, 3])) == pytest.approx(8 * 1.045, abs=0.01)  # a depth per group, as JSON holds it
+
+
+def test_paired_by_seed_sets_each_run_against_the_baselines_runs_of_its_seed(tmp_path):
+    from recipe.settings import settings_for
+    def write(name, acc, seed, **changed):
+        (tmp_path/f'{name}.json').write_text(json.dumps(settings_for('fast-progressive') | changed | dict(
+            seed=seed, complete=True, test_accuracy=acc, per_epoch=[dict(epoch=1, train_loss=acc + seed)])))
+    write('b0', 0.940, 0); write('b0-again', 0.942, 0); write('b1', 0.939, 1)  # the baseline: seed 0 twice
+    write('c0', 0.943, 0, depth=[2, 2, 3]); write('c1', 0.940, 1, depth=[2, 2, 3]); write('c9', 0.95, 9, depth=[2, 2, 3])  # seed 9: no pair
+    run = lambda *a: subprocess.run([sys.executable, 'bench/paired_by_seed.py', *a, '--results', tmp_path], capture_output=True,
+                                    text=True, cwd=ROOT, timeout=300)
+    r = run('fast-progressive (then: depth [2, 2, 3])')
+    assert r.returncode == 0, r.stderr
+    assert '| 0 | 94.30% | 94.10% (2) | +0.20 |' in r.stdout and '| 1 | 94.00% | 93.90% (1) | +0.10 |' in r.stdout and '| 9 |' not in r.stdout
+    assert '| mean of 2 | 94.15% | 94.00% | **+0.150** (sd 0.07, standard error 0.050) |' in r.stdout, r.stdout
+    r = run('fast-progressive (nothing)')
+    assert r.returncode == 1 and "no setting 'fast-progressive (nothing)'" in r.stderr and 'Traceback' not in r.stderr
