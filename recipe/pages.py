@@ -2,7 +2,7 @@
 in one self-contained file: the plots are inline, so it works offline and mailed; `recipe show RUN` rebuilds it and
 opens it), and `runs/index.html` (`recipe runs [FOLDER]`): every run side by side, sortable, with their accuracy
 curves overlaid. The project's own experiment tracker: no server, no account. The HTML is made with Jinja2."""
-import base64, io, json, re, warnings, webbrowser
+import base64, io, json, re, unicodedata, warnings, webbrowser
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -76,10 +76,10 @@ RUNS_BODY = Environment(autoescape=True).from_string("""
 <p>{{ rows|length }} run(s). Click a column's name to sort by it.</p>
 <div class="scroll"><table><thead><tr>{% for c in columns %}<th data-sort{% if c in numeric %} class="n"{% endif %}>{{ c }}</th>{% endfor %}</tr></thead><tbody>
 {% for r in rows %}<tr><td>{% if r.page %}<a href="{{ r.page }}">{{ r.run }}</a>{% else %}{{ r.run }}{% endif %}</td><td>{{ r.date }}</td><td>{{ r.profile }}</td>
-<td class="n" data-value="{{ r.epochs_done }}">{{ r.epochs }}</td><td class="n" data-value="{{ r.accuracy or -1 }}"{% if not r.final %} title="{{ LAST_EPOCH }}"{% endif %}>{{ accuracy_text(r) }}</td>
+<td class="n" data-value="{{ r.epochs_done }}">{{ r.epochs }}</td><td class="n" data-value="{{ r.accuracy or -1 }}"{% if not r.final and r.accuracy is not none %} title="{{ LAST_TEST_PASS }}"{% endif %}>{{ accuracy_text(r) }}</td>
 <td class="n" data-value="{{ r.wall }}">{{ '%.0f s' % r.wall }}</td><td>{{ r.machine }}</td><td>{{ r.precision }}</td><td{% if r.status != 'complete' %} class="stopped"{% endif %}>{{ r.status }}</td></tr>
 {% endfor %}</tbody></table></div>
-{% if rows|rejectattr('final')|selectattr('accuracy', 'ne', none)|list %}<p>(In parentheses: {{ LAST_EPOCH }}.)</p>{% endif %}
+{% if rows|rejectattr('final')|selectattr('accuracy', 'ne', none)|list %}<p>(In parentheses: {{ LAST_TEST_PASS }}.)</p>{% endif %}
 {% if curves %}<h2>Test accuracy per epoch</h2><figure><img src="{{ curves }}" alt="test accuracy per epoch of every run"></figure>{% endif %}
 """)
 
@@ -140,17 +140,19 @@ def run_rows(folder) -> list:
         done = len(r.get('per_epoch', []))
         rows.append(dict(run=run.name, path=run, date=(r.get('started') or datetime.fromtimestamp(run.stat().st_mtime).isoformat(timespec='seconds')).replace('T', ' '),
                          profile=r.get('profile', '?'), epochs_done=done, epochs=f"{done}/{r.get('epochs', '?')}",
-                         accuracy=r.get('test_accuracy'), final=bool(r.get('complete')), wall=r.get('wall_seconds', 0), machine=machine(r),
+                         accuracy=r.get('test_accuracy') if r.get('complete') else r.get('test_accuracy_no_tta', r.get('test_accuracy')),
+                         final=bool(r.get('complete')), wall=r.get('wall_seconds', 0), machine=machine(r),
                          precision=r.get('precision', '?'), per_epoch=r.get('per_epoch', []),
                          status=status(r, run)))
     return rows
 
 
-LAST_EPOCH = "the last epoch's test accuracy, without TTA: the run is not complete"
+LAST_TEST_PASS = "the last test pass's accuracy, without TTA: the run is not complete"
 
 
 def accuracy_text(row) -> str:
-    "A run's accuracy as the index shows it: a run not complete has only its last epoch's, in parentheses"
+    """A run's accuracy as the index shows it: a run not complete has only its last test pass's, without TTA (even one
+    stopped in its final stage after the TTA), in parentheses"""
     if row['accuracy'] is None: return ''
     return f"{100 * row['accuracy']:.2f}%" if row['final'] else f"({100 * row['accuracy']:.2f}%)"
 
@@ -192,10 +194,14 @@ def write_runs_page(folder, rows) -> Path:
         r['page'] = quote(r['run']) + '/report.html'  # a name with # or ? is a path, not a URL's parts
     columns = ['run', 'date', 'profile', 'epochs', 'accuracy', 'wall time', 'machine', 'precision', 'status']
     body = RUNS_BODY.render(title=f'Runs in {folder.resolve()}', rows=rows, columns=columns, numeric={'epochs', 'accuracy', 'wall time'},
-                            curves=accuracy_curves(rows), accuracy_text=accuracy_text, LAST_EPOCH=LAST_EPOCH)
+                            curves=accuracy_curves(rows), accuracy_text=accuracy_text, LAST_TEST_PASS=LAST_TEST_PASS)
     path = folder/'index.html'
     write_text(path, PAGE.render(title=f'runs: {folder.name}', style=Markup(STYLE), body=Markup(body), sortable=True))
     return path
+
+
+def columns(text) -> int: return sum(1 + (unicodedata.east_asian_width(c) in 'WF') for c in text)  # a terminal's: 日 takes 2
+def padded(text, width) -> str: return text + ' ' * (width - columns(text))
 
 
 def runs(folder='runs') -> list:
@@ -203,11 +209,11 @@ def runs(folder='runs') -> list:
     rows = run_rows(folder)
     if not rows: raise RecipeError(f"no runs in {folder}: none of its folders holds a results.json")
     for r in rows: r['status_text'] = r['status'][:40]
-    run_w, profile_w, status_w = (max(n, *(len(r[k]) for r in rows)) for k, n in (('run', 22), ('profile', 9), ('status_text', 20)))  # wide names keep their columns
+    run_w, profile_w, status_w = (max(n, *(columns(r[k]) for r in rows)) for k, n in (('run', 22), ('profile', 9), ('status_text', 20)))  # wide names keep their columns
     print(f"{'run':<{run_w}} {'date':<19} {'profile':<{profile_w}} {'epochs':>7} {'accuracy':>9} {'wall':>8}  {'precision':<20} {'status':<{status_w}} machine")
     for r in rows:
-        print(f"{r['run']:<{run_w}} {r['date']:<19} {r['profile']:<{profile_w}} {r['epochs']:>7} {accuracy_text(r):>9} {r['wall']:>7.0f}s  "
-              f"{r['precision']:<20} {r['status_text']:<{status_w}} {r['machine']}")
-    if any(r['accuracy'] is not None and not r['final'] for r in rows): print(f"(accuracy in parentheses: {LAST_EPOCH})")
+        print(f"{padded(r['run'], run_w)} {r['date']:<19} {padded(r['profile'], profile_w)} {r['epochs']:>7} {accuracy_text(r):>9} {r['wall']:>7.0f}s  "
+              f"{r['precision']:<20} {padded(r['status_text'], status_w)} {r['machine']}")
+    if any(r['accuracy'] is not None and not r['final'] for r in rows): print(f"(accuracy in parentheses: {LAST_TEST_PASS})")
     print(f"wrote {write_runs_page(folder, rows)}")
     return rows

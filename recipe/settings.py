@@ -59,8 +59,8 @@ def check_net_settings(s):
     need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
                                  all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
          'widths', '3 positive integers (or None)')
-    depths = s['depth'] if isinstance(s['depth'], (tuple, list)) else [s['depth']]
-    need(len(depths) in (1, 3) and all(d in (2, 3) and not isinstance(d, bool) for d in depths), 'depth',
+    depths = s['depth'] if isinstance(s['depth'], (tuple, list)) else [s['depth']] * 3
+    need(len(depths) == 3 and all(d in (2, 3) and not isinstance(d, bool) for d in depths), 'depth',
          '2 or 3, or one of them for each of the 3 groups')
     need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
     need(isinstance(s['renorm_every'], int) and not isinstance(s['renorm_every'], bool) and s['renorm_every'] > 0,
@@ -96,9 +96,9 @@ def check_net_settings(s):
     stages = small_stages(s['small_early'])
     need(s['small_early'] is None or (stages and all(isinstance(px, int) and isinstance(ep, int) and 16 <= px <= s['size'] and ep > 0
                                                      for px, ep in stages) and sum(ep for _, ep in stages) < s['epochs']
-                                      and min(px for px, _ in stages) < s['size']),
+                                      and all(px < s['size'] for px, _ in stages[1:]) and (len(stages) > 1 or stages[0][0] < s['size'])),
          'small_early', f"(pixels, epochs), or stages of them in the order they train, with 16 <= pixels < size {s['size']} "
-                        f"(or = size: a full-size stage before smaller ones), epochs > 0 and fewer epochs in all than epochs "
+                        f"(or = size for the first stage only: the small ones after it), epochs > 0 and fewer epochs in all than epochs "
                         f"{s['epochs']} (for a profile's small_early, such as fast-progressive's, give more --epochs, or a --size "
                         "above its pixels)")
 

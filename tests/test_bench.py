@@ -273,3 +273,8 @@ def test_paired_by_seed_sets_each_run_against_the_baselines_runs_of_its_seed(tmp
     assert '| mean of 2 | 94.15% | 94.00% | **+0.150** (sd 0.07, standard error 0.050) |' in r.stdout, r.stdout
     r = run('fast-progressive (nothing)')
     assert r.returncode == 1 and "no setting 'fast-progressive (nothing)'" in r.stderr and 'Traceback' not in r.stderr
+    write('c1-longer', 0.945, 1, depth=[2, 2, 3], epochs=9)  # the same name, another number of epochs: which one?
+    r = run('fast-progressive (then: depth [2, 2, 3])')
+    assert r.returncode == 1 and "2 settings are named 'fast-progressive (then: depth [2, 2, 3])', of " in r.stderr and '--epochs' in r.stderr
+    r = run('fast-progressive (then: depth [2, 2, 3])', '--epochs', '9')
+    assert r.returncode == 0 and '| 1 | 94.50% | 93.90% (1) | +0.60 |' in r.stdout and '| 0 |' not in r.stdout, r.stdout + r.stderr

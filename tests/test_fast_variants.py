@@ -114,7 +114,7 @@ def test_the_whitening_bias_switch_is_for_a_plain_net_in_one_process_only():
     (dict(act='tanh'), "act must be one of relu, gelu, silu"), (dict(jitter=0.1), 'jitter must be'),
     (dict(small_early=(24, True)), 'small_early must be'), (dict(widths=(8, 8)), 'widths must be 3 positive integers'),
     (dict(depth=4), 'depth must be 2 or 3, or one of them for each of the 3 groups, got 4'),
-    (dict(depth=(2, 3)), 'depth must be 2 or 3, or one of them'), (dict(depth=(2, 2, 4)), 'depth must be'), (dict(schedule=(0.2, 1.5, 0.1)), 'schedule must be'),
+    (dict(depth=(2, 3)), 'depth must be 2 or 3, or one of them'), (dict(depth=(2, 2, 4)), 'depth must be'), (dict(depth=[3]), 'depth must be'), (dict(schedule=(0.2, 1.5, 0.1)), 'schedule must be'),
     (dict(bn_mom=0.0), 'bn_mom must be'), (dict(tta_below=1.5), 'tta_below must be a probability in (0, 1], or None, got 1.5'),
     (dict(tta_below=True), 'tta_below must be'), (dict(schedule=(True, 0.5, 0.1)), 'schedule must be'),
     (dict(flip=1), "flip must be True, False or 'alternate', got 1"), (dict(flip='sometimes'), 'flip must be'),
@@ -164,6 +164,8 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_stage_by_stage_an
     recipe.train(tiny, out=tmp_path/'later', profile='quick', settings=dict(small_early=((32, 1), (24, 1))), epochs=3, bs=50, width=8,
                  seed=0, cbs=[Watch()])
     assert {s for s in sizes if s[0]} == {(True, 0, (32, 32)), (True, 1, (24, 24)), (True, 2, (32, 32))}
+    with pytest.raises(RecipeError, match=r"or = size for the first stage only.*got \(\(24, 1\), \(32, 1\)\)"):
+        recipe.settings_for('fast-progressive', dict(small_early=((24, 1), (32, 1))))  # a full-size stage after a small one
     # every epoch small, not smaller, too small, not a pair, every epoch small over the stages, a stage not a pair, only full size
     for bad in [(24, 2), (32, 1), (12, 1), 24, ((24, 1), (28, 1)), ((24, 1), 28), ((32, 1),)]:
         with pytest.raises(RecipeError, match=r"small_early must be \(pixels, epochs\).*got " + re.escape(repr(bad))):
