@@ -24,7 +24,8 @@ def runs_of(label, epochs, groups, results) -> list:
                           f"{', '.join(sorted({name(rs) for rs in groups}))}")
     if len(found) > 1:
         raise RecipeError(f"{len(found)} settings are named {label!r}, of {', '.join(str(rs[0]['epochs']) for rs in found)} epochs: "
-                          "say which with --epochs (--baseline-epochs for the baseline)")
+                          "say which with --epochs (--baseline-epochs for the baseline); settings of the same epochs differ in "
+                          "another (precision, batch size): give --results a folder holding one of them")
     return found[0]
 
 

@@ -76,7 +76,7 @@ RUNS_BODY = Environment(autoescape=True).from_string("""
 <p>{{ rows|length }} run(s). Click a column's name to sort by it.</p>
 <div class="scroll"><table><thead><tr>{% for c in columns %}<th data-sort{% if c in numeric %} class="n"{% endif %}>{{ c }}</th>{% endfor %}</tr></thead><tbody>
 {% for r in rows %}<tr><td>{% if r.page %}<a href="{{ r.page }}">{{ r.run }}</a>{% else %}{{ r.run }}{% endif %}</td><td>{{ r.date }}</td><td>{{ r.profile }}</td>
-<td class="n" data-value="{{ r.epochs_done }}">{{ r.epochs }}</td><td class="n" data-value="{{ r.accuracy or -1 }}"{% if not r.final and r.accuracy is not none %} title="{{ LAST_TEST_PASS }}"{% endif %}>{{ accuracy_text(r) }}</td>
+<td class="n" data-value="{{ r.epochs_done }}">{{ r.epochs }}</td><td class="n" data-value="{{ -1 if r.accuracy is none else r.accuracy }}"{% if not r.final and r.accuracy is not none %} title="{{ LAST_TEST_PASS }}"{% endif %}>{{ accuracy_text(r) }}</td>
 <td class="n" data-value="{{ r.wall }}">{{ '%.0f s' % r.wall }}</td><td>{{ r.machine }}</td><td>{{ r.precision }}</td><td{% if r.status != 'complete' %} class="stopped"{% endif %}>{{ r.status }}</td></tr>
 {% endfor %}</tbody></table></div>
 {% if rows|rejectattr('final')|selectattr('accuracy', 'ne', none)|list %}<p>(In parentheses: {{ LAST_TEST_PASS }}.)</p>{% endif %}
@@ -200,7 +200,8 @@ def write_runs_page(folder, rows) -> Path:
     return path
 
 
-def columns(text) -> int: return sum(1 + (unicodedata.east_asian_width(c) in 'WF') for c in text)  # a terminal's: 日 takes 2
+def columns(text) -> int:  # as a terminal shows it: 日 takes 2 columns, a combining accent none
+    return sum(0 if unicodedata.combining(c) else 1 + (unicodedata.east_asian_width(c) in 'WF') for c in text)
 def padded(text, width) -> str: return text + ' ' * (width - columns(text))
 
 

@@ -60,9 +60,12 @@ def test_report_gives_mean_and_range_of_complete_runs_only(tmp_path):
     for seed, acc, complete in [(0, 0.90, True), (1, 0.92, True), (2, 0.5, False)]:
         per_epoch = [dict(epoch=1, test_accuracy=acc, seconds=200)]
         (tmp_path/f'run{seed}.json').write_text(json.dumps(base | dict(seed=seed, test_accuracy=acc, complete=complete, per_epoch=per_epoch)))
+    stopped_in_final_stage = dict(seed=3, test_accuracy=0.61, test_accuracy_no_tta=0.6, complete=False, per_epoch=[dict(epoch=1, test_accuracy=0.6, seconds=200)])
+    (tmp_path/'run3.json').write_text(json.dumps(base | stopped_in_final_stage))  # after the TTA: its accuracy is not the run's
     md = write_report(tmp_path, tmp_path/'BENCHMARKS.md').read_text()
     assert '- seed-w32, width 32, 24 epochs: 2 runs, mean 91.00%, lowest 90.00%, highest 92.00%' in md
     assert '| seed-w32 | 32 | 24 | 2 | incomplete: 50.00% after 1 of 24 epochs | 80.0 min | - | - |' in md
+    assert '| seed-w32 | 32 | 24 | 3 | incomplete: 60.00% after 1 of 24 epochs |' in md
 
 
 def test_report_refuses_a_missing_or_empty_results_folder_and_links_from_the_markdown_files_folder(tmp_path):

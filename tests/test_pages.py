@@ -111,12 +111,13 @@ def test_odd_names_renamed_killed_and_unreadable_runs_are_each_listed_as_they_ar
 
 
 def test_the_runs_table_keeps_its_columns_for_wide_names_and_marks_a_stopped_runs_accuracy(runs_folder, tmp_path, capsys):
-    """A name wider than its column pushed the rest of its row out of line (CJK characters take two columns); a stopped
-    run's accuracy (its last test pass's, without TTA) read as if it were a finished run's, and a run stopped in its
-    final stage showed its TTA accuracy as that"""
+    """A name wider than its column pushed the rest of its row out of line (CJK characters take two columns, a combining
+    accent none); a stopped run's accuracy (its last test pass's, without TTA) read as if it were a finished run's, and a
+    run stopped in its final stage showed its TTA accuracy as that"""
     from recipe.pages import runs
     folder = tmp_path/'runs'; folder.mkdir()
     shutil.copytree(runs_folder/'quick', folder/'a run with a name much wider than the column')
+    shutil.copytree(runs_folder/'quick', folder/'cafe\u0301 run')  # 'café' with its accent as a combining character
     shutil.copytree(runs_folder/'stopped', folder/'stopped')
     late = shutil.copytree(runs_folder/'quick', folder/'日本語の実行', ignore=shutil.ignore_patterns('report.html', 'model.*'))
     record = json.loads((late/'results.json').read_text())
@@ -124,13 +125,15 @@ def test_the_runs_table_keeps_its_columns_for_wide_names_and_marks_a_stopped_run
     (late/'results.json').write_text(json.dumps(record))
     rows = {r['run']: r for r in runs(folder)}
     lines = capsys.readouterr().out.splitlines()
+    line = {name: next(l for l in lines if l.startswith(name)) for name in rows}
     date = record_date(runs_folder/'quick')
-    columns = lambda line: sum(1 + (unicodedata.east_asian_width(c) in 'WF') for c in line[:line.index(date)])
-    assert len({columns(line) for line in lines[1:4]}) == 1 and lines[0].index('date') == columns(lines[1])  # one column each
+    columns = lambda l: sum(0 if unicodedata.combining(c) else 1 + (unicodedata.east_asian_width(c) in 'WF') for c in l[:l.index(date)])
+    assert {columns(l) for l in line.values()} == {lines[0].index('date')}  # every row's date in the header's column
     stopped = rows['stopped']['accuracy']
-    assert f"({100 * stopped:.2f}%)" in lines[2] and lines[4] == "(accuracy in parentheses: the last test pass's accuracy, without TTA: the run is not complete)"
+    assert f"({100 * stopped:.2f}%)" in line['stopped']
+    assert "(accuracy in parentheses: the last test pass's accuracy, without TTA: the run is not complete)" in lines
     finished = f"{100 * rows['a run with a name much wider than the column']['accuracy']:.2f}%"
-    assert f" {finished} " in lines[1] and f"({finished})" not in lines[1]
-    assert record['test_accuracy'] != record['test_accuracy_no_tta'] and f"({100 * record['test_accuracy_no_tta']:.2f}%)" in lines[3]
+    assert f" {finished} " in line['a run with a name much wider than the column'] and f"({finished})" not in lines[1]
+    assert record['test_accuracy'] != record['test_accuracy_no_tta'] and f"({100 * record['test_accuracy_no_tta']:.2f}%)" in line['日本語の実行']
     html = (folder/'index.html').read_text()
     assert f"({100 * stopped:.2f}%)</td>" in html and "In parentheses: the last test pass&#39;s accuracy" in html
