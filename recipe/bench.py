@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 from .config import ABLATIONS, PROFILES, SEED_PROFILE
 from .data import RecipeError
 from .model import ARCHS
+from .record import last_test_accuracy
 from .settings import check_bench_names, widths_at
 
 CIFAR_TEST = 10_000  # images in CIFAR-10's test set
@@ -132,9 +133,7 @@ def time_to(r, target) -> float:
     return r['wall_seconds'] if r['complete'] and r['test_accuracy'] >= target else None
 
 
-def last_tested(r) -> str:
-    "An incomplete run's last test pass's accuracy: without TTA, even when it stopped in its final stage after the TTA"
-    return f"{100*r.get('test_accuracy_no_tta', r['test_accuracy']):.2f}%" if 'test_accuracy' in r else 'not tested yet'
+def last_tested(r) -> str: return f"{100*last_test_accuracy(r):.2f}%" if 'test_accuracy' in r else 'not tested yet'
 
 
 def minutes(seconds): return '-' if seconds is None else f'{seconds/60:.1f} min'

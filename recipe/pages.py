@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 
 from .errors import RecipeError
 from .fonts import drawing
-from .record import card_rows, read_record, write_text
+from .record import card_rows, last_test_accuracy, read_record, write_text
 from .run_folder import in_use
 
 __all__ = ['PLOTS', 'write_run_page', 'show', 'run_rows', 'write_runs_page', 'runs']
@@ -140,7 +140,7 @@ def run_rows(folder) -> list:
         done = len(r.get('per_epoch', []))
         rows.append(dict(run=run.name, path=run, date=(r.get('started') or datetime.fromtimestamp(run.stat().st_mtime).isoformat(timespec='seconds')).replace('T', ' '),
                          profile=r.get('profile', '?'), epochs_done=done, epochs=f"{done}/{r.get('epochs', '?')}",
-                         accuracy=r.get('test_accuracy') if r.get('complete') else r.get('test_accuracy_no_tta', r.get('test_accuracy')),
+                         accuracy=r.get('test_accuracy') if r.get('complete') else last_test_accuracy(r),
                          final=bool(r.get('complete')), wall=r.get('wall_seconds', 0), machine=machine(r),
                          precision=r.get('precision', '?'), per_epoch=r.get('per_epoch', []),
                          status=status(r, run)))

@@ -188,6 +188,11 @@ def tta_words(level, below=None) -> str:
 def depth_text(depth) -> str: return '/'.join(map(str, depth)) if isinstance(depth, (list, tuple)) else str(depth)  # convs a group
 
 
+def last_test_accuracy(record):
+    "An incomplete run's last test pass's accuracy: without TTA, even when it stopped in its final stage after the TTA"
+    return record.get('test_accuracy_no_tta', record.get('test_accuracy'))
+
+
 def counted(n, one, many=None) -> str: return f"{n} {one if n == 1 else many or one + 's'}"
 
 
