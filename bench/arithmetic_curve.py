@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 from fastcore.script import call_parse
 
 from recipe.bench import TIME_ONLY, as_run, load_results, profile_label, value
+from recipe.config import group_depths
 from recipe.model import make_model
 from recipe.settings import small_stages
 from width_speed import conv_macs
@@ -50,8 +51,7 @@ def training(r) -> str:
 def epochs_of_arithmetic(r) -> float:
     "The run's training multiply-adds per image, in epochs of the 64/256/256 net at 32 pixels"
     s = as_run(r)  # a key the run predates at its default then
-    depth = tuple(s['depth']) if isinstance(s['depth'], list) else s['depth']  # one for each group: a list in JSON
-    return sum(macs(widths_of(s), depth, px) for px in epoch_sizes(s)) / macs((64, 256, 256), 2, 32)
+    return sum(macs(widths_of(s), group_depths(s['depth']), px) for px in epoch_sizes(s)) / macs((64, 256, 256), 2, 32)
 
 
 def trainings(runs) -> list:

@@ -1,6 +1,6 @@
 """Every default of the recipe in one place, each with its unit or source."""
 __all__ = ['EPOCHS', 'BS', 'WIDTH', 'PEAK_AT', 'LRMAX_PER_MINIMUM', 'LR_RATIO', 'WD', 'CIFAR_MEAN', 'CIFAR_STD',
-           'CIFAR_CLASSES', 'ACTIVATIONS', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE', 'ECE_BINS',
+           'CIFAR_CLASSES', 'ACTIVATIONS', 'group_depths', 'PAD_TO', 'CROP', 'CUTOUT', 'DATA_ENV', 'AUGMENTS', 'DIST_TIMEOUT', 'VALID_PCT', 'SPLIT_SEED', 'WHITEN_SAMPLE', 'ECE_BINS',
            'STATS_SAMPLE', 'MEMORY_FRACTION', 'PEAK_COPIES',
            'SEED_PROFILE', 'FAST_SGD', 'FAST', 'TRIANGLE', 'at_batch', 'QUICK', 'FAST7', 'FAST_PROGRESSIVE', 'FAST95', 'FAST96', 'PROFILES', 'ABLATIONS', 'PRECISIONS']
 
@@ -34,6 +34,12 @@ DATA_ENV = 'RECIPE_DATA'  # environment variable naming the data folder when `da
 AUGMENTS = ('albumentations', 'batch')  # per item on the CPU (the seed's), or per batch on its device (recipe/augment.py)
 ACTIVATIONS = ('relu', 'gelu', 'silu')  # the activations a net can be built with (`act`; recipe/model.py ACTS)
 SMALL_BY = ('resize', 'crop')  # how small_early makes its small images (recipe/callbacks.py SmallEarly)
+
+
+def group_depths(depth):
+    "The fast net's convs in each of its 3 groups from `depth` (one for all, or one each): a tuple, or None if not 2 or 3"
+    depths = tuple(depth) if isinstance(depth, (tuple, list)) else (depth,) * 3
+    return depths if len(depths) == 3 and all(d in (2, 3) and not isinstance(d, bool) for d in depths) else None
 DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective before the run stops with an error
                         # (PyTorch's default): the others wait while rank 0 runs lr_find, which takes minutes on a CPU
 

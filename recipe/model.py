@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ACTIVATIONS
+from .config import ACTIVATIONS, group_depths
 
 __all__ = ['ACTS', 'CustomResNet', 'WeightGradByShifts', 'SmallMapConv', 'FastNet', 'shift_weight_grads', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
 
@@ -147,8 +147,8 @@ class FastNet(nn.Sequential):
         if not (len(widths) == 3 and all(isinstance(w, int) and w > 0 for w in widths)):
             raise ValueError(f"widths must be 3 positive integers, got {widths!r}")
         w1, w2, w3 = widths
-        depths = tuple(depth) if isinstance(depth, (tuple, list)) else (depth,) * 3
-        if not (len(depths) == 3 and all(d in (2, 3) and not isinstance(d, bool) for d in depths)):
+        depths = group_depths(depth)
+        if depths is None:
             raise ValueError(f"depth must be 2 or 3, or one of them for each of the 3 groups, got {depth!r}")
         d1, d2, d3 = depths
         whiten = nn.Conv2d(3, 24, 2)                 # (B, 24, 31, 31); weights from `init_whitening`, never trained

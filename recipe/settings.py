@@ -1,6 +1,6 @@
 """A run's settings: a profile's (recipe/config.py) with the caller's changes, each checked before any work and named
 with its value in the error"""
-from .config import ABLATIONS, ACTIVATIONS, AUGMENTS, PRECISIONS, PROFILES, SEED_PROFILE, SMALL_BY
+from .config import ABLATIONS, ACTIVATIONS, AUGMENTS, group_depths, PRECISIONS, PROFILES, SEED_PROFILE, SMALL_BY
 from .errors import RecipeError
 
 __all__ = ['settings_for', 'check_bench_names', 'widths_at', 'check_net_settings', 'check_options', 'check_seed', 'small_stages', 'is_number',
@@ -59,8 +59,7 @@ def check_net_settings(s):
     need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
                                  all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
          'widths', '3 positive integers (or None)')
-    depths = s['depth'] if isinstance(s['depth'], (tuple, list)) else [s['depth']] * 3
-    need(len(depths) == 3 and all(d in (2, 3) and not isinstance(d, bool) for d in depths), 'depth',
+    need(group_depths(s['depth']) is not None, 'depth',
          '2 or 3, or one of them for each of the 3 groups')
     need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
     need(isinstance(s['renorm_every'], int) and not isinstance(s['renorm_every'], bool) and s['renorm_every'] > 0,
