@@ -94,10 +94,13 @@ def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_t
     assert run_label(result('fast7')) == 'fast7 w64 seed 0'
     assert run_label(result('fast7', 'lookahead'), seed=False) == 'fast7 (lookahead)'
     assert run_label(result('seed-w32', lr_min=1e-3, lr_max=1e-2, act='relu'), seed=False) == 'seed-w32'  # lr_find's LRs; the net's own act
-    assert run_label(result('fast7', 'small-early-3,tta-below-0.8', epochs=8), seed=False) == 'fast-progressive'  # its settings, before it was a profile
-    assert run_label(result('fast-progressive', small_early=[24, 2]), seed=False) == 'fast-progressive (then: small_early [24, 2])'  # its day at 2
-    assert run_label(result('fast-progressive', widths=[64, 192, 256]), seed=False) == 'fast-progressive (then: widths [64, 192, 256])'  # its 3 runs at 10 epochs
-    assert run_label(result('fast-progressive', 'group2-192'), seed=False) == 'fast-progressive (group2-192)'
+    assert run_label(result('fast7', 'small-early-2,group2-192,tta-below-0.8', epochs=10), seed=False) == 'fast-progressive'  # its settings, before it was a profile
+    # its settings before 2026-12-06: 8 epochs, the first 3 at 24 pixels, the full-width net; its day at 2; its 3 runs at 10 epochs
+    assert run_label(result('fast-progressive', widths=None, small_early=[24, 3], epochs=8), seed=False) == 'fast-progressive (then: widths None, small_early [24, 3])'
+    assert run_label(result('fast-progressive', widths=None, epochs=8), seed=False) == 'fast-progressive (then: widths None)'
+    assert run_label(result('fast-progressive', small_early=[24, 3]), seed=False) == 'fast-progressive (then: small_early [24, 3])'
+    assert run_label(result('fast-progressive', 'group2-192'), seed=False) == 'fast-progressive'  # an ablation it has taken in since
+    assert run_label(result('fast-progressive', 'group3-384'), seed=False) == 'fast-progressive (group3-384)'
     assert run_label(result('fast7', 'small-early-3', epochs=8), seed=False) == 'fast7 (small-early-3)'  # TTA on every image
     assert run_label(result('fast-progressive', test_every=1), seed=False) == 'fast-progressive'  # tested every epoch: the same weights and accuracy
     assert run_label(result('fast-progressive', tta_below=None), seed=False) == 'fast-progressive (then: tta_below None)'
@@ -239,15 +242,16 @@ def test_arithmetic_curve_puts_runs_that_trained_alike_in_one_point_and_counts_s
             seed=seed, complete=True, test_accuracy=acc, per_epoch=per_epoch)))
     for seed, acc in enumerate((0.940, 0.941, 0.942)): write(f'p{seed}', 'fast-progressive', acc, seed)
     write('p3', 'fast-progressive', 0.943, 3, tta_below=None, test_every=1, act='gelu')  # the same training
-    write('p3-again', 'fast7', 0.943, 3, epochs=8, small_early=[[24, 3]])  # the same run recorded twice: counted once
+    write('p3-again', 'fast7', 0.943, 3, epochs=10, small_early=[[24, 2]], widths=[64, 192, 256])  # the same run recorded twice: counted once
     write('p4', 'fast-progressive', 0.95, 4, precision='fp32')  # fp32: another setting
     write('f0', 'fast', 0.941, 0)  # one run: under --min-runs
     write('x0', 'fast-progressive', 0.99, 0, prune_easy=0.5)  # its arithmetic is not its epochs': left out
     r = subprocess.run([sys.executable, 'bench/arithmetic_curve.py', '--results', tmp_path, '--min-runs', '2', '--png', tmp_path/'a.png'],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
-    # 3 epochs at 24 pixels (0.52 of a 32-pixel epoch's multiply-adds) + 5 at 32; sd 0.13, standard error 0.065
-    assert '| fast-progressive | 8 | 6.56 | 4 | 94.15% | 0.13 | 0.065 |' in r.stdout, r.stdout
+    # with group 2 at 192 channels, 2 epochs at 24 pixels (0.40 of the 64/256/256 net's 32-pixel epoch) + 8 at 32 (0.76);
+    # sd 0.13, standard error 0.065
+    assert '| fast-progressive | 10 | 6.89 | 4 | 94.15% | 0.13 | 0.065 |' in r.stdout, r.stdout
     assert '| fast |' not in r.stdout and '95.00%' not in r.stdout and '99' not in r.stdout
     assert (tmp_path/'a.png').stat().st_size > 10_000
     sys.path.insert(0, str(ROOT/'bench'))
