@@ -5,7 +5,8 @@ augmentations in both, so pairing takes out part of that. Settings are named and
 names and groups them (its table's first column); a name two settings share (other epochs) needs `--epochs` (or
 `--baseline-epochs`). A seed the baseline has no run of is left out.
 
-    python bench/paired_by_seed.py "fast-progressive (group3-depth-3)" [--baseline fast-progressive] [--epochs N] [--results bench/results]
+    python bench/paired_by_seed.py "fast-progressive (whiten-bias-8)" [--baseline fast-progressive] [--epochs N] [--results bench/results]
+    python bench/paired_by_seed.py fast-progressive --epochs 10 --baseline "fast7 (small-early-3)" --baseline-epochs 8  # the profile now and then
 """
 from collections import defaultdict
 from statistics import mean, stdev
@@ -39,7 +40,7 @@ def paired(setting, baseline, results, epochs=None, baseline_epochs=None) -> lis
 
 
 @call_parse
-def main(setting: str,                      # as bench/arithmetic_curve.py names it, e.g. "fast-progressive (group3-depth-3)"
+def main(setting: str,                      # as bench/arithmetic_curve.py names it, e.g. "fast-progressive (whiten-bias-8)"
          baseline: str = 'fast-progressive',
          epochs: int = None,                # the setting's epochs, where two settings share its name
          baseline_epochs: int = None,       # the same for the baseline

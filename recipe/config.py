@@ -36,10 +36,14 @@ ACTIVATIONS = ('relu', 'gelu', 'silu')  # the activations a net can be built wit
 SMALL_BY = ('resize', 'crop')  # how small_early makes its small images (recipe/callbacks.py SmallEarly)
 
 
-def group_depths(depth):
-    "The fast net's convs in each of its 3 groups from `depth` (one for all, or one each): a tuple, or None if not 2 or 3"
+def group_depths(depth) -> tuple:
+    "The fast net's convs in each of its 3 groups from `depth` (one for all, or one each); ValueError if not 2 or 3"
     depths = tuple(depth) if isinstance(depth, (tuple, list)) else (depth,) * 3
-    return depths if len(depths) == 3 and all(d in (2, 3) and not isinstance(d, bool) for d in depths) else None
+    if not (len(depths) == 3 and all(d in (2, 3) and not isinstance(d, bool) for d in depths)):
+        raise ValueError(f"depth must be 2 or 3, or one of them for each of the 3 groups, got {depth!r}")
+    return depths
+
+
 DIST_TIMEOUT = 1800     # seconds a process waits for the others at a collective before the run stops with an error
                         # (PyTorch's default): the others wait while rank 0 runs lr_find, which takes minutes on a CPU
 
@@ -166,7 +170,7 @@ ABLATIONS = {
     'ls-0.09':            dict(label_smoothing=0.09),                # label smoothing 0.09 instead of 0.2
     'ls-0.2':             dict(label_smoothing=0.2),                 # (on fast7's descendants) back to airbench94's 0.2: 0.09 won a 3-epoch screen
     'whiten-bias-0.19':   dict(whiten_bias_epochs=0.19),             # the whitening bias learns for 0.19 epoch, not 3
-    'whiten-bias-8':      dict(whiten_bias_epochs=8),                # (on fast-progressive) the bias learns all 8 epochs, not only the
+    'whiten-bias-8':      dict(whiten_bias_epochs=8),                # (on fast-progressive's 8 epochs) the bias learns all 8, not only the
                                                                      # 3 at 24 pixels: frozen after them, it was fitted to the small
                                                                      # images' statistics; its input gradient costs ~4% of a step
     'jitter':             dict(jitter=(0.14, 0.13)),                 # brightness and contrast jitter (in std units)
@@ -179,7 +183,7 @@ ABLATIONS = {
                                                                      # until 2026-12-06)
     'small-early-20-3':   dict(small_early=(20, 3)),                 # the first 3 epochs at 20x20: 0.39 of their FLOPs
     'full-first-small-3': dict(small_early=((32, 1), (24, 3))),      # fast-progressive's 3 epochs at 24 after a first one at full
-                                                                     # size (6.56 full-size epochs, as the profile's): does the
+                                                                     # size (6.56 full-size epochs, as the 8-epoch profile's): does the
                                                                      # net's first epoch need the images the test will show?
     'small-early-4':      dict(small_early=(24, 4)),                 # the first 4 epochs at 24x24 (in 8 epochs: 6.25 full-
                                                                      # size epochs by pixel count; small-early-3 6.69, -2 7.13)
@@ -190,7 +194,7 @@ ABLATIONS = {
                                                                      # each image (their scale kept), not resized
     'crop-3-28-2':        dict(small_early=((24, 3), (28, 2)), small_by='crop'),  # 2 crop epochs at 28, not 3 (6.22)
     'crop-4':             dict(small_early=(24, 4), small_by='crop'),  # small-early-4's stage as crops (6.25)
-    'crop-3':             dict(small_early=(24, 3), small_by='crop'),  # fast-progressive's stage as crops (6.69):
+    'crop-3':             dict(small_early=(24, 3), small_by='crop'),  # fast-progressive's 8-epoch stage as crops (6.69):
                                                                      # 93.94% over 8 seeds, no sign of a gain
     'prune-easy-0.5':     dict(prune_easy=0.5),                      # InfoBatch: half the easy images out of epochs 1-6 of 8
     'freeze-1-at-5':      dict(freeze_at=(5,)),                      # the first conv group frozen for the last 3 of 8 epochs
@@ -217,10 +221,10 @@ ABLATIONS = {
     # channels make the net 0.70x the multiply-adds (a 32-pixel step 0.74x the time: bench/width_speed.py); airbench's
     # widths were chosen for a GPU's time. At another --width, its widths scale with it
     'widths-192':         dict(widths=(64, 192, 192)),
-    'group3-192':         dict(widths=(64, 256, 192)),                # only the last group narrowed: 0.92x the multiply-adds
+    'group3-192':         dict(widths=(64, 256, 192)),                # only the last group of 64/256/256 narrowed: 0.92x the multiply-adds
     # the other way: the last group wider (fast95's wider net reaches 95% in 15 epochs); 64/256/384 is 1.18x the
     # multiply-adds at 32 pixels, 1.17x at 24 (bench/width_speed.py). Each of these width entries sets all three widths
-    # outright (on a profile with other widths, `group3-384` would put group 2 back to 256 too)
+    # outright: on fast-progressive (group 2 at 192 since 2026-12-06) `group3-384` and `group3-192` put group 2 back to 256
     'group3-384':         dict(widths=(64, 256, 384)),
     # the middle group narrower, the last kept: 64/192/256 is 0.76x the multiply-adds (its first conv, 64 -> 256 at
     # 15x15, is the net's largest), a step 0.83x the time, for more epochs in the same time
@@ -230,8 +234,8 @@ ABLATIONS = {
     'muon-lr-0.8x':       dict(lr_max=0.164),
     'muon-lr-1.25x':      dict(lr_max=0.256),
     # (on fast-progressive) depth where it is cheapest: a third conv, with airbench96's residual over the last two, in the
-    # last group only, on its 3x3 maps (2x2 at 24 pixels): 1.045x the multiply-adds, 6.86 full-size epochs' arithmetic in
-    # fast-progressive's 8
+    # last group only, on its 3x3 maps (2x2 at 24 pixels): 1.045x the multiply-adds, 6.85 full-size epochs' arithmetic in
+    # fast-progressive's 8 epochs of then (7.29 in its 10 now: over issue 23's 7)
     'group3-depth-3':     dict(depth=(2, 2, 3)),
     'hiverge-muon':       dict(renorm_every=8, filter_wd=1.0418e-6 * 1536, bn_mom=0.4434),  # its filters rescaled every 8th
                                                                      # step with weight decay between, its BatchNorm momentum (on
@@ -244,7 +248,7 @@ FAST7 = FAST | dict(epochs=7) | ABLATIONS['hiverge-opt'] | ABLATIONS['ls-0.09'] 
 # 94% for fewer FLOPs than fast7 (issue 23, part 1): fast7's training for 10 epochs, the first 2 on images resized to 24
 # pixels (progressive resizing, as fastai's DAWNBench ImageNet entry), with group 2 at 192 channels (0.76x the net's
 # multiply-adds: its first conv, 64 -> 256 at 15x15, is the largest): 6.89 epochs' arithmetic of the 64/256/256 net at 32
-# pixels, by multiply-adds. docs/results.md: 94.10% over seeds 0-9 (2026-12-06), paired by seed +0.12 against its
+# pixels, by multiply-adds. docs/results.md: 94.06% over seeds 0-14 (2026-12-06), paired by seed +0.12 against its
 # setting before, fast7's training for 8 epochs with the first 3 at 24 (`small-early-3`, 6.56): 93.96% over 29 runs. With
 # 3 epochs at 24 instead (6.53) for 3 runs on 2026-12-05: 93.98% over 13 seeds; with 2 at 24 for 8 epochs (7.04) for
 # 15 seeds on 2026-12-05: 93.97%.

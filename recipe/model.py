@@ -147,10 +147,7 @@ class FastNet(nn.Sequential):
         if not (len(widths) == 3 and all(isinstance(w, int) and w > 0 for w in widths)):
             raise ValueError(f"widths must be 3 positive integers, got {widths!r}")
         w1, w2, w3 = widths
-        depths = group_depths(depth)
-        if depths is None:
-            raise ValueError(f"depth must be 2 or 3, or one of them for each of the 3 groups, got {depth!r}")
-        d1, d2, d3 = depths
+        d1, d2, d3 = group_depths(depth)
         whiten = nn.Conv2d(3, 24, 2)                 # (B, 24, 31, 31); weights from `init_whitening`, never trained
         whiten.weight.requires_grad_(False)
         super().__init__(whiten, nn.GELU(),

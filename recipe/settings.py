@@ -59,8 +59,8 @@ def check_net_settings(s):
     need(s['widths'] is None or (isinstance(s['widths'], (tuple, list)) and len(s['widths']) == 3 and
                                  all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in s['widths'])),
          'widths', '3 positive integers (or None)')
-    need(group_depths(s['depth']) is not None, 'depth',
-         '2 or 3, or one of them for each of the 3 groups')
+    try: group_depths(s['depth'])
+    except ValueError as e: raise RecipeError(str(e)) from None
     need(isinstance(s['bn_mom'], float) and 0 < s['bn_mom'] <= 1, 'bn_mom', 'a number in (0, 1]')
     need(isinstance(s['renorm_every'], int) and not isinstance(s['renorm_every'], bool) and s['renorm_every'] > 0,
          'renorm_every', 'a positive integer (steps)')

@@ -100,12 +100,12 @@ def test_labels_say_when_a_profile_has_changed_since_the_run_and_group_runs_by_t
     assert run_label(result('fast-progressive', widths=None, epochs=8), seed=False) == 'fast-progressive (then: widths None)'
     assert run_label(result('fast-progressive', small_early=[24, 3]), seed=False) == 'fast-progressive (then: small_early [24, 3])'
     assert run_label(result('fast-progressive', 'group2-192'), seed=False) == 'fast-progressive'  # an ablation it has taken in since
-    assert run_label(result('fast-progressive', 'group3-384'), seed=False) == 'fast-progressive (group3-384)'
-    assert run_label(result('fast7', 'small-early-3', epochs=8), seed=False) == 'fast7 (small-early-3)'  # TTA on every image
+    assert run_label(result('fast-progressive', 'whiten-bias-8'), seed=False) == 'fast-progressive (whiten-bias-8)'
+    assert run_label(result('fast7', 'small-early-2,group2-192', epochs=10), seed=False) == 'fast7 (small-early-2,group2-192)'  # TTA on every image
     assert run_label(result('fast-progressive', test_every=1), seed=False) == 'fast-progressive'  # tested every epoch: the same weights and accuracy
     assert run_label(result('fast-progressive', tta_below=None), seed=False) == 'fast-progressive (then: tta_below None)'
-    assert run_label(result('fast7', 'small-early-3', epochs=9), seed=False) == 'fast7 (small-early-3)'  # not quite
-    assert run_label(result('fast7', 'small-early-3,fp32', epochs=8), seed=False) == 'fast7 (small-early-3,fp32)'  # not a profile's
+    assert run_label(result('fast7', 'small-early-2,group2-192,tta-below-0.8', epochs=9), seed=False) == 'fast7 (small-early-2,group2-192,tta-below-0.8)'  # not quite
+    assert run_label(result('fast7', 'small-early-2,group2-192,tta-below-0.8,fp32', epochs=10), seed=False) == 'fast7 (small-early-2,group2-192,tta-below-0.8,fp32)'  # not a profile's
     assert run_label(result('seed-w32', 'fp32', lr_min=1e-3, lr_max=1e-2), seed=False) == 'seed-w32 (fp32)'  # not 'seed'
     assert run_label(result('seed', 'fp32', lr_min=1e-3, lr_max=1e-2), seed=False) == 'seed (fp32)'  # not 'seed-w32'
     assert run_label(result('seed-w32', 'random-flip', lr_min=1e-3, lr_max=1e-2), seed=False) == 'seed-w32'  # its flip already

@@ -158,7 +158,7 @@ def test_small_early_trains_the_first_epochs_on_smaller_images_stage_by_stage_an
     assert {s for s in sizes if s[0]} == {(True, 0, (24, 24)), (True, 1, (28, 28)), (True, 2, (32, 32))}
     assert {s for s in sizes if not s[0]} == {(False, e, (32, 32)) for e in range(3)}
     assert [cb.by for cb in learn.cbs if isinstance(cb, SmallEarly)] == ['crop']
-    assert [SmallEarly(*small_stages((24, 3))).size_at(e) for e in range(5)] == [24, 24, 24, None, None]  # fast-progressive's
+    assert [SmallEarly(*small_stages((24, 3))).size_at(e) for e in range(5)] == [24, 24, 24, None, None]  # fast-progressive's 8-epoch setting
     assert [SmallEarly((24, 3), (28, 2)).size_at(e) for e in range(7)] == [24, 24, 24, 28, 28, None, None]
     sizes.clear()  # a stage at the full size first: the small epochs after it
     recipe.train(tiny, out=tmp_path/'later', profile='quick', settings=dict(small_early=((32, 1), (24, 1))), epochs=3, bs=50, width=8,
