@@ -44,7 +44,7 @@ def main(bs: int = 1536,   # batch size (fast7's and fast-progressive's)
             for _ in range(steps): step()
             times[learning].append((time.perf_counter() - t) / steps)
     learning, frozen = min(times[True]), min(times[False])
-    print(f"fast net, batch {bs:,}, {size} pixels, bf16 autocast, {torch.get_num_threads()} threads, weight gradients of maps <= 5x5 by "
+    print(f"fast net, batch {bs:,}, {size} pixels, bf16 autocast, {torch.get_num_threads()} threads, weight gradients of maps <= 7x7 by "
           f"{'shifted products' if shifts else 'oneDNN'}: bias learning {learning:.3f} s/step, "
           f"frozen {frozen:.3f} s/step: {frozen/learning:.3f}x the time")
     if json:

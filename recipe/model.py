@@ -79,11 +79,13 @@ def identity_conv(c_in, c_out, kind=nn.Conv2d):
 
 
 class WeightGradByShifts(torch.autograd.Function):
-    """A 3x3 'same' conv (no bias, channels_last) whose weight gradient is 9 matrix products, one per kernel tap, of
-    the output gradient with the input shifted by that tap. On small maps (3x3 at 32 pixels, 5x5 and 2x2 at 24)
-    oneDNN's weight-gradient kernel runs at a tenth of its forward's rate on an AMX CPU: 69-81 ms at batch 1,536, bf16,
-    against about 9 ms for the forward and 20-21 ms for these products on the last conv's 3x3 maps (docs/results.md).
-    The input gradient is oneDNN's."""
+    """A 3x3 'same' conv (no bias, channels_last) whose weight gradient is a matrix product of the output gradient with
+    the input's 9 shifted copies side by side (its 3x3 patches), a few images at a time (about ROWS output pixels) so
+    that the copies stay small. On small maps (7x7 and less at 32 pixels, 5x5 and 2x2 at 24) oneDNN's weight-gradient
+    kernel runs at a fifth to a tenth of its forward's rate on an AMX CPU; these products take about 0.75x its time at
+    7x7 and a quarter at 3x3, and lose on larger maps (docs/results.md). The input gradient is oneDNN's."""
+    ROWS = 6272  # 128 images of 7x7 maps: the fastest of 32-512 images a product at 7x7 and 5x5
+
     @staticmethod
     def forward(ctx, x, weight):
         ctx.save_for_backward(x, weight)
@@ -96,20 +98,24 @@ class WeightGradByShifts(torch.autograd.Function):
                                                      [True, False, False])[0] if ctx.needs_input_grad[0] else None
         if not ctx.needs_input_grad[1]: return grad_x, None
         n, c, h, w = x.shape
-        padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (n, h+2, w+2, c)
-        grad_rows = grad.permute(0, 2, 3, 1).reshape(-1, grad.size(1)).T  # (c_out, n h w)
-        taps = [grad_rows @ padded[:, i:i + h, j:j + w, :].reshape(-1, c) for i in range(3) for j in range(3)]
-        grad_weight = torch.stack(taps, 1).view(len(weight), 3, 3, c).permute(0, 3, 1, 2)
+        padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (n, h+2, w+2, c), a view of the channels_last pad
+        total, chunk = torch.zeros(len(weight), 9 * c), max(1, WeightGradByShifts.ROWS // (h * w))  # fp32: the chunks' sum
+        for i in range(0, n, chunk):
+            j = i + chunk
+            patches = torch.stack([padded[i:j, a:a + h, b:b + w] for a in range(3) for b in range(3)], 3)  # (k, h, w, 9, c)
+            grad_rows = grad[i:j].permute(1, 0, 2, 3).reshape(grad.size(1), -1)  # (c_out, k h w)
+            total += grad_rows @ patches.view(-1, 9 * c)
+        grad_weight = total.to(weight.dtype).view(len(weight), 3, 3, c).permute(0, 3, 1, 2)
         return grad_x, grad_weight.contiguous(memory_format=torch.channels_last)
 
 
 class SmallMapConv(nn.Conv2d):
     """conv3x3 (padding 1, no bias) for groups 2-3: `WeightGradByShifts` while training under bf16 autocast
-    on the CPU on maps of at most 5x5 once `by_shifts` is set (recipe/run.py sets it on AMX CPUs, where the products
-    were measured faster at 2x2, 3x3 and 5x5 and slower at 7x7), else an ordinary conv. The same parameters and state dict as
-    nn.Conv2d."""
+    on the CPU on maps of at most 7x7 once `by_shifts` is set (recipe/run.py sets it on AMX CPUs, where the products
+    were measured faster at 2x2, 3x3, 5x5 and 7x7 and slower at 15x15 and 31x31), else an ordinary conv. The same
+    parameters and state dict as nn.Conv2d."""
     by_shifts = False
-    MAX_MAP = 5
+    MAX_MAP = 7
 
     def __init__(self, c_in, c_out, kernel_size=3, padding=1, bias=False):
         super().__init__(c_in, c_out, kernel_size, padding=padding, bias=bias)
@@ -127,7 +133,7 @@ class SmallMapConv(nn.Conv2d):
 def conv_group(c_in, c_out, act='gelu', depth=2, bn_mom=0.4, small_maps=False):
     """depth 2: conv -> MaxPool2d(2) -> BN -> GELU -> conv -> BN -> GELU (or `act`). depth 3 (airbench96): the second
     conv's output is followed by a third conv -> BN, added to the first's output (a residual), then GELU. With
-    `small_maps` (the groups whose maps can be 5x5 or smaller) every conv is a `SmallMapConv`."""
+    `small_maps` (the groups whose maps can be 7x7 or smaller) every conv is a `SmallMapConv`."""
     kind = SmallMapConv if small_maps else nn.Conv2d
     conv = lambda: identity_conv(c_out, c_out, kind)
     first = [identity_conv(c_in, c_out, kind), nn.MaxPool2d(2), batch_norm(c_out, bn_mom), activation(act)]

@@ -367,7 +367,7 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
     if precision == 'bf16' and not cuda:
         cbs.append(CPUAutocast())
         if shifts_pay(s['compile']) and shift_weight_grads(model):
-            reason += "; weight gradients of maps of 5x5 or less by shifted products (AMX)"
+            reason += "; weight gradients of maps of 7x7 or less by shifted products (AMX)"
     learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), metrics=accuracy,
                           wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s))
     # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts

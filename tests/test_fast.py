@@ -295,7 +295,7 @@ def test_the_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(profile, tin
 
 def test_a_run_on_an_amx_cpu_trains_the_small_maps_by_shifted_products(tiny, tmp_path, monkeypatch):
     """With amx_bf16 among the CPU's flags a whole run goes through WeightGradByShifts and says so: at 24 pixels for
-    the three convs on maps of 5x5 or less (groups 2-3 after group 2's pool), at 32 for the last one (3x3)"""
+    the three convs on maps of 7x7 or less (groups 2-3 after group 2's pool): 5x5 and 2x2 at 24 pixels, 7x7 and 3x3 at 32"""
     from recipe.model import WeightGradByShifts
     calls, apply = [], WeightGradByShifts.apply
     monkeypatch.setattr(WeightGradByShifts, 'apply', lambda *a: calls.append(a[0].shape) or apply(*a))
@@ -303,9 +303,9 @@ def test_a_run_on_an_amx_cpu_trains_the_small_maps_by_shifted_products(tiny, tmp
     learn = recipe.train(tiny, out=tmp_path/'run', profile='fast', epochs=2, bs=50, width=8, seed=0, device='cpu',
                          settings=dict(small_early=(24, 1)))
     res = json.loads((tmp_path/'run'/'results.json').read_text())
-    assert res['complete'] and "weight gradients of maps of 5x5 or less by shifted products (AMX)" in res['precision_reason']
+    assert res['complete'] and "weight gradients of maps of 7x7 or less by shifted products (AMX)" in res['precision_reason']
     steps = len(learn.dls.train)
-    assert [shape[-2:] for shape in calls] == [(5, 5), (5, 5), (2, 2)] * steps + [(3, 3)] * steps
+    assert [shape[-2:] for shape in calls] == [(5, 5), (5, 5), (2, 2)] * steps + [(7, 7), (7, 7), (3, 3)] * steps
 
 
 def test_tta_below_a_confidence_gives_the_views_to_the_unsure_images_only():

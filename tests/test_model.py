@@ -28,10 +28,12 @@ def test_bad_width_is_refused(width):
     with pytest.raises(ValueError, match='width'): CustomResNet(width=width)
 
 
-@pytest.mark.parametrize('size', [2, 3, 5])
-def test_weight_grads_by_shifts_are_the_convs_own(size):
+@pytest.mark.parametrize('size', [2, 3, 5, 7])
+@pytest.mark.parametrize('rows', [6272, 60])  # at 60 rows a product: 1-15 images a chunk, the last one shorter
+def test_weight_grads_by_shifts_are_the_convs_own(size, rows, monkeypatch):
     "SmallMapConv's shifted products (bf16 autocast on the CPU) give nn.Conv2d's output and gradients, to bf16's rounding"
-    from recipe.model import SmallMapConv
+    from recipe.model import SmallMapConv, WeightGradByShifts
+    monkeypatch.setattr(WeightGradByShifts, 'ROWS', rows)
     torch.manual_seed(0)
     plain, shifted = torch.nn.Conv2d(16, 24, 3, padding=1, bias=False), SmallMapConv(16, 24, 3, padding=1, bias=False)
     shifted.weight.data.copy_(plain.weight.data)
@@ -51,17 +53,17 @@ def test_weight_grads_by_shifts_are_the_convs_own(size):
 
 
 def test_weight_grads_by_shifts_only_while_training_on_small_maps(monkeypatch):
-    "Inference, maps over 5x5 (oneDNN is faster there), fp32 and convs of another shape keep the ordinary route"
+    "Inference, maps over 7x7 (oneDNN is faster there), fp32 and convs of another shape keep the ordinary route"
     from recipe.model import SmallMapConv, WeightGradByShifts
     calls = []
     monkeypatch.setattr(WeightGradByShifts, 'apply', lambda *a: calls.append(a) or torch.nn.functional.conv2d(*a, padding=1))
     conv = SmallMapConv(8, 8, 3, padding=1, bias=False)
     conv.by_shifts = True
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        conv(torch.randn(2, 8, 5, 5))
+        conv(torch.randn(2, 8, 7, 7))
         assert len(calls) == 1
         with torch.no_grad(): conv(torch.randn(2, 8, 3, 3))  # inference
-        conv(torch.randn(2, 8, 7, 7))  # a larger map
+        conv(torch.randn(2, 8, 8, 8))  # a larger map
     conv(torch.randn(2, 8, 3, 3))  # fp32
     with torch.autocast('cpu', dtype=torch.float16): conv(torch.randn(2, 8, 3, 3))  # autocast, not to bf16
     conv.by_shifts = False
@@ -94,23 +96,26 @@ def test_weight_grads_by_shifts_with_the_weights_frozen():
     assert 'WeightGradByShifts' in y.grad_fn.name() and shifted.weight.grad is None and torch.equal(*grads)
 
 
-def test_every_conv_of_groups_2_and_3_takes_the_shifted_products_on_small_maps(monkeypatch):
-    """Depth 3 (airbench96's residual convs) and a first conv of group 3 that changes the width: at 24 pixels the
-    convs on maps of 5x5 or less take the products, and the whole net's gradients stay nn.Conv2d's to bf16's rounding"""
+@pytest.mark.parametrize('size, maps', [(24, [(5, 5), (2, 2)]), (32, [(7, 7), (3, 3)])])
+def test_every_conv_of_groups_2_and_3_takes_the_shifted_products_on_small_maps(size, maps, monkeypatch):
+    """Depth 3 (airbench96's residual convs) and a first conv of group 3 that changes the width: at 24 and 32 pixels
+    the convs on maps of 7x7 or less take the products (not group 2's first, on 11x11 or 15x15), and the whole net's
+    gradients stay nn.Conv2d's to bf16's rounding"""
     from recipe.model import FastNet, SmallMapConv, WeightGradByShifts, shift_weight_grads
     torch.manual_seed(0)
     net = FastNet(10, 8, widths=(8, 24, 16), depth=3)
     assert len([m for m in net.modules() if isinstance(m, SmallMapConv)]) == 6  # groups 2-3: 3 convs each
     calls, apply = [], WeightGradByShifts.apply
     monkeypatch.setattr(WeightGradByShifts, 'apply', lambda *a: calls.append(tuple(a[0].shape[-2:])) or apply(*a))
-    x, grads = torch.randn(6, 3, 24, 24), []
+    x, grads = torch.randn(6, 3, size, size), []
     for shifted in (False, True):
         if shifted: shift_weight_grads(net)
         net.zero_grad()
         with torch.autocast('cpu', dtype=torch.bfloat16): out = net(x)
         out.float().pow(2).sum().backward()
         grads.append([p.grad.clone() for p in net.parameters() if p.grad is not None])
-    # group 2's convs after its pool (5x5), group 3's first (5x5, before its pool) and the two after it (2x2)
-    assert calls == [(5, 5), (5, 5), (5, 5), (2, 2), (2, 2)]
+    # group 2's convs after its pool, group 3's first (before its pool) and the two after it
+    after_pool, last = maps
+    assert calls == [after_pool] * 3 + [last] * 2
     for before, after in zip(*grads):
         assert ((after - before).norm() / before.norm()) < 2e-2
