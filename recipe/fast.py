@@ -49,12 +49,13 @@ def triangle(lrs, start, peak_at, end):
 # Muon (Keller Jordan et al. 2024, "Muon: an optimizer for hidden layers", and airbench94_muon.py in cifar10-airbench):
 # the momentum of each conv filter bank's gradient is replaced by the nearest semi-orthogonal matrix before the step.
 
-def orthogonalize(G, steps=3, eps=1e-7):
+def orthogonalize(G, steps=3, eps=1e-7, bf16=False):
     """(rows, cols) -> roughly U V^T of G's SVD, by `steps` quintic Newton-Schulz iterations with Muon's published
-    coefficients (tuned for speed: singular values end near 1, between about 0.5 and 1.5, not exactly 1). bf16 on a
-    GPU, as Muon does; fp32 on a CPU, where these few small products cost nothing next to a training step."""
+    coefficients (tuned for speed: singular values end near 1, between about 0.5 and 1.5, not exactly 1). In bf16 on a
+    GPU, as Muon does, and on a CPU with `bf16` (a run in bf16 autocast: there fp32 took 2-4% of a training step, bf16
+    a third of that); else fp32."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
+    X = G.to(torch.bfloat16 if G.is_cuda or bf16 else torch.float32)
     X = X / (X.norm() + eps)  # every singular value <= 1, where the iteration converges
     wide = X.size(0) <= X.size(1)
     if not wide: X = X.T  # iterate on the smaller Gram matrix
@@ -64,22 +65,23 @@ def orthogonalize(G, steps=3, eps=1e-7):
     return (X if wide else X.T).to(G.dtype)
 
 
-def muon_step(p, lr, mom, grad_avg, step=1, renorm_every=1, filter_wd=0., **kwargs):
+def muon_step(p, lr, mom, grad_avg, step=1, renorm_every=1, filter_wd=0., bf16=False, **kwargs):
     """Conv filters (4-d): Muon. The Nesterov momentum g + mom v, flattened to (out, in x k x k), orthogonalized; the
     filters are first rescaled to norm sqrt(out) on every `renorm_every`-th step (airbench94_muon: every step; Hiverge's
     cifar10-speedrun: every 8th, with weight decay), so the LR is the step's size relative to the weights; then they
-    shrink by lr x `filter_wd`. `step` counts from 1 (fastai's step_stat). Anything else: Nesterov SGD."""
+    shrink by lr x `filter_wd`. `step` counts from 1 (fastai's step_stat); `bf16`: orthogonalize in bf16. Anything
+    else: Nesterov SGD."""
     if p.ndim != 4: return nesterov_step(p, lr, mom, grad_avg)
-    update = orthogonalize((p.grad.data + mom * grad_avg).flatten(1)).view_as(p)
+    update = orthogonalize((p.grad.data + mom * grad_avg).flatten(1), bf16=bf16).view_as(p)
     if step % renorm_every == 0: p.data.mul_(math.sqrt(len(p)) / p.data.norm())
     p.data.add_(update, alpha=-lr)
     if filter_wd: p.data.mul_(1 - lr * filter_wd)
 
 
-def MuonSGD(params, lr, moms, wd=0., renorm_every=1, filter_wd=0.):
+def MuonSGD(params, lr, moms, wd=0., renorm_every=1, filter_wd=0., bf16=False):
     "Muon for conv filters, Nesterov SGD (L2) for every other param, from fastai's optimizer steps; `moms` per group"
     opt = Optimizer(params, [l2_reg, average_grad, step_stat, muon_step], lr=lr, mom=moms[-1], wd=wd,
-                    renorm_every=renorm_every, filter_wd=filter_wd)
+                    renorm_every=renorm_every, filter_wd=filter_wd, bf16=bf16)
     opt.set_hyper('mom', list(moms))
     return opt
 
@@ -104,10 +106,11 @@ def linear_decay(lrs, zero_at):
 
 def optimizer(s) -> dict:
     """The Learner's optimizer: Muon with its four groups (`muon_groups`), or Nesterov SGD with two; weight decay on
-    BatchNorm and biases too (airbench's)"""
+    BatchNorm and biases too (airbench's). `s['precision']`: the one chosen ('bf16': Muon orthogonalizes in bf16)"""
     if s['opt'] == 'muon':
         return dict(opt_func=lambda params, lr: MuonSGD(params, lr, moms=[s['sgd_mom']] * 3 + [s['mom']], renorm_every=s['renorm_every'],
-                                                        filter_wd=s['filter_wd']), splitter=muon_groups, wd_bn_bias=True)
+                                                        filter_wd=s['filter_wd'], bf16=s['precision'] == 'bf16'),
+                    splitter=muon_groups, wd_bn_bias=True)
     return dict(opt_func=lambda params, lr: NesterovSGD(params, lr, mom=s['mom']), splitter=param_groups, wd_bn_bias=True)
 
 

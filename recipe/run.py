@@ -368,8 +368,9 @@ def make_learner(dls, width=None, wd=None, path='.', settings=None) -> Learner:
         cbs.append(CPUAutocast())
         if shifts_pay(s['compile']) and shift_weight_grads(model):
             reason += "; weight gradients of maps of 7x7 or less by shifted products (AMX)"
+        if s['opt'] == 'muon': reason += "; Muon's orthogonalization in bf16"
     learn = RecipeLearner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=s['label_smoothing']), metrics=accuracy,
-                          wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s))
+                          wd=s['wd'], path=path, model_dir='.', cbs=cbs, **recipe_of(s).optimizer(s | dict(precision=precision)))
     # channels_last is ~1.5x faster on these CPUs too; on CUDA fastai's MixedPrecision autocasts
     learn.to_channelslast(use_amp=cuda and precision != 'fp32', amp_mode=precision if cuda and precision != 'fp32' else 'fp16')
     if cuda: torch.backends.cudnn.benchmark = True  # a few shapes (one per small_early stage, the full size, the test batches): cuDNN picks the fastest convolution once for each

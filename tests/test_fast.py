@@ -200,6 +200,29 @@ def test_orthogonalize_brings_every_singular_value_near_one(shape):
     assert (D - torch.diag(torch.diag(D))).abs().max() < 1e-4 and torch.diag(D).min() > 0.6
 
 
+def test_orthogonalize_in_bf16_on_the_cpu_is_near_the_fp32_one():
+    "bf16 runs on a CPU orthogonalize in bf16 (as Muon does on GPUs): the same map to bf16's rounding, in G's dtype"
+    torch.manual_seed(0)
+    G = torch.randn(192, 1728)
+    fp32, bf16 = orthogonalize(G), orthogonalize(G, bf16=True)
+    assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # computed in bf16, returned as G's
+    assert (bf16 - fp32).norm() / fp32.norm() < 2e-2
+    s = torch.linalg.svdvals(bf16)
+    assert s.min() > 0.5 and s.max() < 1.3
+
+
+@pytest.mark.parametrize('bf16', [False, True])
+def test_muon_step_orthogonalizes_in_the_precision_it_is_given(bf16):
+    torch.manual_seed(0)
+    conv = torch.nn.Parameter(torch.randn(8, 4, 3, 3))
+    conv.grad = torch.randn_like(conv)
+    before = conv.detach().clone()
+    MuonSGD([[conv]], lr=0.1, moms=[0.6], bf16=bf16).step()
+    for route in (False, True):
+        expected = before * math.sqrt(8) / before.norm() - 0.1 * orthogonalize((1.6 * conv.grad).flatten(1), bf16=route).view_as(conv)
+        assert torch.allclose(conv, expected, atol=1e-6) == (route == bf16)
+
+
 def test_muon_step_normalizes_the_filters_then_steps_along_the_orthogonalized_momentum():
     torch.manual_seed(0)
     conv, bias = torch.nn.Parameter(3 * torch.randn(8, 4, 3, 3)), torch.nn.Parameter(torch.randn(8))
@@ -282,6 +305,10 @@ def test_the_learner_uses_bf16_autocast_only_where_the_cpu_has_bf16(profile, tin
         shifted = [m.by_shifts for m in learn.model.modules() if isinstance(m, SmallMapConv)]
         assert shifted == ([] if profile == 'seed' else [flags == {'amx_bf16', 'avx512_bf16'}] * 4)
         assert ('shifted products' in learn.precision_reason) == any(shifted)
+        if profile == 'fast':  # Muon orthogonalizes in bf16 where the run trains in bf16
+            learn.create_opt()
+            assert {h['bf16'] for h in learn.opt.hypers} == {precision != 'fp32'}
+            assert ("Muon's orthogonalization in bf16" in learn.precision_reason) == (precision != 'fp32')
     if profile == 'fast':  # not under torch.compile, where they were not measured
         learn = recipe.make_learner(dls, settings=s | dict(compile=True))
         assert not any(m.by_shifts for m in learn.model.modules() if isinstance(m, SmallMapConv))
