@@ -7,6 +7,8 @@ Its interface, the same as recipe/seed.py's: `optimizer(s)`, `pick_lrs(learn, s,
 `CPU_ADVICE`.
 """
 import math
+from functools import partial
+
 import numpy as np
 import torch
 from fastai.basics import Optimizer, average_grad, l2_reg, step_stat
@@ -79,9 +81,11 @@ def muon_step(p, lr, mom, grad_avg, step=1, renorm_every=1, filter_wd=0., bf16=F
 
 
 def MuonSGD(params, lr, moms, wd=0., renorm_every=1, filter_wd=0., bf16=False):
-    "Muon for conv filters, Nesterov SGD (L2) for every other param, from fastai's optimizer steps; `moms` per group"
-    opt = Optimizer(params, [l2_reg, average_grad, step_stat, muon_step], lr=lr, mom=moms[-1], wd=wd,
-                    renorm_every=renorm_every, filter_wd=filter_wd, bf16=bf16)
+    """Muon for conv filters, Nesterov SGD (L2) for every other param, from fastai's optimizer steps; `moms` per group.
+    `bf16` is bound to the step, not a hyper-parameter: a checkpoint's hypers (fastai restores them whole) must not
+    carry the precision of the machine that saved it to the one that resumes it."""
+    opt = Optimizer(params, [l2_reg, average_grad, step_stat, partial(muon_step, bf16=bf16)], lr=lr, mom=moms[-1], wd=wd,
+                    renorm_every=renorm_every, filter_wd=filter_wd)
     opt.set_hyper('mom', list(moms))
     return opt
 
@@ -107,6 +111,8 @@ def linear_decay(lrs, zero_at):
 def optimizer(s) -> dict:
     """The Learner's optimizer: Muon with its four groups (`muon_groups`), or Nesterov SGD with two; weight decay on
     BatchNorm and biases too (airbench's). `s['precision']`: the one chosen ('bf16': Muon orthogonalizes in bf16)"""
+    if s['precision'] not in ('fp32', 'bf16', 'fp16'):
+        raise ValueError(f"the optimizer needs the precision chosen for the run (fp32, bf16 or fp16), got {s['precision']!r}")
     if s['opt'] == 'muon':
         return dict(opt_func=lambda params, lr: MuonSGD(params, lr, moms=[s['sgd_mom']] * 3 + [s['mom']], renorm_every=s['renorm_every'],
                                                         filter_wd=s['filter_wd'], bf16=s['precision'] == 'bf16'),

@@ -6,7 +6,7 @@ from torch import nn
 
 from .config import ACTIVATIONS, group_depths
 
-__all__ = ['ACTS', 'CustomResNet', 'WeightGradByShifts', 'SmallMapConv', 'FastNet', 'shift_weight_grads', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
+__all__ = ['ACTS', 'CustomResNet', 'WeightGradByShifts', 'weight_grad_by_shifts', 'SmallMapConv', 'FastNet', 'shift_weight_grads', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
 
 ACTS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}  # the activations a net can be built with (`act`)
 assert tuple(ACTS) == ACTIVATIONS, "config.ACTIVATIONS (the names settings.py accepts before torch loads) must name ACTS"
@@ -84,7 +84,7 @@ class WeightGradByShifts(torch.autograd.Function):
     that the copies stay small. On small maps (7x7 and less at 32 pixels, 5x5 and 2x2 at 24) oneDNN's weight-gradient
     kernel runs at a fifth to a tenth of its forward's rate on an AMX CPU; these products take about 0.75x its time at
     7x7 and a quarter at 3x3, and lose on larger maps (docs/results.md). The input gradient is oneDNN's."""
-    ROWS = 6272  # 128 images of 7x7 maps: the fastest of 32-512 images a product at 7x7 and 5x5
+    ROWS = 6272  # 128 images of 7x7 maps, the fastest of 32-256 there; on smaller maps more images a product did as well
 
     @staticmethod
     def forward(ctx, x, weight):
@@ -97,16 +97,22 @@ class WeightGradByShifts(torch.autograd.Function):
         grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                                      [True, False, False])[0] if ctx.needs_input_grad[0] else None
         if not ctx.needs_input_grad[1]: return grad_x, None
-        n, c, h, w = x.shape
-        padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (n, h+2, w+2, c), a view of the channels_last pad
-        total, chunk = torch.zeros(len(weight), 9 * c), max(1, WeightGradByShifts.ROWS // (h * w))  # fp32: the chunks' sum
-        for i in range(0, n, chunk):
-            j = i + chunk
-            patches = torch.stack([padded[i:j, a:a + h, b:b + w] for a in range(3) for b in range(3)], 3)  # (k, h, w, 9, c)
-            grad_rows = grad[i:j].permute(1, 0, 2, 3).reshape(grad.size(1), -1)  # (c_out, k h w)
-            total += grad_rows @ patches.view(-1, 9 * c)
-        grad_weight = total.to(weight.dtype).view(len(weight), 3, 3, c).permute(0, 3, 1, 2)
-        return grad_x, grad_weight.contiguous(memory_format=torch.channels_last)
+        return grad_x, weight_grad_by_shifts(x, grad).to(weight.dtype).contiguous(memory_format=torch.channels_last)
+
+
+def weight_grad_by_shifts(x, grad):
+    """The weight gradient (fp32, (c_out, c, 3, 3)) of a 3x3 'same' conv of `x` (n, c, h, w; channels_last) whose
+    output got `grad`: the output gradient times the input's 3x3 patches (its 9 shifted copies side by side), summed
+    over chunks of about WeightGradByShifts.ROWS output pixels"""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (n, h+2, w+2, c), a view of the channels_last pad
+    total, chunk = x.new_zeros(grad.size(1), 9 * c, dtype=torch.float32), max(1, WeightGradByShifts.ROWS // (h * w))
+    for i in range(0, n, chunk):
+        j = i + chunk
+        patches = torch.stack([padded[i:j, a:a + h, b:b + w] for a in range(3) for b in range(3)], 3)  # (k, h, w, 9, c)
+        grad_rows = grad[i:j].permute(1, 0, 2, 3).reshape(grad.size(1), -1)  # (c_out, k h w), a copy: faster products than a transposed view
+        total += grad_rows @ patches.view(-1, 9 * c)
+    return total.view(grad.size(1), 3, 3, c).permute(0, 3, 1, 2)
 
 
 class SmallMapConv(nn.Conv2d):

@@ -223,6 +223,24 @@ def test_width_speed_times_the_widths_it_is_given_at_the_size_it_is_given(tmp_pa
     assert "--widths '8,16,16 8,12,16'" in res['command'] and '24-pixel images' in stdout
 
 
+def test_weight_grad_speed_times_each_conv_of_the_fast_net_both_ways(tmp_path):
+    """bench/weight_grad_speed.py, tiny: one row per conv of the net at each size, with the maps FastNet really has,
+    and the convs marked shifted are those that take the products in training"""
+    import torch
+    from recipe.model import FastNet, SmallMapConv
+    res, stdout = bench_script('weight_grad_speed.py', '--bs', 4, '--widths', '8,16,12', '--sizes', '32,24', '--reps', 1,
+                               json_out=tmp_path/'wg.json')
+    net, found = FastNet(10, 8, widths=(8, 16, 12)), []
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3):
+            m.register_forward_hook(lambda m, i, o: found.append((i[0].shape[1], o.shape[1], i[0].shape[-1], isinstance(m, SmallMapConv))))
+    for size in (32, 24): net(torch.randn(2, 3, size, size))
+    assert [(r['c_in'], r['c_out'], r['map']) for r in res['rows']] == [f[:3] for f in found]
+    assert [r['takes_shifts'] for r in res['rows']] == [small and m <= SmallMapConv.MAX_MAP for *_, m, small in found]
+    assert [r['map'] for r in res['rows'] if r['takes_shifts']] == [7, 7, 3, 5, 5, 2]
+    assert all(v > 0 for r in res['rows'] for v in r['ms'].values()) and stdout.count('<- shifted in training') == 6
+
+
 def test_time_to_and_the_report_skip_the_epochs_without_a_test_pass(tmp_path):
     r = dict(profile='fast-progressive', width=64, epochs=3, bs=1536, seed=0, wall_seconds=300, git_commit='0123456789abcdef',
              machine=dict(cpu='AMD EPYC', cores=2, gpu='none'), complete=True, test_accuracy=0.95, per_epoch_wall=[100, 200, 290],

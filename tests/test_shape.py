@@ -9,14 +9,15 @@ import csv, json, os, re, subprocess, sys, time
 import pytest
 
 from conftest import ROOT, kill_tree
-from recipe.run import cpu_flags
 
 BEFORE = '0ed9eb3'
 RUNS = {'seed': dict(epochs=2, bs=32, width=8, seed=0, precision='fp32'),  # fp32: the seed profile's choice on a CPU then
         'fast': dict(profile='fast', epochs=2, bs=50, width=8, seed=0,  # 'quick' here until efbabbf, when quick was fast for 3 epochs
-                     # fp32 on AMX CPUs, where bf16 runs now sum the weight gradients of the small-map convs (groups
-                     # 2-3, maps of 7x7 or less) in another order on purpose (recipe/model.py, SmallMapConv; tests/test_model.py holds them to nn.Conv2d's)
-                     precision='fp32' if 'amx_bf16' in cpu_flags() else 'auto')}
+                     # fp32: bf16 runs differ on purpose now. On AMX CPUs they sum the weight gradients of the
+                     # small-map convs (groups 2-3, maps of 7x7 or less) in another order (recipe/model.py, SmallMapConv;
+                     # tests/test_model.py holds them to nn.Conv2d's), and since 49cd79b Muon orthogonalizes in bf16 in a
+                     # bf16 run on any CPU (recipe/fast.py; tests/test_fast.py). A CPU without bf16 chose fp32 anyway.
+                     precision='fp32')}
 
 
 def code_at(commit, dest):
