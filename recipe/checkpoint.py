@@ -10,7 +10,7 @@ from .data import AlbumentationsTransform, RecipeError
 from .distributed import unwrap
 from .record import atomic_write
 
-__all__ = ['CHECKPOINT', 'save_checkpoint', 'load_checkpoint', 'checkpoint_epoch', 'restore']
+__all__ = ['CHECKPOINT', 'save_checkpoint', 'load_checkpoint', 'checkpoint_epoch', 'known_hypers', 'restore']
 
 CHECKPOINT = 'checkpoint.pt'
 
@@ -78,13 +78,19 @@ def checkpoint_epoch(run) -> int:
     except Exception: return None  # unreadable here: the caller goes by its own count
 
 
+def known_hypers(saved, opt) -> list:
+    """A checkpoint's hyper-parameters, each group's cut to those `opt` has: one the code no longer keeps there (49cd79b's
+    `bf16`, now bound to Muon's step) must not reach the step, where fastai's keyword arguments would win"""
+    return [{k: v for k, v in old.items() if k in now} for old, now in zip(saved, opt.hypers)]
+
+
 def restore(learn, ckpt: dict, rank=0):
     """Model, optimizer and random streams (this rank's, in a distributed run) as they were at the end of the checkpoint's
     epoch, on the devices of this run's model"""
     learn.model.to(learn.dls.device)  # first: fastai moves it only when the fit starts, and the optimizer state follows it now
     learn.model.load_state_dict(ckpt['model'])
     if learn.opt is None: learn.create_opt()
-    learn.opt.load_state_dict({'state': ckpt['opt']['state'], 'hypers': L(ckpt['opt']['hypers'])})
+    learn.opt.load_state_dict({'state': ckpt['opt']['state'], 'hypers': L(known_hypers(ckpt['opt']['hypers'], learn.opt))})
     for p, state in learn.opt.state.items():  # fastai keeps the loaded tensors where they are: beside their parameter
         for k, v in state.items():
             if isinstance(v, torch.Tensor): state[k] = v.to(p.device)

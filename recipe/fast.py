@@ -54,7 +54,7 @@ def triangle(lrs, start, peak_at, end):
 def orthogonalize(G, steps=3, eps=1e-7, bf16=False):
     """(rows, cols) -> roughly U V^T of G's SVD, by `steps` quintic Newton-Schulz iterations with Muon's published
     coefficients (tuned for speed: singular values end near 1, between about 0.5 and 1.5, not exactly 1). In bf16 on a
-    GPU, as Muon does, and on a CPU with `bf16` (a run in bf16 autocast: there fp32 took 2-4% of a training step, bf16
+    GPU, as Muon does, and on a CPU with `bf16` (a run in bf16 autocast: there fp32 took 3-5% of a training step, bf16
     a third of that); else fp32."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.to(torch.bfloat16 if G.is_cuda or bf16 else torch.float32)

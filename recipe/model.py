@@ -82,7 +82,7 @@ class WeightGradByShifts(torch.autograd.Function):
     """A 3x3 'same' conv (no bias, channels_last) whose weight gradient is a matrix product of the output gradient with
     the input's 9 shifted copies side by side (its 3x3 patches), a few images at a time (about ROWS output pixels) so
     that the copies stay small. On small maps (7x7 and less at 32 pixels, 5x5 and 2x2 at 24) oneDNN's weight-gradient
-    kernel runs at a fifth to a tenth of its forward's rate on an AMX CPU; these products take 0.8x its time at 7x7,
+    kernel runs at a fourth to an eighth of its forward's rate on an AMX CPU; these products take 0.8x its time at 7x7,
     half at 5x5 and a quarter at 3x3, and lose on 11x11 and larger maps (bench/weight_grad_speed.py, docs/results.md).
     The input gradient is oneDNN's."""
     ROWS = 6272  # 128 images of 7x7 maps, the fastest of 32-256 there; on smaller maps more images a product did as well

@@ -228,6 +228,23 @@ def test_muon_step_orthogonalizes_in_the_precision_it_is_given(bf16):
         assert torch.allclose(conv, expected, atol=1e-6) == (route == bf16)
 
 
+def test_a_checkpoint_with_the_bf16_hyper_of_49cd79b_resumes_in_this_runs_precision():
+    "49cd79b saved Muon's precision among the hypers: restored whole, fastai would pass it to the step over the bound one"
+    from recipe.checkpoint import known_hypers
+    torch.manual_seed(0)
+    conv = torch.nn.Parameter(torch.randn(8, 4, 3, 3))
+    conv.grad = torch.randn_like(conv)
+    before = conv.detach().clone()
+    opt = MuonSGD([[conv]], lr=0.1, moms=[0.6], bf16=False)
+    saved = opt.state_dict()
+    saved['hypers'] = [dict(h, bf16=True) for h in saved['hypers']]  # as 49cd79b wrote it, from a bf16 run
+    opt.load_state_dict(dict(saved, hypers=known_hypers(saved['hypers'], opt)))
+    assert 'bf16' not in opt.hypers[0] and opt.hypers[0]['lr'] == 0.1
+    opt.step()
+    expected = before * math.sqrt(8) / before.norm() - 0.1 * orthogonalize((conv.grad + 0.6 * conv.grad).flatten(1)).view_as(conv)
+    assert torch.allclose(conv, expected, atol=1e-6)  # fp32, this run's
+
+
 def test_muon_step_normalizes_the_filters_then_steps_along_the_orthogonalized_momentum():
     torch.manual_seed(0)
     conv, bias = torch.nn.Parameter(3 * torch.randn(8, 4, 3, 3)), torch.nn.Parameter(torch.randn(8))
