@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 
-from recipe.model import SmallMapConv, weight_grad_by_shifts
+from recipe.model import SmallMapConv, onednn_conv_backward, weight_grad_by_shifts
 from recipe.record import git_commit, machine_info, write_json
 from recipe.run import keep_freed_memory
 
@@ -38,7 +38,6 @@ def main(bs: int = 1536,  # batch size (fast-progressive's)
     keep_freed_memory()
     torch.manual_seed(0)
     widths, sizes = tuple(int(w) for w in widths.split(',')), [int(s) for s in sizes.split(',')]
-    backward = lambda x, g, w, mask: torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
     rows = []
     print(f"batch {bs:,}, widths {widths}, bf16, channels_last, {torch.get_num_threads()} threads, {machine_info()['cpu']}; ms, the fastest of {reps}")
     print(f"{'size':>4} {'conv':>12} {'map':>5} {'forward':>8} {'input grad':>10} {'weight grad: oneDNN':>20} {'shifted':>8} {'ratio':>6}")
@@ -47,8 +46,8 @@ def main(bs: int = 1536,  # batch size (fast-progressive's)
             cl = dict(memory_format=torch.channels_last)
             x, g = torch.randn(bs, c_in, m, m).bfloat16().contiguous(**cl), torch.randn(bs, c_out, m, m).bfloat16().contiguous(**cl)
             w = torch.randn(c_out, c_in, 3, 3).bfloat16().contiguous(**cl)
-            ways = dict(forward=lambda: F.conv2d(x, w, padding=1), input_grad=lambda: backward(x, g, w, [True, False, False]),
-                        onednn=lambda: backward(x, g, w, [False, True, False]), shifted=lambda: weight_grad_by_shifts(x, g))
+            ways = dict(forward=lambda: F.conv2d(x, w, padding=1), input_grad=lambda: onednn_conv_backward(g, x, w, [True, False, False]),
+                        onednn=lambda: onednn_conv_backward(g, x, w, [False, True, False]), shifted=lambda: weight_grad_by_shifts(x, g))
             best = {k: float('inf') for k in ways}
             for k, fn in ways.items(): fn()  # warm-up
             for _ in range(reps):

@@ -6,7 +6,7 @@ from torch import nn
 
 from .config import ACTIVATIONS, group_depths
 
-__all__ = ['ACTS', 'CustomResNet', 'WeightGradByShifts', 'weight_grad_by_shifts', 'SmallMapConv', 'FastNet', 'shift_weight_grads', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
+__all__ = ['ACTS', 'CustomResNet', 'onednn_conv_backward', 'WeightGradByShifts', 'weight_grad_by_shifts', 'SmallMapConv', 'FastNet', 'shift_weight_grads', 'init_whitening', 'default_init', 'ARCHS', 'make_model']
 
 ACTS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}  # the activations a net can be built with (`act`)
 assert tuple(ACTS) == ACTIVATIONS, "config.ACTIVATIONS (the names settings.py accepts before torch loads) must name ACTS"
@@ -78,6 +78,11 @@ def identity_conv(c_in, c_out, kind=nn.Conv2d):
     return conv
 
 
+def onednn_conv_backward(grad, x, weight, mask):
+    "PyTorch's own backward of a 3x3 'same' conv (stride 1, no bias): (input grad, weight grad, None) where `mask` asks"
+    return torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+
+
 class WeightGradByShifts(torch.autograd.Function):
     """A 3x3 'same' conv (no bias, channels_last) whose weight gradient is a matrix product of the output gradient with
     the input's 9 shifted copies side by side (its 3x3 patches), a few images at a time (about ROWS output pixels) so
@@ -95,8 +100,7 @@ class WeightGradByShifts(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                                                     [True, False, False])[0] if ctx.needs_input_grad[0] else None
+        grad_x = onednn_conv_backward(grad, x, weight, [True, False, False])[0] if ctx.needs_input_grad[0] else None
         if not ctx.needs_input_grad[1]: return grad_x, None
         return grad_x, weight_grad_by_shifts(x, grad).to(weight.dtype).contiguous(memory_format=torch.channels_last)
 
