@@ -233,9 +233,10 @@ ABLATIONS = {
     # 15x15, is the net's largest), a step 0.83x the time, for more epochs in the same time
     'group2-192':         dict(widths=(64, 192, 256)),                # (fast-progressive's since 2026-12-06, for 10 epochs)
     # the first group narrower too (on fast-progressive, with `--epochs 11`): 64 -> 48 channels makes a 32-pixel step
-    # 0.90x the time on the AMX Xeon (its convs and pools at 31x31 and 15x15 are bound by memory there) and the net 0.85x
-    # the multiply-adds, so an 11th epoch costs about what it saves (6.53 full-size epochs' arithmetic by `python bench/arithmetic_curve.py`). With `--epochs 11`:
-    # 93.93% over 15 seeds, paired -0.07 (standard error 0.05) against the profile at 49cd79b (docs/results.md)
+    # 0.90x the time of 64/192/256 on the AMX Xeon (its convs at 31x31 and 15x15 and its pool are bound by memory there)
+    # and the net 0.85x its multiply-adds, so an 11th epoch costs about what it saves (6.53 full-size epochs'
+    # arithmetic by `python bench/arithmetic_curve.py`). With `--epochs 11`: 93.93% over 15 seeds, paired -0.07
+    # (standard error 0.05) against the profile at 49cd79b (docs/results.md): no gain
     'group1-48':          dict(widths=(48, 192, 256)),
     # Muon's LR, never tuned here before (fast7's is Hiverge's 0.205 at batch 1,536 for 7.63 epochs; its descendants train
     # 8-10). With group2-192 for 10 epochs, 3 seeds each: 0.8x 93.96%, 1.25x 93.84%, against 94.04% at 0.205 (docs/results.md)
