@@ -15,17 +15,19 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 
-from recipe.model import SmallMapConv, onednn_conv_backward, weight_grad_by_shifts
+from recipe.model import FastNet, SmallMapConv, onednn_conv_backward, weight_grad_by_shifts
 from recipe.record import git_commit, machine_info, write_json
 from recipe.run import keep_freed_memory
 
 
 def fast_net_convs(widths, size):
-    "(c_in, c_out, map) of each 3x3 conv of the fast net (recipe/model.py FastNet) at `size` pixels"
-    w1, w2, w3 = widths
-    m1 = size - 1          # after the 2x2 whitening conv (no padding)
-    m2, m3 = m1 // 2, m1 // 4  # after groups 1 and 2's pools
-    return [(24, w1, m1), (w1, w1, m2), (w1, w2, m2), (w2, w2, m3), (w2, w3, m3), (w3, w3, m3 // 2)]
+    "(c_in, c_out, map, whether it is a SmallMapConv) of each 3x3 conv of the fast net at `size` pixels, read off the net"
+    net, convs = FastNet(10, widths[0], widths=widths), []
+    hooks = [m.register_forward_hook(lambda m, i, o: convs.append((i[0].shape[1], o.shape[1], i[0].shape[-1], isinstance(m, SmallMapConv))))
+             for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    with torch.no_grad(): net.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks: h.remove()
+    return convs
 
 
 @call_parse
@@ -42,7 +44,7 @@ def main(bs: int = 1536,  # batch size (fast-progressive's)
     print(f"batch {bs:,}, widths {widths}, bf16, channels_last, {torch.get_num_threads()} threads, {machine_info()['cpu']}; ms, the fastest of {reps}")
     print(f"{'size':>4} {'conv':>12} {'map':>5} {'forward':>8} {'input grad':>10} {'weight grad: oneDNN':>20} {'shifted':>8} {'ratio':>6}")
     for size in sizes:
-        for i, (c_in, c_out, m) in enumerate(fast_net_convs(widths, size)):
+        for c_in, c_out, m, small in fast_net_convs(widths, size):
             cl = dict(memory_format=torch.channels_last)
             x, g = torch.randn(bs, c_in, m, m).bfloat16().contiguous(**cl), torch.randn(bs, c_out, m, m).bfloat16().contiguous(**cl)
             w = torch.randn(c_out, c_in, 3, 3).bfloat16().contiguous(**cl)
@@ -55,7 +57,7 @@ def main(bs: int = 1536,  # batch size (fast-progressive's)
                     t = time.perf_counter(); fn(); best[k] = min(best[k], time.perf_counter() - t)
             ms, ratio = {k: round(1000 * v, 4) for k, v in best.items()}, best['shifted'] / best['onednn']
             rows.append(dict(size=size, c_in=c_in, c_out=c_out, map=m, ms=ms, shifted_over_onednn=round(ratio, 3),
-                             takes_shifts=i >= 2 and m <= SmallMapConv.MAX_MAP))  # groups 2-3 are SmallMapConvs
+                             takes_shifts=small and m <= SmallMapConv.MAX_MAP))
             print(f"{size:>4} {f'{c_in}->{c_out}':>12} {f'{m}x{m}':>5} {ms['forward']:>8.2f} {ms['input_grad']:>10.2f} {ms['onednn']:>20.2f} "
                   f"{ms['shifted']:>8.2f} {ratio:>6.2f}" + ('  <- shifted in training' if rows[-1]['takes_shifts'] else ''), flush=True)
     if json:
